@@ -72,6 +72,18 @@ class RangeNotSatisfiable(Edge360Error):
         self.length = length
 
 
+class PreconditionFailed(Edge360Error):
+    status = 412
+    default_reason = "precondition failed"
+
+
+class LoopDetected(Edge360Error):
+    """RFC 8586: the request went round the cache tiers (CDN-Loop) more often than allowed."""
+
+    status = 508
+    default_reason = "loop detected"
+
+
 class HeadersTooLarge(Edge360Error):
     status = 431
     default_reason = "request header fields too large"

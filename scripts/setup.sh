@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything edge360 needs on a fresh Debian/Ubuntu machine with Python 3.11+:
+# system packages (as root or through sudo), a virtualenv in .venv with edge360 and its test tools,
+# and the npm packages (hls.js for the player page, playwright-core for the browser test).
+# Safe to run again: every step is idempotent.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(python3-venv ffmpeg nginx-light prometheus wrk chromium nodejs npm)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+# nodejs/npm may come from elsewhere (nvm, NodeSource): a working npm is enough
+if command -v npm >/dev/null 2>&1; then
+  missing=("${missing[@]/nodejs}"); missing=("${missing[@]/npm}")
+fi
+read -r -a missing <<< "${missing[*]}"
+if [ "${#missing[@]}" -gt 0 ]; then
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  echo "setup: installing system packages: ${missing[*]}" >&2
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
+.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+
+if [ ! -d node_modules/hls.js ] || [ package.json -nt node_modules/.package-lock.json ]; then
+  npm install --no-audit --no-fund --loglevel=error >/dev/null
+fi
+mkdir -p src/edge360/static/vendor
+cp node_modules/hls.js/dist/hls.min.js src/edge360/static/vendor/hls.min.js

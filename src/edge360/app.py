@@ -1,0 +1,106 @@
+"""Composition: create_app(config, *, clock) -> web.Application. Wiring only, no decisions.
+
+Builds the node state (tracker, counters, metrics registry), the role's handlers and the owned
+background tasks (session expiry, egress sampling, title rescans).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Callable, Sequence
+
+from aiohttp import web
+
+from edge360 import auth, ops, origin, player
+from edge360.clientaddr import TrustedProxies
+from edge360.config import Config
+from edge360.metrics import Counters, NodeCollector, TierGauge, make_registry
+from edge360.middleware import guard
+from edge360.sessions import SessionTracker
+from edge360.state import NODE, NodeState
+from edge360.tasks import TaskGroup
+
+TASKS = web.AppKey("edge360_tasks", TaskGroup)
+
+
+def load_auth_keys(config: Config) -> tuple[auth.Key, ...]:
+    """Keys from EDGE360_AUTH_KEYS, or the file EDGE360_AUTH_KEYS_FILE names (re-read on SIGHUP)."""
+    text = config.auth.keys
+    if config.auth.keys_file:
+        with open(config.auth.keys_file, encoding="utf-8") as fh:
+            text = fh.read()
+    return auth.parse_keys(text) if text.strip() else ()
+
+
+def build_node(config: Config, clock: Callable[[], float]) -> NodeState:
+    s = config.sessions
+    return NodeState(
+        config=config, clock=clock,
+        tracker=SessionTracker(s.idle_timeout, s.peak_window, s.max_active),
+        counters=Counters(), trusted=TrustedProxies(config.server.trusted_proxies),
+        started_at=clock(), auth_keys=load_auth_keys(config))
+
+
+def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
+    node = build_node(config, clock)
+    app = web.Application(middlewares=[guard], client_max_size=64 * 1024,
+                          handler_args={"max_field_size": config.limits.max_header_bytes,
+                                        "max_line_size": config.limits.max_header_bytes})
+    app[NODE] = node
+    app[TASKS] = TaskGroup()
+    app[ops.EGRESS] = deque(maxlen=10)
+    def tiers() -> Sequence[TierGauge]:
+        return getattr(node.role_state, "tiers", tuple)()
+
+    def parents() -> dict[str, bool]:
+        return getattr(node.role_state, "parents_up", dict)()
+
+    collector = NodeCollector(tracker=lambda: node.tracker, counters=lambda: node.counters,
+                              now=node.clock, tiers=tiers, parents=parents)
+    app[ops.REGISTRY] = make_registry(collector)
+    app.router.add_get("/healthz", ops.healthz)
+    app.router.add_get("/metrics", ops.metrics)
+    app.router.add_get("/api/stats", ops.stats)
+    player.install(app)  # before the roles' catch-all content routes
+
+    async def reload_keys() -> str:
+        node.auth_keys = load_auth_keys(node.config)
+        return f"{len(node.auth_keys)} auth keys"
+    node.reloaders.append(reload_keys)
+
+    if config.server.role == "origin":
+        app.router.add_get("/api/titles", origin.titles)
+        app.router.add_route("*", "/{tail:.*}", origin.handle)
+        app.cleanup_ctx.append(_origin_ctx)
+    else:
+        from edge360 import edge  # type: ignore[attr-defined,unused-ignore]
+        edge.install(app, node)
+    app.cleanup_ctx.append(_ticker_ctx)
+    return app
+
+
+async def _ticker_ctx(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE]
+    tasks = app[TASKS]
+    samples = app[ops.EGRESS]
+
+    async def tick() -> None:
+        node.tracker.expire(node.clock())
+        ops.sample_egress(node, samples)
+    tasks.every(1.0, tick, "ticker")
+    yield
+    await tasks.close()
+
+
+async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
+    node = app[NODE]
+    node.role_state = origin.OriginState(await origin.load_catalog(node))
+
+    async def rescan() -> str:
+        return await origin.rescan(node)
+    node.reloaders.append(rescan)
+    interval = node.config.origin.rescan_interval
+    if interval > 0:
+        app[TASKS].every(interval, rescan, "rescan")
+    yield

@@ -1,0 +1,43 @@
+"""The per-process state every handler reads: config, clock, session tracker, counters, drain flag.
+
+`app` builds one NodeState and stores it on the aiohttp Application; handlers reach it through
+`node_of(request)`. Role-specific state (the origin's catalog, the edge's cache) lives in the role's
+own module and is attached here as an opaque slot, so origin and edge never import each other.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from edge360.clientaddr import TrustedProxies
+from edge360.config import Config
+from edge360.metrics import Counters
+from edge360.sessions import SessionTracker
+
+
+@dataclass(slots=True)
+class NodeState:
+    config: Config
+    clock: Callable[[], float]
+    tracker: SessionTracker
+    counters: Counters
+    trusted: TrustedProxies
+    draining: bool = False
+    started_at: float = 0.0
+    #: called on SIGHUP (keys, upstreams, limits, titles); each returns a short description
+    reloaders: list[Callable[[], Awaitable[str]]] = field(default_factory=list)
+    #: the role's own state (origin.Catalog holder or edge.Edge), typed by the role module
+    role_state: Any = None
+    #: auth keys (tuple of auth.Key), reloaded on SIGHUP
+    auth_keys: tuple[Any, ...] = ()
+
+
+NODE = web.AppKey("edge360_node", NodeState)
+
+
+def node_of(request: web.Request) -> NodeState:
+    return request.app[NODE]

@@ -1,0 +1,99 @@
+"""The command line as a user meets it: help, version, check-config, serve's ready line, signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pytest
+
+from tests.servers import REPO, start_process
+
+
+def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "edge360", *args], capture_output=True, text=True,
+                          timeout=60, cwd=cwd, env={"PATH": "/usr/bin:/bin"})
+
+
+def test_help_and_version() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for command in ("serve", "check-config", "replay", "sign", "package"):
+        assert command in out.stdout
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("edge360 ")
+
+
+def test_check_config_prints_resolved_values() -> None:
+    out = run("check-config", "config/edge.toml")
+    assert out.returncode == 0, out.stderr
+    assert 'role = "edge"' in out.stdout and "[sessions]" in out.stdout
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[server]\nport = 'eighty'\n",
+     "config: server.port: expected an integer 0-65535, got 'eighty'"),
+    ("[server]\nbogus = 1\n", "config: server.bogus: unknown key"),
+    ("[[broken", "not valid TOML"),
+])
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str, needle: str) -> None:
+    p = tmp_path / "bad.toml"
+    p.write_text(text)
+    out = run("check-config", str(p))
+    assert out.returncode == 2
+    assert needle in out.stderr
+    assert out.stderr.count("\n") == 1 and "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["serve", "--port", "eighty"],
+    ["serve", "--media", "/definitely/not/here"],
+    ["serve", "--role", "edge"],
+    ["serve", "--role", "bishop"],
+    ["check-config", "/no/such/file.toml"],
+    ["serve", "--upstream", "ftp://x", "--role", "edge"],
+    ["nonsense"],
+])
+def test_bad_flags_are_one_line_and_exit_2(args: list[str]) -> None:
+    out = run(*args)
+    assert out.returncode == 2, out
+    assert out.stderr.strip() and out.stderr.count("\n") == 1, out.stderr
+    assert "Traceback" not in out.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_serve_port_zero_ready_line_and_clean_exit(sig: int) -> None:
+    sp = start_process(["serve", "--port", "0"])
+    try:
+        assert sp.ready.startswith("edge360 origin ready http://127.0.0.1:")
+        assert not sp.base.endswith(":0")
+        # run from the repository, the bundled demo is served and its master URL is named
+        assert sp.ready.endswith("/demo/master.m3u8")
+        with urllib.request.urlopen(sp.base + "/healthz", timeout=10) as r:
+            assert r.status == 200
+            assert orjson.loads(r.read())["status"] == "ok"
+    finally:
+        code = sp.stop(sig)
+    assert code == 0
+
+
+def test_access_log_is_one_json_line_per_request(tmp_path: Path) -> None:
+    sp = start_process(["serve", "--port", "0", "--access-log"])
+    try:
+        for path in ("/healthz", "/demo/master.m3u8?token=secret-value", "/nope.m3u8"):
+            try:
+                urllib.request.urlopen(sp.base + path, timeout=10).read()
+            except urllib.error.HTTPError:
+                pass
+    finally:
+        assert sp.stop() == 0
+    lines = [orjson.loads(line) for line in sp.stderr.splitlines()
+             if line.startswith("{")]
+    paths = [entry["path"] for entry in lines]
+    assert paths == ["/healthz", "/demo/master.m3u8", "/nope.m3u8"]
+    assert [entry["status"] for entry in lines] == [200, 200, 404]
+    assert "secret-value" not in str(lines)
