@@ -1,0 +1,249 @@
+"""The edge over loopback: a real origin and a real edge chained, and hostile fake upstreams."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from pathlib import Path
+
+import aiohttp
+import pytest
+from aiohttp import web
+from multidict import CIMultiDict
+
+from tests.edgekit import edge, fake_upstream, get, make_title, origin
+from tests.servers import make_config, running_app
+
+ADMIN = {"EDGE360_ADMIN_TOKEN": "adm1n"}
+AUTH = {"Authorization": "Bearer adm1n"}
+
+
+async def metric(session: aiohttp.ClientSession, base: str, name: str) -> float:
+    async with session.get(base + "/metrics") as r:
+        text = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and not line.startswith("#"))
+
+
+async def test_chain_hit_miss_age_via_and_playlist_rewrite(tmp_path: Path) -> None:
+    files = make_title(tmp_path)
+    async with origin(tmp_path) as o, edge([o]) as e, aiohttp.ClientSession() as s:
+        st, h, body = await get(s, e + "/demo/master.m3u8")
+        assert (st, h["X-Cache"], h["Via"]) == (200, "MISS", "1.1 edge360")
+        assert h["Cache-Control"].startswith("private")
+        sid = re.search(r"sid=([A-Za-z0-9_-]+)", body.decode())
+        assert sid is not None and "v0/index.m3u8?sid=" in body.decode()
+        st, h, body2 = await get(s, e + f"/demo/master.m3u8?sid={sid.group(1)}")
+        assert h["X-Cache"] == "HIT" and "Age" in h and body2 == body  # one copy, per viewer
+        st, h, b = await get(s, e + "/demo/v1/seg_002.ts")
+        assert (st, h["X-Cache"], b) == (200, "MISS", files["v1/seg_002.ts"])
+        assert "Age" not in h and h["Access-Control-Allow-Origin"] == "*"
+        st, h, b = await get(s, e + "/demo/v1/seg_002.ts", {"If-None-Match": h["ETag"]})
+        assert (st, h["X-Cache"]) == (304, "HIT")
+        st, h, b = await get(s, e + "/demo/v1/seg_002.ts")
+        assert h["X-Cache"] == "HIT" and int(h["Age"]) >= 0 and b == files["v1/seg_002.ts"]
+        async with s.get(e + "/api/stats") as r:
+            stats = await r.json()
+        assert stats["views_total"] >= 1
+        assert await metric(s, e, "edge360_cache_requests_total") >= 5
+
+
+async def test_herd_costs_one_upstream_request_and_streams(tmp_path: Path) -> None:
+    release = asyncio.Event()
+    body = bytes(range(256)) * 800  # 204800 bytes
+
+    async def slow(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Cache-Control": "max-age=60", "ETag": '"h"'})
+        resp.content_length = len(body)
+        await resp.prepare(request)
+        await resp.write(body[:1000])
+        await asyncio.wait_for(release.wait(), 30)
+        await resp.write(body[1000:])
+        return resp
+
+    async with fake_upstream(slow) as (u, fake), edge([u]) as e, \
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as s:
+        first: list[asyncio.Future[bytes]] = []
+
+        async def client() -> bytes:
+            async with s.get(e + "/t/herd.ts") as r:
+                assert r.headers["X-Cache"] == "MISS"
+                got = await r.content.readany()
+                fut = asyncio.get_running_loop().create_future()
+                fut.set_result(got)
+                first.append(fut)
+                return got + await r.content.read()
+
+        herd = [asyncio.ensure_future(client()) for _ in range(50)]
+        for _ in range(300):  # bounded: until every client saw its first bytes
+            if len(first) == 50:
+                break
+            await asyncio.sleep(0.05)
+        assert len(first) == 50 and not release.is_set()
+        release.set()
+        results = await asyncio.wait_for(asyncio.gather(*herd), 30)
+        assert all(r == body for r in results)
+        assert fake.count("/t/herd.ts") == 1
+        assert await metric(s, e, "edge360_coalesced_waiters_total") == 49
+
+
+async def test_truncated_body_cuts_client_and_is_not_stored() -> None:
+    async def broken(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Cache-Control": "max-age=60"})
+        resp.content_length = 100_000
+        await resp.prepare(request)
+        await resp.write(b"x" * 40_000)
+        assert request.transport is not None
+        request.transport.close()
+        return resp
+
+    async with fake_upstream(broken) as (u, fake), edge([u]) as e, \
+            aiohttp.ClientSession() as s:
+        for _ in range(2):
+            with pytest.raises(aiohttp.ClientPayloadError):
+                async with s.get(e + "/t/cut.ts") as r:
+                    await r.read()
+        assert fake.count("/t/cut.ts") == 2  # nothing stored: the second is a miss again
+        assert await metric(s, e, 'edge360_upstream_requests_total{code="truncated"}') >= 2
+
+
+async def test_content_range_mismatch_never_stored() -> None:
+    async def liar(request: web.Request) -> web.StreamResponse:
+        return web.Response(status=206, body=b"y" * 100, headers={
+            "Content-Range": "bytes 5-104/1000", "Cache-Control": "max-age=60"})
+
+    async with fake_upstream(liar) as (u, fake), edge([u], ADMIN) as e, \
+            aiohttp.ClientSession() as s:
+        for _ in range(2):
+            st, _h, _b = await get(s, e + "/t/big.ts", {"Range": "bytes=0-99"})
+            assert st == 502
+        assert fake.count("/t/big.ts") == 2
+        async with s.get(e + "/admin/cache?path=/t/big.ts", headers=AUTH) as r:
+            assert (await r.json())["tiers"] == []
+        assert await metric(s, e, 'edge360_upstream_requests_total{code="invalid"}') >= 2
+
+
+async def test_viewer_params_never_reach_upstream_nor_the_key() -> None:
+    async def seg(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"seg", headers={"Cache-Control": "max-age=60"})
+
+    async with fake_upstream(seg) as (u, fake), \
+            edge([u], {"EDGE360_PEER_TOKEN": "peer"}, **{"edge.cache_key_params": "*"}) as e, \
+            aiohttp.ClientSession() as s:
+        for sid in ("abcdefgh1", "abcdefgh2"):
+            st, h, _ = await get(s, e + f"/t/a.ts?q=1&sid={sid}&token=tok&CMCD=sid%3D%22z%22")
+            assert st == 200
+        assert [p for _, p, _h in fake.seen] == ["/t/a.ts?q=1"]  # second was a HIT
+        assert h["X-Cache"] == "HIT"
+        headers = fake.seen[0][2]
+        assert headers["CDN-Loop"] == "edge360" and headers["Authorization"] == "Bearer peer"
+
+
+async def test_stale_if_error_with_upstream_stopped() -> None:
+    now = [1_000_000.0]
+
+    async def short(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"fresh bytes", headers={"Cache-Control": "max-age=5"})
+
+    upstream = fake_upstream(short)
+    u, _fake = await upstream.__aenter__()
+    stopped = False
+    try:
+        config = make_config({"server.role": "edge", "edge.upstreams": [u],
+                              "edge.stale_while_revalidate": 0, "edge.retries": 0,
+                              "edge.health_interval": 30})
+        async with running_app(config, clock=lambda: now[0]) as e, \
+                aiohttp.ClientSession() as s:
+            assert (await get(s, e + "/t/s.ts"))[1]["X-Cache"] == "MISS"
+            await upstream.__aexit__(None, None, None)  # the upstream stops
+            stopped = True
+            now[0] += 60  # well past max-age=5, within stale-if-error (3600)
+            st, h, b = await get(s, e + "/t/s.ts")
+            assert (st, h["X-Cache"], b) == (200, "STALE", b"fresh bytes")
+            assert int(h["Age"]) >= 60
+            now[0] += 7200  # past stale-if-error: the error shows
+            st, h, b = await get(s, e + "/t/s.ts")
+            assert st == 502
+    finally:
+        if not stopped:
+            await upstream.__aexit__(None, None, None)
+
+
+RANGE_CASES: list[dict[str, str]] = [
+    {}, {"Range": "bytes=0-0"}, {"Range": "bytes=0-99"}, {"Range": "bytes=100-"},
+    {"Range": "bytes=-500"}, {"Range": "bytes=65530-65545"}, {"Range": "bytes=599990-"},
+    {"Range": "bytes=600000-"}, {"Range": "bytes=-0"}, {"Range": "bytes=5-1"},
+    {"Range": "bytes=0-10,20-30"}, {"Range": "bytes=0-5,3-9"}, {"Range": "items=0-5"},
+    {"Range": "bytes=0-10,200000-200010,-5"}, {"Range": "bytes=1-", "If-Range": '"nope"'},
+    {"If-None-Match": "ETAG"}, {"If-None-Match": '"other"'}, {"If-Match": '"other"'},
+    {"Range": "bytes=10-20", "If-Range": "ETAG"}, {"If-Modified-Since": "LM"},
+    {"Range": "bytes=70000-140000"},
+]
+
+
+def _normalise(body: bytes, headers: CIMultiDict[str]) -> bytes:
+    m = re.search(r"boundary=(\S+)", headers.get("Content-Type", ""))
+    return body.replace(m.group(1).encode(), b"B") if m else body
+
+
+@pytest.mark.parametrize("path", ["/demo/br/stream.ts", "/demo/v0/seg_001.ts"])
+async def test_range_matrix_edge_answers_like_origin(tmp_path: Path, path: str) -> None:
+    make_title(tmp_path)
+    async with origin(tmp_path) as o, \
+            edge([o], ADMIN, **{"edge.piece_bytes": 65536}) as e, aiohttp.ClientSession() as s:
+        _, oh, _ = await get(s, o + path)
+        for case in RANGE_CASES:
+            headers = {k: v.replace("ETAG", oh["ETag"]).replace("LM", oh["Last-Modified"])
+                       for k, v in case.items()}
+            want = await get(s, o + path, headers)
+            async with s.post(e + "/admin/purge", json={"path": path}, headers=AUTH) as r:
+                assert r.status == 200
+            for temperature in ("cold", "warm"):
+                got = await get(s, e + path, headers)
+                assert got[0] == want[0], (case, temperature)
+                assert got[1].get("Content-Range") == want[1].get("Content-Range"), case
+                assert _normalise(got[2], got[1]) == _normalise(want[2], want[1]), \
+                    (case, temperature)
+
+
+async def test_eviction_with_small_memory_still_serves_right_bytes(tmp_path: Path) -> None:
+    files = make_title(tmp_path)
+    async with origin(tmp_path) as o, edge([o], **{"edge.cache_memory_bytes": 1 << 20,
+                                                   "edge.piece_bytes": 65536}) as e, \
+            aiohttp.ClientSession() as s:
+        for _ in range(2):
+            for rel, data in sorted(files.items()):
+                st, _h, b = await get(s, e + f"/demo/{rel}")
+                assert (st, b) == (200, data), rel
+        assert await metric(s, e, 'edge360_cache_evictions_total{tier="memory"}') > 0
+        assert await metric(s, e, 'edge360_cache_size_bytes{tier="memory"}') <= 1 << 20
+
+
+async def test_admin_purge_warm_cache_and_token(tmp_path: Path) -> None:
+    files = make_title(tmp_path)
+    async with origin(tmp_path) as o, edge([o], ADMIN) as e, aiohttp.ClientSession() as s:
+        for headers in ({}, {"Authorization": "Bearer wrong"}):
+            async with s.post(e + "/admin/purge", json={"prefix": "/demo/"},
+                              headers=headers) as r:
+                assert r.status == 403
+        async with s.post(e + "/admin/purge", data=b"{not json", headers=AUTH) as r:
+            assert r.status == 400
+        async with s.post(e + "/admin/warm", json={"playlist": "/demo/master.m3u8"},
+                          headers=AUTH) as r:
+            assert r.status == 200
+            queued = (await r.json())["queued"]
+        assert queued == 3 + 2 * 4  # master, two media playlists, eight segments
+        for _ in range(200):  # bounded wait for the background warm-up
+            async with s.get(e + "/admin/cache?path=/demo/v1/seg_003.ts", headers=AUTH) as r:
+                if (await r.json())["tiers"]:
+                    break
+            await asyncio.sleep(0.05)
+        _st, h, b = await get(s, e + "/demo/v1/seg_003.ts")
+        assert (h["X-Cache"], b) == ("HIT", files["v1/seg_003.ts"])
+        async with s.post(e + "/admin/purge", json={"prefix": "/demo/v1/"}, headers=AUTH) as r:
+            assert (await r.json())["purged"] >= 5
+        _st, h, b = await get(s, e + "/demo/v1/seg_003.ts")
+        assert h["X-Cache"] == "MISS"
+    async with origin(tmp_path) as o, edge([o]) as e, aiohttp.ClientSession() as s, \
+            s.post(e + "/admin/warm", json={"prefix": "/demo/"}, headers=AUTH) as r:
+        assert r.status == 403  # no admin token configured: nobody gets in
