@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from edge360.conditional import http_date
+from edge360.invalidation import invalidated_paths, invalidates
 from edge360.policy import (
     Action,
     StoredResponse,
@@ -21,15 +22,12 @@ from edge360.policy import (
     decide,
     freshness_lifetime,
     head_matches,
-    invalidated_paths,
-    invalidates,
-    merge_304,
     not_storable_reason,
     revalidated,
     storable,
-    stored_fields,
     validator_matches,
 )
+from edge360.storedfields import merge_304, stored_fields
 
 T0 = 1_700_000_000.0  # the response arrives at this wall time (a whole second)
 DAY = 86400.0

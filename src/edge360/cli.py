@@ -105,6 +105,17 @@ def _run_sign(args: argparse.Namespace) -> int:
     return 0
 
 
+def _on_uvloop(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """The replayer drives thousands of virtual players: run it on uvloop."""
+    def wrapped(args: argparse.Namespace) -> int:
+        import asyncio
+
+        import uvloop
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return run(args)
+    return wrapped
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="edge360", description=(
         "HLS origin and caching edge server that counts its viewers exactly."))
@@ -137,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         module = __import__(module_name, fromlist=["add_arguments", "run"])
         p = sub.add_parser(name, help=help_text)
         module.add_arguments(p)
-        p.set_defaults(func=module.run)
+        p.set_defaults(func=_on_uvloop(module.run) if name == "replay" else module.run)
     return parser
 
 

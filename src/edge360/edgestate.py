@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from edge360 import policy
+from edge360 import invalidation, policy
 from edge360.coalescer import Coalescer
 from edge360.edgefetch import Fetcher, Target
 from edge360.edgeplaylists import PlaylistIndex
@@ -103,8 +103,8 @@ class EdgeState:
                     raise UpstreamError("answer to an unsafe method too large", kind="invalid")
         finally:
             resp.close()
-        if policy.invalidates(request.method, resp.status):
-            for path in policy.invalidated_paths(t.upstream, resp.headers, request.host):
+        if invalidation.invalidates(request.method, resp.status):
+            for path in invalidation.invalidated_paths(t.upstream, resp.headers, request.host):
                 target = path.split("?", 1)[0]
                 await self.store.purge(target)
                 await self.store.purge_prefix(target + "?")

@@ -29,7 +29,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Final
-from urllib.parse import urljoin, urlsplit
 
 from edge360.cachecontrol import (
     Directives,
@@ -39,10 +38,10 @@ from edge360.cachecontrol import (
     expires_value,
     last_modified_value,
     request_directives,
-    split_list,
     vary_key,
 )
 from edge360.conditional import http_date, strong_match, weak_match
+from edge360.storedfields import merge_304, stored_fields
 
 #: RFC 9110 §15.1: statuses cacheable by default, i.e. heuristically (RFC 9111 §4.2.2).
 HEURISTIC_STATUSES: Final = frozenset({200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501})
@@ -357,19 +356,6 @@ def revalidated(entry: StoredResponse, response_headers: Mapping[str, str], *,
 
 # --- validation (§4.3) ------------------------------------------------------------------------
 
-#: §3.1: hop-by-hop fields are never stored (plus those a Connection field lists).
-HOP_BY_HOP: Final = frozenset({"connection", "proxy-connection", "keep-alive", "te", "trailer",
-                               "transfer-encoding", "upgrade"})
-#: §3.2: fields a 304 never updates: the length, and Content-Range that belongs to a 206's body.
-_NOT_UPDATED: Final = frozenset({"content-length", "content-range"})
-
-
-def stored_fields(headers: Mapping[str, str]) -> dict[str, str]:
-    """The fields of a response as stored: without hop-by-hop fields (§3.1)."""
-    listed = {n.lower() for n in split_list(headers.get("connection", ""))}
-    return {k: v for k, v in headers.items() if k not in HOP_BY_HOP and k not in listed}
-
-
 def conditional_headers(entry: StoredResponse) -> dict[str, str]:
     """The validators to send when revalidating (§4.3.1): If-None-Match from the ETag (weak ones
     too, as the comparison for If-None-Match is weak) and If-Modified-Since from Last-Modified."""
@@ -401,23 +387,6 @@ def validator_matches(entry: StoredResponse, response_headers: Mapping[str, str]
     return True
 
 
-def merge_304(stored: Mapping[str, str], response_headers: Mapping[str, str]) -> dict[str, str]:
-    """Stored fields updated from a 304 or HEAD (§3.2): each received field replaces the stored
-    one, except hop-by-hop fields, Content-Length and Content-Range; stored 1xx warnings, which
-    describe the old freshness, are dropped (RFC 7234 §4.3.4)."""
-    out = dict(stored)
-    if "warning" in out:
-        kept = [w for w in split_list(out["warning"]) if not w.startswith("1")]
-        if kept:
-            out["warning"] = ", ".join(kept)
-        else:
-            del out["warning"]
-    for name, value in stored_fields(response_headers).items():
-        if name not in _NOT_UPDATED:
-            out[name] = value
-    return out
-
-
 def head_matches(entry: StoredResponse, head_headers: Mapping[str, str]) -> bool:
     """Whether a 200 answer to HEAD may freshen the stored GET response (§4.3.5): it carries a
     validator, each one it carries equals the stored one, and so does any Content-Length.
@@ -425,44 +394,3 @@ def head_matches(entry: StoredResponse, head_headers: Mapping[str, str]) -> bool
     names = [n for n in ("etag", "last-modified", "content-length") if n in head_headers]
     return names not in ([], ["content-length"]) and all(
         head_headers[n].strip(" \t") == entry.fields.get(n, "").strip(" \t") for n in names)
-
-
-# --- invalidation (§4.4) ----------------------------------------------------------------------
-
-#: RFC 9110 §9.2.1: methods defined as safe; any other method is unsafe.
-SAFE_METHODS: Final = frozenset({"GET", "HEAD", "OPTIONS", "TRACE"})
-
-
-def invalidates(method: str, status: int) -> bool:
-    """§4.4: a non-error (2xx or 3xx) answer to an unsafe method invalidates stored responses."""
-    return method.upper() not in SAFE_METHODS and 200 <= status < 400
-
-
-def _authority(netloc: str) -> str:
-    host = netloc.lower().rsplit("@", 1)[-1]
-    for default in (":80", ":443"):
-        if host.endswith(default):
-            return host[: -len(default)]
-    return host
-
-
-def invalidated_paths(request_path: str, response_headers: Mapping[str, str],
-                      host: str) -> list[str]:
-    """The paths (with query) an invalidating answer invalidates (§4.4): the target, and the
-    Location and Content-Location targets when on the same host (others are never touched, so
-    one origin cannot evict another's content)."""
-    out = [request_path]
-    base = f"http://{host}{request_path if request_path.startswith('/') else '/'}"
-    for name in ("location", "content-location"):
-        ref = response_headers.get(name, "").strip(" \t")
-        if not ref:
-            continue
-        try:
-            url = urlsplit(urljoin(base, ref))
-        except ValueError:
-            continue  # e.g. a malformed IPv6 literal: no target to invalidate
-        if url.scheme in ("http", "https") and _authority(url.netloc) == _authority(host):
-            path = (url.path or "/") + (f"?{url.query}" if url.query else "")
-            if path not in out:
-                out.append(path)
-    return out

@@ -1,0 +1,80 @@
+"""The target of a replay: is it a reachable master playlist, what idle timeout does it count by,
+and how many viewers does its /metrics report (edge360_sessions_active summed over labels)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from edge360.errors import UsageError
+from edge360.replay.player import PlaylistError, parse_master
+
+DEFAULT_IDLE_TIMEOUT = 30.0
+
+
+@dataclass(frozen=True)
+class TargetInfo:
+    idle_timeout: float
+    has_metrics: bool
+    metrics_url: str
+    variants: int
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def parse_sessions_active(text: str) -> float | None:
+    """Sum of `edge360_sessions_active` over its labels; None when the exposition lacks it."""
+    total: float | None = None
+    for family in text_string_to_metric_families(text):
+        if family.name == "edge360_sessions_active":
+            for sample in family.samples:
+                if sample.name == "edge360_sessions_active":
+                    total = (total or 0.0) + sample.value
+    return total
+
+
+async def probe(target: str) -> TargetInfo:
+    """Check the target is a reachable master playlist; read idle_timeout; look for /metrics."""
+    timeout = aiohttp.ClientTimeout(total=10)
+    base = _origin(target)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        try:
+            async with http.get(target) as resp:
+                if resp.status != 200:
+                    raise UsageError(f"--target {target} answered HTTP {resp.status}")
+                text = await resp.text(errors="replace")
+        except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
+            raise UsageError(f"--target {target} is unreachable: {exc or type(exc).__name__}"
+                             ) from None
+        try:
+            variants = parse_master(text, target)
+        except PlaylistError as exc:
+            raise UsageError(f"--target {target} is {exc}") from None
+        idle = DEFAULT_IDLE_TIMEOUT
+        with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+            async with http.get(base + "/api/stats") as resp:
+                if resp.status == 200:
+                    data = await resp.json(content_type=None)
+                    if isinstance(data, dict) and isinstance(data.get("idle_timeout"), int | float):
+                        idle = float(data["idle_timeout"])
+        has_metrics = await sample_server(http, base + "/metrics") is not None
+    return TargetInfo(idle_timeout=idle, has_metrics=has_metrics, metrics_url=base + "/metrics",
+                      variants=len(variants))
+
+
+async def sample_server(http: aiohttp.ClientSession, url: str) -> float | None:
+    try:
+        async with http.get(url, timeout=aiohttp.ClientTimeout(total=0.9)) as resp:
+            if resp.status != 200:
+                return None
+            return parse_sessions_active(await resp.text())
+    except (TimeoutError, aiohttp.ClientError, ValueError):
+        return None

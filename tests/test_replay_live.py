@@ -1,0 +1,143 @@
+"""Live replays against a real HLS server on 127.0.0.1:0, and the command line's refusals."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import socket
+from pathlib import Path
+from urllib.parse import parse_qs
+
+import pytest
+
+from edge360.errors import UsageError
+from edge360.replay import command
+from edge360.replay.player import parse_media, sid_of
+from edge360.replay.target import parse_sessions_active
+from tests.test_replay_support import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
+
+
+def args_for(*argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    command.add_arguments(parser)
+    return parser.parse_args(list(argv))
+
+
+def test_live_replay_of_a_peak_slice(tmp_path: Path) -> None:
+    log = ServerLog()
+    with ThreadServer(build_app(rewrite=True, metrics=True, idle=0.5, log=log)) as srv:
+        rc = command.run(args_for("--target", srv.url, "--scale", "0.01", "--speed", "20",
+                                  "--window", "9.5-9.55", "--loop", "--seed", "2",
+                                  "--report", str(tmp_path), "--duration", "60"))
+    assert rc == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    for f in ("report.json", "series.csv", "report.png", "report.html"):
+        assert (tmp_path / f).stat().st_size > 0
+    assert report["viewers_started"] >= 500
+    assert report["requests"] > 0 and report["errors"] == 0
+    assert report["achieved_peak"] > 0
+    assert report["server_peak"] is not None and report["server_peak"] > 0
+    assert report["window"] == [9.5, 9.55] and report["speed"] == 20.0
+    # sessions end during the run: some viewers' last request is well before the window's end
+    end = max(log.last_seen.values())
+    assert sum(1 for t in log.last_seen.values() if t < end - 1.0) > 0
+    rows = list(csv.DictReader((tmp_path / "series.csv").read_text().splitlines()))
+    assert len(rows) >= 3 and max(float(r["server"] or 0) for r in rows) > 0
+    # every request after the master carried the sid the server handed out
+    later = [(p, s) for p, s, _ in log.requests if p != "t/master.m3u8"]
+    assert later and all(s is not None and s in log.last_seen for _, s in later)
+    # a response cut off at the window's end may reach the server but not the replayer
+    assert 0 <= len(log.last_seen) - report["viewers_started"] <= 0.01 * len(log.last_seen)
+
+
+def test_own_sid_and_byte_ranges_against_a_plain_server(tmp_path: Path) -> None:
+    log = ServerLog()
+    with ThreadServer(build_app(rewrite=False, metrics=False, idle=30, log=log)) as srv:
+        rc = command.run(args_for("--target", srv.url, "--views", "100000", "--peak", "6000",
+                                  "--scale", "0.05", "--speed", "30", "--window", "9.6-9.62",
+                                  "--report", str(tmp_path), "--seed", "4"))
+    assert rc == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["server_peak"] is None            # the target has no /metrics
+    assert report["idle_timeout"] == 30
+    assert report["errors"] == 0 and report["requests"] > 0
+    later = [(p, s, r) for p, s, r in log.requests if p.startswith("t/") and "master" not in p]
+    assert all(s is not None and sid_of(f"x?sid={s}") == s for _, s, _ in later)
+    ranged = [r for p, _, r in later if p == "t/hi/all.ts"]
+    assert ranged and all(r is not None and r.startswith("bytes=") for r in ranged)
+    starts = {int(r.split("=")[1].split("-")[0]) for r in ranged if r}
+    assert starts <= {i * SEGMENT_BYTES for i in range(10)}
+
+
+def test_workers_split_the_viewers_and_merge(tmp_path: Path) -> None:
+    log = ServerLog()
+    with ThreadServer(build_app(rewrite=True, metrics=True, idle=0.5, log=log)) as srv:
+        rc = command.run(args_for("--target", srv.url, "--views", "100000", "--peak", "6000",
+                                  "--scale", "0.05", "--speed", "30", "--window", "9.6-9.62",
+                                  "--workers", "2", "--loop", "--report", str(tmp_path)))
+    assert rc == 0
+    report = json.loads((tmp_path / "report.json").read_text())
+    # both workers' viewers are merged; one arriving just before the window's end may get no answer
+    assert 0.98 * report["total_viewers_sampled"] <= report["viewers_started"]
+    started = len(log.last_seen) - 1                             # - the probe's master request
+    assert report["viewers_started"] <= started <= report["total_viewers_sampled"]
+    assert report["errors"] == 0 and report["requests"] >= len(log.requests) - 1  # the probe
+    assert report["workers"] == 2 and report["achieved_peak"] > 0
+
+
+def test_shard_takes_its_share(tmp_path: Path) -> None:
+    log = ServerLog()
+    with ThreadServer(build_app(rewrite=True, metrics=False, idle=0.5, log=log)) as srv:
+        command.run(args_for("--target", srv.url, "--views", "100000", "--peak", "6000",
+                             "--scale", "0.05", "--speed", "30", "--window", "9.6-9.62",
+                             "--shard", "1/3", "--report", str(tmp_path)))
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["shard"] == "1/3"
+    share = report["views"] + report["viewers_at_start"]
+    assert abs(share - report["total_viewers_sampled"] / 3) <= 1
+    assert 0.98 * share <= len(log.last_seen) - 1 <= share          # - the probe's master request
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.parametrize(("argv", "needle"), [
+    (["--window", "5-3"], "--window"), (["--window", "0-25"], "--window"),
+    (["--window", "x"], "--window"), (["--scale", "0"], "--scale"), (["--scale", "1.5"], "--scale"),
+    (["--speed", "0"], "--speed"), (["--shard", "3/3"], "--shard"), (["--shard", "a"], "--shard"),
+    (["--peak", "900000", "--model"], "infeasible"), ([], "--target"),
+])
+def test_bad_flags_are_one_line_usage_errors(argv: list[str], needle: str, tmp_path: Path) -> None:
+    with pytest.raises(UsageError) as err:
+        command.run(args_for(*argv, "--report", str(tmp_path)))
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_unreachable_and_non_master_targets_are_refused(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="unreachable"):
+        command.run(args_for("--target", f"http://127.0.0.1:{_free_port()}/t/master.m3u8",
+                             "--report", str(tmp_path)))
+    with ThreadServer(build_app(rewrite=False, metrics=False, idle=1, log=ServerLog())) as srv:
+        media = srv.url.replace("master.m3u8", "lo/index.m3u8")
+        with pytest.raises(UsageError, match="not a master playlist"):
+            command.run(args_for("--target", media, "--report", str(tmp_path)))
+        with pytest.raises(UsageError, match="HTTP 404"):
+            command.run(args_for("--target", srv.url + "x", "--report", str(tmp_path)))
+
+
+def test_playlist_parsing_and_metrics_sum() -> None:
+    text = ("#EXTM3U\n#EXTINF:4,\n#EXT-X-BYTERANGE:100@50\nf.ts\n#EXTINF:4,\n"
+            "#EXT-X-BYTERANGE:30\nf.ts\n#EXTINF:2.5,\ng.ts?sid=abcdefgh1\n#EXT-X-ENDLIST\n")
+    pl = parse_media(text, "http://h/t/lo/index.m3u8")
+    assert [s.byterange for s in pl.segments] == [(50, 149), (150, 179), None]
+    assert pl.segments[2].url == "http://h/t/lo/g.ts?sid=abcdefgh1" and pl.ended
+    assert sid_of(pl.segments[2].url) == "abcdefgh1" and sid_of("a?sid=bad!") is None
+    assert parse_qs("sid=x")["sid"] == ["x"]
+    metrics = ('edge360_sessions_active{title="a",rendition="x"} 3\n'
+               'edge360_sessions_active{title="b",rendition="none"} 4\nother_total 9\n')
+    assert parse_sessions_active(metrics) == 7
+    assert parse_sessions_active("other_total 9\n") is None
