@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 
 from aiohttp import web
 
-from edge360 import auth, ops, origin, player
+from edge360 import auth, limits, ops, origin, player
 from edge360.clientaddr import TrustedProxies
 from edge360.config import Config
-from edge360.metrics import Counters, NodeCollector, TierGauge, make_registry
+from edge360.metrics import Counters, NodeCollector, TierGauge, TrackerView, make_registry
 from edge360.middleware import guard
-from edge360.sessions import SessionTracker
 from edge360.state import NODE, NodeState
+from edge360.statefile import new_tracker
 from edge360.tasks import TaskGroup
 
 TASKS = web.AppKey("edge360_tasks", TaskGroup)
@@ -33,21 +33,25 @@ def load_auth_keys(config: Config) -> tuple[auth.Key, ...]:
     return auth.parse_keys(text) if text.strip() else ()
 
 
-def build_node(config: Config, clock: Callable[[], float]) -> NodeState:
-    s = config.sessions
+def build_node(config: Config, clock: Callable[[], float],
+               tracker: TrackerView | None = None) -> NodeState:
     return NodeState(
         config=config, clock=clock,
-        tracker=SessionTracker(s.idle_timeout, s.peak_window, s.max_active),
+        tracker=tracker if tracker is not None else new_tracker(config),
         counters=Counters(), trusted=TrustedProxies(config.server.trusted_proxies),
         started_at=clock(), auth_keys=load_auth_keys(config))
 
 
-def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web.Application:
-    node = build_node(config, clock)
+def create_app(config: Config, *, clock: Callable[[], float] = time.time,
+               tracker: TrackerView | None = None) -> web.Application:
+    """The application for `config`; `tracker` is the session tracker to use (a restored one,
+    or a worker's view of the node's hub), a fresh one by default."""
+    node = build_node(config, clock, tracker)
     app = web.Application(middlewares=[guard], client_max_size=64 * 1024,
                           handler_args={"max_field_size": config.limits.max_header_bytes,
                                         "max_line_size": config.limits.max_header_bytes})
     app[NODE] = node
+    limits.install(app)
     app[TASKS] = TaskGroup()
     app[ops.EGRESS] = deque(maxlen=10)
     def tiers() -> Sequence[TierGauge]:
@@ -56,7 +60,7 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time) -> web
     def parents() -> dict[str, bool]:
         return getattr(node.role_state, "parents_up", dict)()
 
-    collector = NodeCollector(tracker=lambda: node.tracker, counters=lambda: node.counters,
+    collector = NodeCollector(tracker=lambda: node.tracker, counters=node.node_counters,
                               now=node.clock, tiers=tiers, parents=parents)
     app[ops.REGISTRY] = make_registry(collector)
     app.router.add_get("/healthz", ops.healthz)

@@ -1,4 +1,4 @@
-"""The one place an error becomes a status: errors -> observe (counters, access log).
+"""The one place an error becomes a status: errors -> limits -> observe (counters, access log).
 
 Handlers raise Edge360Error subclasses (each carries its status and extra headers); anything else
 is a bug, logged once with its traceback and answered 500 with no detail. Every answer is counted
@@ -19,6 +19,7 @@ from aiohttp import web
 from edge360.auth import redact_query
 from edge360.errors import Edge360Error
 from edge360.kinds import kind_of
+from edge360.limits import LIMITS
 from edge360.state import node_of
 from edge360.viewers import address_of
 
@@ -42,7 +43,9 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     node = node_of(request)
     started = time.monotonic()
     cors = node.config.origin.cors_origin
+    address = address_of(request, node)
     try:
+        request.app[LIMITS].check(request, address, started)
         response = await handler(request)
     except Edge360Error as e:
         response = error_response(e.status, e.public_message, e.headers, cors)
@@ -58,15 +61,17 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     kind = kind_of(request.path)
     node.counters.requests[(kind, str(response.status))] += 1
     if node.config.server.access_log:
-        _access_log(request, response, time.monotonic() - started)
+        _access_log(request, response, address, time.monotonic() - started)
     return response
 
 
-def _access_log(request: web.Request, response: web.StreamResponse, seconds: float) -> None:
-    node = node_of(request)
+def _access_log(request: web.Request, response: web.StreamResponse, address: str,
+                seconds: float) -> None:
+    # the query goes through redact_query (token values become ***); no request header but the
+    # User-Agent is written, so an Authorization bearer never reaches the log
     line = {
         "ts": round(time.time(), 3),
-        "client": address_of(request, node),
+        "client": address,
         "method": request.method,
         "path": request.path,
         "query": redact_query(request.query_string) if request.query_string else "",

@@ -37,6 +37,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    await node_of(request).refresh()
     data = exposition(request.app[REGISTRY])
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST,
                                             "Cache-Control": "no-store"})
@@ -44,7 +45,7 @@ async def metrics(request: web.Request) -> web.Response:
 
 def sample_egress(node: NodeState, samples: deque[tuple[float, int]]) -> None:
     """Called once a second: keep (time, egress total) pairs for the egress rate."""
-    samples.append((node.clock(), sum(node.counters.egress.values())))
+    samples.append((node.clock(), sum(node.node_counters().egress.values())))
 
 
 def stats_body(node: NodeState, samples: deque[tuple[float, int]]) -> dict[str, object]:
@@ -70,12 +71,14 @@ def stats_body(node: NodeState, samples: deque[tuple[float, int]]) -> dict[str, 
         "idle_timeout": node.config.sessions.idle_timeout,
         "top_titles": sorted(titles.items(), key=lambda kv: -kv[1])[:10],
         "rendition_mix": mix,
-        "egress_bytes_total": sum(node.counters.egress.values()),
+        "egress_bytes_total": sum(node.node_counters().egress.values()),
         "egress_bits_per_second": round(rate * 8, 1),
         "role": node.config.server.role,
+        "workers": node.config.server.workers,
     }
 
 
 async def stats(request: web.Request) -> web.Response:
     node = node_of(request)
+    await node.refresh()
     return _json(stats_body(node, request.app[EGRESS]))

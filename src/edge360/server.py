@@ -12,6 +12,7 @@ import logging
 import signal
 import ssl
 import sys
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -19,7 +20,12 @@ from aiohttp import web
 
 from edge360.app import TASKS, create_app
 from edge360.config import Config
+from edge360.hub import HubClient, RemoteTracker
+from edge360.limits import GuardedSite
+from edge360.metrics import Counters, TrackerView
+from edge360.sessions import SessionTracker
 from edge360.state import NODE
+from edge360.statefile import load_tracker, save_tracker
 
 log = logging.getLogger("edge360")
 
@@ -41,29 +47,44 @@ def ready_line(config: Config, port: int, demo: bool) -> str:
     return line
 
 
-async def serve(config: Config, *, sock: Any = None) -> int:
-    """Run one server process until SIGTERM/SIGINT, then drain. Returns the exit status."""
-    app = create_app(config)
+async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int:
+    """Run one server process until SIGTERM/SIGINT, then drain. Returns the exit status.
+
+    `worker` is (index, hub socket path) when this process is one of `--workers N`: sessions
+    are then counted by the supervisor's hub and the supervisor prints the ready line.
+    """
+    hub: HubClient | None = None
+    tracker: TrackerView
+    if worker is not None:
+        hub = HubClient(worker[0], time.time, Counters())
+        await hub.connect(worker[1])
+        tracker = RemoteTracker(hub)
+    else:
+        tracker = load_tracker(config, time.time)
+    app = create_app(config, tracker=tracker)
     node = app[NODE]
     tasks = app[TASKS]
+    if hub is not None:
+        hub.counters = node.counters
+        node.hub = hub
+        tasks.spawn(hub.listen(), "hub-listen")
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=config.server.drain_timeout,
                            keepalive_timeout=config.limits.keepalive_timeout)
     await runner.setup()
-    site: web.BaseSite
-    if sock is not None:
-        site = web.SockSite(runner, sock, ssl_context=_ssl_context(config))
-    else:
-        site = web.TCPSite(runner, config.server.host, config.server.port,
-                           ssl_context=_ssl_context(config), backlog=2048,
-                           reuse_port=config.server.workers > 1)
+    # GuardedSite: the connection ceiling, head timeout and send timeout (limits.py)
+    site = GuardedSite(runner, config, node.counters, host=config.server.host,
+                       port=config.server.port, ssl_context=_ssl_context(config),
+                       reuse_port=config.server.workers > 1)
     await site.start()
-    server = getattr(site, "_server", None)
-    port = server.sockets[0].getsockname()[1] if server and server.sockets else config.server.port
+    port = site.port
     role_state = node.role_state
     demo = "demo" in getattr(getattr(role_state, "catalog", None), "titles", {})
-    sys.stdout.write(ready_line(config, port, demo) + "\n")
-    sys.stdout.flush()
+    if hub is not None:
+        hub.ready(port, demo)
+    else:
+        sys.stdout.write(ready_line(config, port, demo) + "\n")
+        sys.stdout.flush()
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -85,11 +106,23 @@ async def serve(config: Config, *, sock: Any = None) -> int:
     if config.server.drain_delay > 0:
         await asyncio.sleep(config.server.drain_delay)
     await runner.cleanup()
+    if hub is not None:
+        await hub.close()
+    elif isinstance(tracker, SessionTracker):
+        save_tracker(config, tracker, time.time())
     return 0
 
 
-def run_node(config: Config, *, loop_factory: Callable[[], Any] | None) -> int:
+def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s",
                         stream=sys.stderr)
+
+
+def run_node(config: Config, *, loop_factory: Callable[[], Any] | None) -> int:
+    setup_logging()
+    if config.server.workers > 1:
+        from edge360.cluster import supervise
+        with asyncio.Runner() as runner:
+            return runner.run(supervise(config, loop_factory))
     with asyncio.Runner(loop_factory=loop_factory) as runner:
         return runner.run(serve(config))

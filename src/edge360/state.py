@@ -15,15 +15,14 @@ from aiohttp import web
 
 from edge360.clientaddr import TrustedProxies
 from edge360.config import Config
-from edge360.metrics import Counters
-from edge360.sessions import SessionTracker
+from edge360.metrics import Counters, TrackerView
 
 
 @dataclass(slots=True)
 class NodeState:
     config: Config
     clock: Callable[[], float]
-    tracker: SessionTracker
+    tracker: TrackerView
     counters: Counters
     trusted: TrustedProxies
     draining: bool = False
@@ -34,6 +33,17 @@ class NodeState:
     role_state: Any = None
     #: auth keys (tuple of auth.Key), reloaded on SIGHUP
     auth_keys: tuple[Any, ...] = ()
+    #: with --workers N: the link to the supervisor's hub (hub.HubClient), else None
+    hub: Any = None
+
+    async def refresh(self) -> None:
+        """Bring node-wide figures up to date before reading them (a no-op with one worker)."""
+        if self.hub is not None:
+            await self.hub.refresh()
+
+    def node_counters(self) -> Counters:
+        """This process's counters, or the whole node's when it runs several workers."""
+        return self.hub.node_counters if self.hub is not None else self.counters
 
 
 NODE = web.AppKey("edge360_node", NodeState)

@@ -1,0 +1,347 @@
+"""Abuse limits of both roles: per-address request rates, sessions opened per address, and the
+per-connection guards aiohttp has no option for (connection ceiling, request-head timeout, send
+timeout), plus the listener that installs them.
+
+The connection guards live in `GuardedProtocol`, a thin asyncio.Protocol in front of aiohttp's own
+RequestHandler: it sees every connection open and close (so `connections_open` is exact), every
+byte that arrives (so a head that never ends can be timed) and the socket's send progress (so a
+reader that stopped reading can be cut off). Everything else is forwarded untouched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import ipaddress
+import logging
+import math
+import socket
+import ssl
+import struct
+import termios
+import time
+from typing import Any, cast
+
+from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+
+from edge360 import sessions
+from edge360.config import Config
+from edge360.errors import TooManyRequests
+from edge360.metrics import Counters
+from edge360.ratelimit import TokenBucketLimiter, WindowCounter
+from edge360.state import NODE
+
+#: paths monitoring polls: never rate limited, so a throttled address cannot blind the dashboards
+EXEMPT_PREFIXES = ("/healthz", "/metrics", "/api/")
+#: window of sessions.per_ip_per_minute
+SESSION_WINDOW = 60.0
+#: answer to a connection over limits.max_connections; the peer learns to back off, not to retry
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
+         b"Content-Type: application/json\r\nContent-Length: 32\r\n\r\n"
+         b'{"error": "service unavailable"}')
+# Linux struct tcp_info (include/uapi/linux/tcp.h): tcpi_bytes_acked is the u64 at offset 120
+_TCP_INFO_LEN = 128
+_BYTES_ACKED = struct.Struct("=Q")
+_BYTES_ACKED_AT = 120
+
+
+def is_exempt(path: str) -> bool:
+    return path.startswith(EXEMPT_PREFIXES)
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def opens_fresh_session(request: web.Request) -> bool:
+    """Whether the request is a playlist that carries no session id, so that serving it opens a
+    session under a fresh sid (CONTRACT, Sessions): the cheap way to inflate the session count."""
+    if not request.path.endswith(".m3u8") or request.method not in ("GET", "HEAD"):
+        return False
+    _, explicit = sessions.identity(request.query.get("sid"), request.query.get("CMCD"),
+                                    request.headers.get("CMCD-Session"), "", "")
+    return not explicit
+
+
+class Limits:
+    """The request-level limiters of one worker, each bounded by limits.max_addresses."""
+
+    def __init__(self, config: Config) -> None:
+        lim = config.limits
+        self.rate = TokenBucketLimiter(lim.rate_per_ip, lim.rate_burst, lim.max_addresses)
+        self.session_opens = WindowCounter(config.sessions.per_ip_per_minute, SESSION_WINDOW,
+                                           lim.max_addresses)
+
+    def check(self, request: web.Request, address: str, now: float) -> None:
+        """Raise TooManyRequests (Retry-After rounded up) when `address` is over its request
+        rate, or over the sessions it may open a minute. Loopback is exempt from the session
+        bound: a load test from one machine (`edge360 replay`) is many viewers on 127.0.0.1."""
+        if is_exempt(request.path):
+            return
+        wait = self.rate.check(address, now)
+        if wait > 0:
+            raise TooManyRequests(math.ceil(wait))
+        if (self.session_opens.limit and opens_fresh_session(request)
+                and not is_loopback(address) and not self.session_opens.allow(address, now)):
+            raise TooManyRequests(math.ceil(SESSION_WINDOW))
+
+
+LIMITS = web.AppKey("edge360_limits", Limits)
+
+
+class _QuietParserErrors(logging.Filter):
+    """aiohttp logs every request its parser refuses at ERROR with a traceback, quoting the bad
+    header line: a flood of garbage would flood the log, and the quoted line may hold an
+    Authorization value or a token. The client already got its 400; keep one debug line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError):
+            return True
+        if not record.name or not logging.getLogger(record.name).isEnabledFor(logging.DEBUG):
+            return False
+        record.msg, record.args = "refused a malformed request (%s)", (exc.code,)
+        record.exc_info = record.exc_text = None
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_QUIET = _QuietParserErrors()
+
+
+def install(app: web.Application) -> None:
+    """Attach the request limiters to `app` (the middleware finds them there) and quiet
+    aiohttp's parser-error log."""
+    app[LIMITS] = Limits(app[NODE].config)
+    server_log = logging.getLogger("aiohttp.server")
+    if _QUIET not in server_log.filters:
+        server_log.addFilter(_QUIET)
+
+
+# --------------------------------------------------------------------------- connections
+
+
+def _bytes_acked(sock: socket.socket | None) -> int | None:
+    """Bytes the peer has acknowledged (Linux TCP_INFO); None where the kernel does not say."""
+    if sock is None or not hasattr(socket, "TCP_INFO"):
+        return None
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
+    except OSError:
+        return None
+    if len(info) < _BYTES_ACKED_AT + 8:
+        return None
+    return int(_BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0])
+
+
+def _kernel_queue(sock: socket.socket | None) -> int:
+    """Bytes still in the socket's send queue (SIOCOUTQ); 0 where unknown."""
+    if sock is None:
+        return 0
+    try:
+        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
+    except (OSError, ValueError):
+        return 0
+    return int(struct.unpack("i", raw)[0])
+
+
+class ConnectionGuard:
+    """What every connection of one listener shares: the limits and the open-connection count."""
+
+    def __init__(self, config: Config, counters: Counters) -> None:
+        lim = config.limits
+        self.max_connections = lim.max_connections
+        self.header_timeout = lim.header_timeout
+        self.send_timeout = lim.send_timeout
+        # a head larger than this is refused by aiohttp's parser anyway; keep no more of it
+        self.head_cap = 2 * lim.max_header_bytes + 4096
+        self.counters = counters
+        self.refused = 0
+
+
+class GuardedProtocol(asyncio.Protocol):
+    """aiohttp's RequestHandler behind a guard: connection ceiling, head timeout, send timeout."""
+
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+        self._guard = guard
+        self._inner = inner
+        self._transport: asyncio.Transport | None = None
+        self._admitted = False
+        self._head = bytearray()
+        self._scanning = True  # False once a request body makes heads undelimitable here
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._progress_mark: tuple[int | None, int] = (None, 0)
+        self._progress_at = 0.0
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are Transports by behaviour, not by class
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        guard = self._guard
+        if guard.counters.connections_open >= guard.max_connections:
+            # shed before aiohttp spends anything on it: one canned answer, then close
+            guard.refused += 1
+            transport.write(_BUSY)
+            transport.close()
+            return
+        self._admitted = True
+        guard.counters.connections_open += 1
+        self._arm_head_timer()
+        self._progress_at = time.monotonic()
+        self._schedule_watchdog()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if not self._admitted:
+            return
+        if self._scanning:
+            self._scan(data)
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._admitted else None
+
+    def pause_writing(self) -> None:
+        if self._admitted:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._admitted:
+            self._inner.resume_writing()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        for timer in (self._head_timer, self._watchdog):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._watchdog = None
+        if self._admitted:
+            self._admitted = False
+            self._guard.counters.connections_open -= 1
+            self._inner.connection_lost(exc)
+
+    # -- head timeout
+
+    def _arm_head_timer(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._head_timer = loop.call_later(self._guard.header_timeout, self._head_timed_out)
+
+    def _head_timed_out(self) -> None:
+        self._head_timer = None
+        if self._transport is not None:
+            self._transport.close()  # slowloris: aiohttp sees connection_lost and lets go
+
+    def _scan(self, data: bytes) -> None:
+        """Follow request heads through `data`: each head must end within header_timeout of
+        its first byte. A head announcing a body stops the scan (bodies are not delimited
+        here; the keep-alive timeout bounds what follows)."""
+        pos = 0
+        while pos < len(data):
+            if self._head_timer is None:
+                self._arm_head_timer()
+            old = len(self._head)
+            room = self._guard.head_cap - old
+            if room <= 0:
+                return  # oversized: aiohttp's parser refuses it; the timer stays armed
+            self._head += data[pos:pos + room]
+            start = max(0, old - 3)
+            ends = [i + len(t) for t in (b"\r\n\r\n", b"\n\n")
+                    if (i := self._head.find(t, start)) >= 0]
+            if not ends:
+                return
+            end = min(ends)
+            head = bytes(self._head[:end]).lower()
+            pos += end - old
+            self._head.clear()
+            assert self._head_timer is not None
+            self._head_timer.cancel()
+            self._head_timer = None
+            if b"\ncontent-length:" in head or b"\ntransfer-encoding:" in head:
+                self._scanning = False
+                return
+
+    # -- send timeout
+
+    def _schedule_watchdog(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._watchdog = loop.call_later(max(0.05, self._guard.send_timeout / 2), self._check_send)
+
+    def _check_send(self) -> None:
+        """Abort a connection whose pending output has not moved for send_timeout seconds.
+        Progress is the peer's acknowledged byte count where the kernel reports it (this also
+        covers bytes the kernel sends itself with sendfile), else the transport's buffer size."""
+        self._watchdog = None
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            return
+        sock = transport.get_extra_info("socket")
+        buffered = transport.get_write_buffer_size()
+        pending = buffered > 0 or _kernel_queue(sock) > 0
+        mark = (_bytes_acked(sock), buffered)
+        now = time.monotonic()
+        if not pending or mark != self._progress_mark:
+            self._progress_mark = mark
+            self._progress_at = now
+        elif now - self._progress_at >= self._guard.send_timeout:
+            self._abort_stalled(sock)
+            return
+        self._schedule_watchdog()
+
+    def _abort_stalled(self, sock: socket.socket | None) -> None:
+        # shutdown first: a kernel sendfile waiting for the socket to become writable then fails
+        # at once with EPIPE instead of waiting forever on a descriptor closed under it
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        assert self._transport is not None
+        self._transport.abort()
+
+
+class GuardedSite(web.BaseSite):
+    """A TCP listener (host/port or a ready socket) whose connections go through GuardedProtocol."""
+
+    def __init__(self, runner: web.BaseRunner, config: Config, counters: Counters, *,
+                 host: str | None = None, port: int = 0, sock: socket.socket | None = None,
+                 ssl_context: ssl.SSLContext | None = None, backlog: int = 2048,
+                 reuse_port: bool = False) -> None:
+        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
+        self.guard = ConnectionGuard(config, counters)
+        self._host, self._port, self._sock = host, port, sock
+        self._reuse_port = reuse_port
+        self.port = port
+
+    @property
+    def name(self) -> str:
+        scheme = "https" if self._ssl_context else "http"
+        return f"{scheme}://{self._host or '0.0.0.0'}:{self.port}"
+
+    def _protocol(self) -> asyncio.Protocol:
+        server = self._runner.server
+        assert server is not None
+        return GuardedProtocol(self.guard, server())
+
+    async def start(self) -> None:
+        await super().start()
+        loop = asyncio.get_running_loop()
+        extra: dict[str, Any] = {}
+        if self._ssl_context is not None:
+            # a TLS handshake is part of the head: it gets the same time to finish
+            extra["ssl_handshake_timeout"] = self.guard.header_timeout
+        if self._sock is not None:
+            self._server = await loop.create_server(
+                self._protocol, sock=self._sock, ssl=self._ssl_context, backlog=self._backlog,
+                **extra)
+        else:
+            self._server = await loop.create_server(
+                self._protocol, self._host, self._port, ssl=self._ssl_context,
+                backlog=self._backlog, reuse_port=self._reuse_port or None, **extra)
+        if self._server.sockets:
+            self.port = self._server.sockets[0].getsockname()[1]
