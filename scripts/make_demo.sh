@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# Regenerate media/demo/, the bundled demo title, from a generated 4K test pattern with a beeping tone.
+# Regenerate media/demo/, the bundled demo title, from a generated 4K test pattern with a tone.
 #
-# The title is a four-rung ladder (3840x2160, 1920x1080, 1280x720 and a 640x360 rung of about
-# 400 kbit/s that a weak mobile link holds), 6 s MPEG-TS segments, packaged by `edge360 package` in
-# both delivery variants: master.m3u8 (segment files) and master_br.m3u8 (one file per rendition
-# addressed with EXT-X-BYTERANGE). The bitrate caps keep the whole folder under 25 MB (both variants,
-# about 23 MB), since it is committed to the repository; a test pattern compresses well, so these caps are far below what a
-# film would need (the packager's default ladder is the one for real content).
+# The title is a four-rung ladder (3840x2160, 1920x1080, 1280x720 and a 640x360 rung of under
+# 400 kbit/s, ~300 measured, that a weak mobile link holds), 6 s MPEG-TS segments, packaged by
+# `edge360 package` in both delivery variants: master.m3u8 (segment files) and master_br.m3u8 (one
+# file per rendition addressed with EXT-X-BYTERANGE). The bitrate caps keep the whole folder under
+# 25 MB (both variants, about 23 MB) since it is committed to the repository; a test pattern
+# compresses well, so these caps are far below what a film needs (the packager's default ladder is
+# the one for real content).
 #
 # Usage: scripts/make_demo.sh [OUT_DIR]   (default: media/demo)
 set -euo pipefail
@@ -16,7 +17,8 @@ out="${1:-$root/media/demo}"
 python="$root/.venv/bin/python"
 [ -x "$python" ] || python=python3
 for tool in ffmpeg ffprobe; do
-    command -v "$tool" >/dev/null || { echo "make_demo: $tool not found (install the ffmpeg package)" >&2; exit 2; }
+    command -v "$tool" >/dev/null \
+        || { echo "make_demo: $tool not found (install the ffmpeg package)" >&2; exit 2; }
 done
 
 work="$(mktemp -d)"
@@ -24,8 +26,8 @@ trap 'rm -rf "$work"' EXIT
 
 seconds=30
 echo "make_demo: generating a ${seconds} s 3840x2160 test pattern" >&2
-# High quality intermediate (crf 16) so the ladder is encoded from near-source pictures; a 1 kHz beep
-# every second makes audio/video sync audible.
+# High quality intermediate (crf 16) so the ladder is encoded from near-source pictures; a 1 kHz
+# beep every second makes audio/video sync audible.
 ffmpeg -nostdin -v error -y \
     -f lavfi -i "testsrc2=size=3840x2160:rate=30:duration=$seconds" \
     -f lavfi -i "sine=frequency=1000:beep_factor=4:sample_rate=48000:duration=$seconds" \
@@ -33,7 +35,7 @@ ffmpeg -nostdin -v error -y \
     "$work/source.mp4"
 
 # NAME:VIDEO:AUDIO caps (kbit/s). 2160p keeps about twice the bits of 1080p, as on a real ladder.
-"$python" -m edge360.package "$work/source.mp4" --out "$out" \
+"$python" -m edge360 package "$work/source.mp4" --out "$out" \
     --ladder "2160p:1300k:64k,1080p:620k:64k,720p:380k:64k,360p:280k:64k" \
     --segment 6 --format ts --preset veryfast
 

@@ -110,4 +110,7 @@ async def test_sigkill_mid_write_never_served(tmp_path: Path) -> None:
         finally:
             again.stop()
         assert fake.count("/t/half.ts") == 2
-        assert not _names(cache_dir, ".tmp"), _names(cache_dir, "")
+        # the killed writer's temp file was reclaimed at the restart (a temp file of the
+        # second process, stopped right after answering, may still be committing)
+        leftovers = [n for n in _names(cache_dir, ".tmp") if f".{victim.proc.pid}." in n]
+        assert not leftovers, leftovers
