@@ -17,3 +17,13 @@ def require_tool(name: str) -> str:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def require_module(name: str) -> None:
+    """Importable Python module `name`; fails under CI=true when missing, skips elsewhere."""
+    import importlib.util
+    if importlib.util.find_spec(name) is None:
+        message = f"the Python package {name} is not installed (pip install -e '.[dev]')"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
