@@ -247,3 +247,15 @@ async def test_admin_purge_warm_cache_and_token(tmp_path: Path) -> None:
     async with origin(tmp_path) as o, edge([o]) as e, aiohttp.ClientSession() as s, \
             s.post(e + "/admin/warm", json={"prefix": "/demo/"}, headers=AUTH) as r:
         assert r.status == 403  # no admin token configured: nobody gets in
+
+
+async def test_refusals_carry_x_cache(tmp_path: Path) -> None:
+    """CONTRACT: X-Cache on every content response of the edge, refusals included."""
+    make_title(tmp_path)
+    async with origin(tmp_path) as o, edge([o]) as e, aiohttp.ClientSession() as s:
+        st, _, _ = await get(s, e + "/demo/v1/seg_002.ts")
+        assert st == 200
+        st, h, _ = await get(s, e + "/demo/v1/seg_002.ts", {"Range": "bytes=99999999-"})
+        assert (st, h["X-Cache"]) == (416, "HIT")
+        st, h, _ = await get(s, e + "/demo/nope.ts")
+        assert st == 404 and h["X-Cache"] in ("MISS", "HIT")

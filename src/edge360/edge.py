@@ -25,8 +25,10 @@ from edge360.edgeserve import client_headers, relay, serve_flight, serve_pieced
 from edge360.edgestate import EdgeState, edge_of
 from edge360.edgestore import StoredObject
 from edge360.errors import (
+    Edge360Error,
     MethodNotAllowed,
     NotFound,
+    PreconditionFailed,
     RangeNotSatisfiable,
     UpstreamError,
     UpstreamTimeout,
@@ -91,7 +93,14 @@ async def handle(request: web.Request) -> web.StreamResponse:
     child = is_child_cache(request, node)
     viewer = None if child else identify(request, node, opens=t.kind == "playlist")
     started = time.monotonic()
-    served, result = await _answer(request, state, t, child, viewer)
+    try:
+        served, result = await _answer(request, state, t, child, viewer)
+    except Edge360Error as e:
+        # CONTRACT: X-Cache on every content response, refusals included (a refusal decided
+        # from a stored object says HIT/STALE, set where it was decided; the rest had to go
+        # upstream or could not be answered from cache)
+        e.headers.setdefault("X-Cache", "MISS")
+        raise
     state.counters.cache_requests[RESULTS.get(result, result.lower())] += 1
     state.counters.cache_bytes[RESULTS.get(result, result.lower())] += served.body_bytes
     status = served.response.status
@@ -181,7 +190,11 @@ async def _from_cache(request: web.Request, state: EdgeState, t: Target,
             return await _playlist(request, state, t, obj.version, body, headers, viewer), result
         rep = Representation(headers=headers, length=obj.length, etag=s.etag,
                              last_modified=s.last_modified, body=body)
-        return await serve(request, rep, max_ranges=max_ranges), result
+        try:
+            return await serve(request, rep, max_ranges=max_ranges), result
+        except (RangeNotSatisfiable, PreconditionFailed) as e:
+            e.headers["X-Cache"] = result  # decided from the stored object
+            raise
     # a range touching any uncached piece is a MISS (CONTRACT: Edge headers)
     if any(not state.store.has_piece(t.key, obj, n) for n in _needed(request, obj, max_ranges)):
         result = "MISS"
