@@ -16,7 +16,6 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-
 #: upper bounds of the upstream latency histogram, seconds
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -187,8 +186,8 @@ class NodeCollector(Collector):
         for title, s in sorted(t.watch_seconds_by_title.items()):
             watch.add_metric([title], s)
         yield watch
-        yield from self._counter_families(self._counters())
         tiers = list(self._tiers())
+        yield from self._counter_families(self._counters(), [g.tier for g in tiers])
         if tiers:
             size = GaugeMetricFamily("edge360_cache_size_bytes", "Bytes held per cache tier",
                                      labels=["tier"])
@@ -209,7 +208,7 @@ class NodeCollector(Collector):
 
     @staticmethod
     def _counter_families(
-        c: Counters,
+        c: Counters, tiers: Sequence[str] = (),
     ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         def labelled(name: str, doc: str, names: list[str],
                      data: dict[tuple[str, str], int] | dict[str, int]) -> CounterMetricFamily:
@@ -232,8 +231,12 @@ class NodeCollector(Collector):
                        c.upstream_requests)
         yield labelled("edge360_prefetches_total", "Prefetches by result", ["result"],
                        c.prefetches)
+        # every tier the node has is a known label set: one that never evicted exports its true
+        # count, 0, so rate() sees the first eviction and the panel shows a healthy tier as 0
+        evictions = {tier: c.evictions.get(tier, 0) for tier in tiers}
+        evictions.update(c.evictions)
         yield labelled("edge360_cache_evictions_total", "Objects evicted per tier", ["tier"],
-                       c.evictions)
+                       evictions)
         hist = HistogramMetricFamily("edge360_upstream_request_duration_seconds",
                                      "Upstream time to response headers")
         hist.add_metric([], c.upstream_latency.buckets(), c.upstream_latency.total)

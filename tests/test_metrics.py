@@ -1,0 +1,265 @@
+"""/metrics and /api/stats: a clean exposition (promtool), session gauges exact under concurrency
+through a real edge in front of a real origin (which counts no viewer for the edge), and expiry,
+peak and the recent peak under a fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import subprocess
+from collections import deque
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
+
+from edge360 import ops
+from edge360.app import create_app
+from edge360.state import NODE, NodeState
+from tests.edgekit import edge, get, make_title, origin
+from tests.servers import make_config, server_process
+from tests.tools import require_tool
+
+VIEWERS = 300
+#: seconds any bounded wait in this file gives up after
+WAIT = 10.0
+
+
+def parse(text: str) -> dict[str, list[Sample]]:
+    """Samples of an exposition by sample name (counters keep their _total)."""
+    out: dict[str, list[Sample]] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def total(samples: dict[str, list[Sample]], name: str) -> float:
+    return sum(s.value for s in samples.get(name, []))
+
+
+async def fetch_json(s: aiohttp.ClientSession, url: str) -> dict[str, Any]:
+    async with s.get(url) as r:
+        assert r.status == 200, url
+        data: dict[str, Any] = await r.json()
+        return data
+
+
+async def scrape(s: aiohttp.ClientSession, base: str) -> dict[str, list[Sample]]:
+    async with s.get(base + "/metrics") as r:
+        assert r.status == 200
+        return parse(await r.text())
+
+
+def sid(n: int) -> str:
+    return f"viewer-{n:05d}"
+
+
+# -- the exposition -------------------------------------------------------------------------------
+
+async def test_promtool_check_metrics_is_clean_on_origin_and_edge(tmp_path: Path) -> None:
+    promtool = require_tool("promtool")
+    make_title(tmp_path)
+    async with origin(tmp_path) as o, edge([o]) as e, aiohttp.ClientSession() as s:
+        for path in ("/demo/master.m3u8", f"/demo/v0/index.m3u8?sid={sid(1)}",
+                     f"/demo/v0/seg_000.ts?sid={sid(1)}", f"/demo/v1/seg_001.ts?sid={sid(2)}",
+                     "/demo/br/stream.ts", "/demo/missing.ts"):
+            await get(s, e + path)
+            await get(s, o + path)
+        for base in (o, e):
+            async with s.get(base + "/metrics") as r:
+                body = await r.read()
+            samples = parse(body.decode())
+            # the traffic shows in what promtool checks, so the check is not of an empty page
+            assert total(samples, "edge360_requests_total") >= 6
+            assert total(samples, "edge360_views_total") >= 2
+            result = await asyncio.to_thread(
+                subprocess.run, [promtool, "check", "metrics"], input=body, capture_output=True,
+                timeout=60, check=False)
+            assert result.returncode == 0, (base, result.stdout, result.stderr)
+            assert result.stdout.strip() == b"" and result.stderr.strip() == b"", base
+            # CONTRACT: the peak gauges carry no labels
+            for name in ("edge360_sessions_peak", "edge360_sessions_peak_recent"):
+                (only,) = samples[name]
+                assert only.labels == {}, (name, only.labels)
+
+
+# -- exact under concurrency, through a real chain --------------------------------------------
+
+async def _viewer(s: aiohttp.ClientSession, base: str, n: int) -> list[int]:
+    rendition = ("v0", "v1")[n % 2]
+    codes = []
+    for path in (f"/demo/{rendition}/index.m3u8", f"/demo/{rendition}/seg_000.ts",
+                 f"/demo/{rendition}/seg_{1 + n % 3:03d}.ts"):
+        async with s.get(f"{base}{path}?sid={sid(n)}") as r:
+            await r.read()
+            codes.append(r.status)
+    return codes
+
+
+def test_sessions_exact_under_concurrency_and_origin_counts_no_viewer(tmp_path: Path) -> None:
+    make_title(tmp_path)
+    env = {"EDGE360_SESSIONS_IDLE_TIMEOUT": "600"}
+    with server_process(["serve", "--role", "origin", "--port", "0", "--media", str(tmp_path)],
+                        env) as o, \
+            server_process(["serve", "--role", "edge", "--port", "0", "--upstream", o.base],
+                           env) as e:
+        asyncio.run(_concurrent(o.base, e.base))
+
+
+async def _concurrent(origin_base: str, edge_base: str) -> None:
+    # many connections at once: each viewer's requests may land on any of 64 sockets
+    connector = aiohttp.TCPConnector(limit=64, force_close=False)
+    async with aiohttp.ClientSession(connector=connector) as s:
+        results = await asyncio.gather(*(_viewer(s, edge_base, n) for n in range(VIEWERS)))
+        assert all(codes == [200, 200, 200] for codes in results)
+        m = await scrape(s, edge_base)
+        assert total(m, "edge360_sessions_active") == VIEWERS
+        by_rendition: dict[str, float] = {}
+        for smp in m["edge360_sessions_active"]:
+            by_rendition[smp.labels["rendition"]] = (by_rendition.get(smp.labels["rendition"], 0)
+                                                     + smp.value)
+        assert {k: v for k, v in by_rendition.items() if v} == {"v0": VIEWERS / 2,
+                                                                "v1": VIEWERS / 2}
+        assert total(m, "edge360_views_total") == VIEWERS
+        assert [x.value for x in m["edge360_sessions_peak"]] == [VIEWERS]
+        assert [x.value for x in m["edge360_sessions_peak_recent"]] == [VIEWERS]
+        stats = await fetch_json(s, edge_base + "/api/stats")
+        assert (stats["sessions_active"], stats["views_total"], stats["sessions_peak"]) == (
+            VIEWERS, VIEWERS, VIEWERS)
+        # the origin behind the edge served it (CDN-Loop: edge360) and counted no viewer for it
+        om = await scrape(s, origin_base)
+        assert total(om, "edge360_requests_total") >= 2 * 4 + 2  # both renditions' files
+        assert total(om, "edge360_sessions_active") == 0
+        assert total(om, "edge360_views_total") == 0
+        assert [x.value for x in om["edge360_sessions_peak"]] == [0]
+        ostats = await fetch_json(s, origin_base + "/api/stats")
+        assert (ostats["sessions_active"], ostats["views_total"], ostats["sessions_peak"]) == (
+            0, 0, 0)
+
+
+# -- expiry and peaks under a fake clock ------------------------------------------------------
+
+class FakeClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@contextlib.asynccontextmanager
+async def app_with_clock(media: Path, clock: FakeClock) -> AsyncIterator[
+        tuple[str, NodeState, deque[tuple[float, int]]]]:
+    """An in-process origin on 127.0.0.1:0 whose clock the test sets; yields (base URL, node,
+    egress samples) so the test can wait for the once-a-second sampler."""
+    config = make_config({"server.role": "origin", "origin.media": str(media),
+                          "sessions.idle_timeout": 10, "sessions.peak_window": 5})
+    app = create_app(config, clock=clock)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = int(runner.addresses[0][1])
+    try:
+        yield f"http://127.0.0.1:{port}", app[NODE], app[ops.EGRESS]
+    finally:
+        await runner.cleanup()
+
+
+async def _sampled_at(samples: deque[tuple[float, int]], at: float) -> None:
+    """Wait (bounded) until the egress sampler has recorded a sample at fake time `at`."""
+    for _ in range(int(WAIT / 0.05)):
+        if samples and samples[-1][0] == at:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no egress sample at {at}: {list(samples)}")
+
+
+async def test_expiry_exact_at_idle_timeout_peak_kept_recent_peak_windowed(tmp_path: Path) -> None:
+    make_title(tmp_path)
+    clock = FakeClock(1000.0)
+    async with app_with_clock(tmp_path, clock) as (base, _node, egress), \
+            aiohttp.ClientSession() as s:
+
+        async def hit(path: str, who: str) -> None:
+            st, _h, _b = await get(s, f"{base}{path}?sid={who}")
+            assert st == 200, path
+
+        async def figures() -> tuple[dict[str, Any], dict[str, list[Sample]]]:
+            stats = await fetch_json(s, base + "/api/stats")
+            m = await scrape(s, base)
+            # /metrics and /api/stats read the same tracker at the same (fake) moment
+            assert total(m, "edge360_sessions_active") == stats["sessions_active"]
+            assert [x.value for x in m["edge360_sessions_peak"]] == [stats["sessions_peak"]]
+            assert [x.value for x in m["edge360_sessions_peak_recent"]] == [
+                stats["sessions_peak_recent"]]
+            assert total(m, "edge360_views_total") == stats["views_total"]
+            for name in ("edge360_sessions_peak", "edge360_sessions_peak_recent"):
+                assert [x.labels for x in m[name]] == [{}]
+            return stats, m
+
+        await _sampled_at(egress, 1000.0)  # the sampler's baseline: nothing sent yet
+        a, b, c = sid(1), sid(2), sid(3)
+        await hit("/demo/v0/index.m3u8", a)
+        await hit("/demo/v0/seg_000.ts", a)
+        await hit("/demo/v1/seg_001.ts", b)
+        await hit("/demo/master.m3u8", c)
+        stats, m = await figures()
+        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (3, 3, 3)
+        for key in ("sessions_active", "sessions_peak", "views_total"):
+            assert type(stats[key]) is int, key
+        assert stats["idle_timeout"] == 10
+        assert stats["sessions_peak_time"] == 1000.0
+        assert stats["top_titles"] == [["demo", 3]]
+        assert stats["rendition_mix"] == {"v0": 1, "v1": 1, "none": 1}
+        assert {(x.labels["title"], x.labels["rendition"]): x.value
+                for x in m["edge360_sessions_active"]} == {
+            ("demo", "v0"): 1, ("demo", "v1"): 1, ("demo", "none"): 1}
+        sent = stats["egress_bytes_total"]
+        assert sent == total(m, "edge360_egress_bytes_total") and sent > 90_000
+
+        # the egress rate: bytes over fake seconds between the sampler's first and last samples
+        clock.now = 1004.0
+        await _sampled_at(egress, 1004.0)
+        stats, _ = await figures()
+        assert stats["egress_bits_per_second"] == round(sent * 8 / 4.0, 1)
+
+        clock.now = 1005.0
+        await hit("/demo/v0/seg_001.ts", a)
+        clock.now = math.nextafter(1010.0, 0.0)  # b and c last asked at 1000: not yet idle
+        stats, _ = await figures()
+        assert stats["sessions_active"] == 3
+        clock.now = 1010.0  # exactly idle_timeout after their last request: ended
+        stats, m = await figures()
+        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (1, 3, 3)
+        assert stats["sessions_peak_recent"] == 3 and stats["sessions_peak_time"] == 1000.0
+        assert stats["rendition_mix"].get("v0") == 1 and sum(stats["rendition_mix"].values()) == 1
+        assert [x.value for x in m["edge360_watch_seconds_total"]] == [0.0]  # b, c: one moment
+
+        clock.now = 1012.0
+        await hit("/demo/v0/seg_002.ts", a)
+        clock.now = 1014.5  # 3 held until 1010, inside the 5 s window
+        stats, _ = await figures()
+        assert (stats["sessions_active"], stats["sessions_peak_recent"]) == (1, 3)
+        clock.now = 1015.0  # the window has passed 1010: the recent peak is what held since
+        stats, _ = await figures()
+        assert (stats["sessions_active"], stats["sessions_peak"],
+                stats["sessions_peak_recent"]) == (1, 3, 1)
+
+        clock.now = 1016.0  # b comes back after its session ended: a new session, a new view
+        await hit("/demo/v1/seg_002.ts", b)
+        stats, _ = await figures()
+        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"],
+                stats["sessions_peak_recent"]) == (2, 3, 4, 2)
+
+        clock.now = 1022.0  # a: last request 1012, ends exactly now; it watched 1000..1012
+        stats, m = await figures()
+        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (1, 3, 4)
+        assert stats["sessions_peak_recent"] == 2
+        assert [x.value for x in m["edge360_watch_seconds_total"]] == [12.0]

@@ -1,0 +1,97 @@
+"""Acceptance for the replayer: a live, time-compressed replay against a real edge in front of a
+real origin (both `edge360 serve` processes on loopback), `edge360 replay` run as a subprocess.
+
+The replayer's ground truth (first request .. last request + idle timeout) and the edge's own
+`edge360_sessions_active`, sampled once a second, must agree within 3 % at the peak, with one edge
+process and with `--workers 2` (whose hub counts node-wide).
+
+The title is generated with 15 s segments of a few KiB so that ~540 viewers at speed 10 stay within
+what two cores carry alongside the replayer (~700 req/s; the 2 s `tiny` title would ask ~5 000 and
+an overloaded edge answers later than the idle timeout, which splits sessions). A segment must stay
+well under the real 30 s idle timeout: a player asks once per segment, and at 30 s segments every
+gap between two requests would be the idle timeout itself, so sessions would end and reopen.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.servers import REPO, start_process
+
+SPEED = 10.0
+IDLE = 30.0 / SPEED                    # the compressed idle timeout the replayer asks for
+SEGMENT_S = 15
+SEGMENTS = 12
+
+
+def make_film(root: Path, name: str = "film") -> Path:
+    """A two-rendition segmented title with long segments and small bodies."""
+    rnd = random.Random(11)
+    title = root / name
+    renditions = (("lo", 400_000, 3000), ("hi", 2_000_000, 6000))
+    master = ["#EXTM3U", "#EXT-X-VERSION:3"]
+    for rendition, bandwidth, size in renditions:
+        (title / rendition).mkdir(parents=True)
+        lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{SEGMENT_S}",
+                 "#EXT-X-PLAYLIST-TYPE:VOD"]
+        for i in range(SEGMENTS):
+            (title / rendition / f"seg_{i:03d}.ts").write_bytes(rnd.randbytes(size + i))
+            lines += [f"#EXTINF:{SEGMENT_S}.0,", f"seg_{i:03d}.ts"]
+        lines.append("#EXT-X-ENDLIST")
+        (title / rendition / "index.m3u8").write_text("\n".join(lines) + "\n")
+        master += [f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth}", f"{rendition}/index.m3u8"]
+    (title / "master.m3u8").write_text("\n".join(master) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_replay_through_a_real_edge_agrees_with_its_metrics(tmp_path: Path, workers: int) -> None:
+    media = make_film(tmp_path / "media")
+    origin = start_process(["serve", "--role", "origin", "--port", "0", "--media", str(media)])
+    try:
+        edge = start_process(
+            ["serve", "--role", "edge", "--port", "0", "--upstream", origin.base,
+             "--workers", str(workers)],
+            {"EDGE360_SESSIONS_IDLE_TIMEOUT": f"{IDLE:g}"})
+        try:
+            report_dir = tmp_path / "report"
+            # the peak hour slice: ~480 viewers already watching, ~50 arriving, some leaving
+            done = subprocess.run(
+                [sys.executable, "-m", "edge360", "replay",
+                 "--target", f"{edge.base}/film/master.m3u8", "--views", "1000000",
+                 "--peak", "60000", "--scale", "0.009", "--speed", f"{SPEED:g}",
+                 "--window", "9.7-9.75", "--loop", "--report", str(report_dir), "--seed", "1"],
+                cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
+            assert done.returncode == 0, done.stderr[-3000:]
+            stats = json.loads(subprocess.run(
+                [sys.executable, "-c", "import sys,urllib.request;sys.stdout.write("
+                 f"urllib.request.urlopen('{edge.base}/api/stats').read().decode())"],
+                capture_output=True, text=True, timeout=30, check=True).stdout)
+        finally:
+            assert edge.stop() == 0
+    finally:
+        assert origin.stop() == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    # the replayer derived the compressed idle timeout and the edge counts by it
+    assert f"sessions.idle_timeout = {IDLE:.3g}" in done.stderr
+    assert report["idle_timeout"] == pytest.approx(IDLE)
+    assert report["speed"] == SPEED and report["window"] == [9.7, 9.75]
+    assert report["viewers_started"] >= 500
+    assert report["requests"] > 0 and report["errors"] == 0, report["errors_by_kind"]
+    achieved, server = report["achieved_peak"], report["server_peak"]
+    assert achieved >= 150
+    assert server is not None
+    assert abs(server - achieved) <= 0.03 * achieved, (achieved, server)
+    # every viewer the replayer started is one view at the edge (plus the replayer's probe):
+    # no session was split by a gap longer than the idle timeout
+    # (one answer cut off at the window's end may reach the edge but not the replayer)
+    started = report["viewers_started"]
+    assert started + 1 <= stats["views_total"] <= started * 1.01 + 1, (report, stats)
+    # sessions ended during the run: never were all the viewers active at once
+    assert stats["sessions_peak"] < stats["views_total"]
