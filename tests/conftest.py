@@ -49,7 +49,7 @@ def _make_title(root: Path, name: str = "tiny") -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A media root holding one small real title `tiny` (3 x 2 s TS segments, one BYTERANGE file)."""
+    """A media root with one small real title `tiny`: 3 x 2 s TS segments, one BYTERANGE file."""
     root = tmp_path_factory.mktemp("media-master")
     _make_title(root)
     return root

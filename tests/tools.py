@@ -1,4 +1,4 @@
-"""Finding the external tools a test needs: under CI=true a missing tool fails the test, never skips."""
+"""External tools a test needs: under CI=true a missing tool fails the test, never skips."""
 
 from __future__ import annotations
 

@@ -91,11 +91,11 @@ class Supervisor:
                                 proc.exitcode)
                     self.start_worker(index, hub_path)
 
-    async def wait_all(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
+    async def wait_all(self, bound: float) -> None:
+        """Wait up to `bound` seconds for every worker to exit; kill the ones still running."""
+        deadline = time.monotonic() + bound
         for proc in self.procs.values():
-            while proc.exitcode is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.05)
+            await asyncio.to_thread(proc.join, max(0.0, deadline - time.monotonic()))
             if proc.exitcode is None and proc.pid is not None:
                 log.error("worker pid %d did not drain in time; killing it", proc.pid)
                 with contextlib.suppress(ProcessLookupError):

@@ -108,7 +108,7 @@ class Overloaded(Edge360Error):
 
 
 class UpstreamError(Edge360Error):
-    """The upstream could not give a usable answer (connect error, timeout, bad or truncated body)."""
+    """No usable upstream answer (connect error, timeout, bad or truncated body)."""
 
     status = 502
     default_reason = "bad gateway"

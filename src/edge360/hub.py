@@ -1,4 +1,5 @@
-"""Node-wide accounting for `--workers N`: one session tracker and merged counters in the supervisor.
+"""Node-wide accounting for `--workers N`: one session tracker and merged counters, in the
+supervisor.
 
 A viewer's requests may land on any worker, so no worker can count sessions alone. Each worker
 batches its touches (key, time, title, rendition, bytes) and sends them to the hub over a Unix
@@ -125,7 +126,7 @@ class Hub:
             self._writers.pop(worker, None)
             writer.close()
 
-    async def fanout(self, op: str, args: Any, timeout: float = 30) -> list[Any]:
+    async def fanout(self, op: str, args: Any, within: float = 30) -> list[Any]:
         """Run `op` on every connected worker; their results (those that answered in time)."""
         cast_id = next(self._ids)
         fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
@@ -134,7 +135,7 @@ class Hub:
         for w in targets:
             write_frame(w, {"t": "op", "id": cast_id, "op": op, "args": args})
         try:
-            return await asyncio.wait_for(fut, timeout) if targets else []
+            return await asyncio.wait_for(fut, within) if targets else []
         except TimeoutError:
             return list(self._pending[cast_id][1])
         finally:
@@ -148,7 +149,7 @@ class Hub:
     async def _snap(self, writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
         """A node-wide snapshot: every worker flushes first (its batch arrives before its reply
         on the same ordered stream), so the answer includes every request served so far."""
-        await self.fanout("flush", None, timeout=2)
+        await self.fanout("flush", None, within=2)
         write_frame(writer, {"t": "snap", "id": msg["id"],
                              "v": tracker_view(self.tracker, self.clock()),
                              "c": counters_to_dict(self.merged_counters())})
