@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -57,7 +58,7 @@ def number(lo: float, hi: float) -> Parser:
                 v = float(v)
             except ValueError:
                 raise _Bad(f"expected a number {lo:g}-{hi:g}, got {_describe(v)}") from None
-        if not isinstance(v, int | float) or v != v or not lo <= v <= hi:
+        if not isinstance(v, int | float) or math.isnan(v) or not lo <= v <= hi:
             raise _Bad(f"expected a number {lo:g}-{hi:g}, got {_describe(v)}")
         return float(v)
     return parse
@@ -187,9 +188,9 @@ class EdgeConfig:
     cache_dir: str = _f("", optional_path, "disk tier directory; empty = no disk tier")
     cache_disk_bytes: int = _f(10 * 1024**3, size(1 << 20), "disk tier budget")
     piece_bytes: int = _f(2 * 1024**2, size(64 * 1024, 1 << 30), "slice size for big objects")
-    segment_ttl: int = _f(86400, integer(0, 1 << 31), "freshness of segments the upstream left open")
+    segment_ttl: int = _f(86400, integer(0, 1 << 31), "segment freshness when upstream is silent")
     playlist_ttl: int = _f(2, integer(0, 1 << 31), "freshness of live playlists left open")
-    stale_while_revalidate: int = _f(30, integer(0, 1 << 31), "seconds stale may serve while refreshing")
+    stale_while_revalidate: int = _f(30, integer(0, 1 << 31), "stale seconds while refreshing")
     stale_if_error: int = _f(3600, integer(0, 1 << 31), "seconds stale may serve on upstream error")
     negative_ttl: int = _f(5, integer(0, 3600), "seconds 404/5xx answers are cached")
     prefetch_depth: int = _f(1, integer(0, 16), "segments fetched ahead of a viewer")
@@ -201,11 +202,13 @@ class EdgeConfig:
     max_upstream_inflight: int = _f(256, integer(1, 100000), "upstream fetches in flight")
     health_interval: float = _f(2.0, number(0.1, 3600), "seconds between parent health checks")
     max_entries: int = _f(200_000, integer(16, 100_000_000), "cache entries at most")
+    children: tuple[str, ...] = _f((), string_list(url),
+                                   "child edge URLs /admin/purge and /admin/warm fan out to")
 
 
 @dataclass(frozen=True, slots=True)
 class SessionsConfig:
-    idle_timeout: float = _f(30.0, number(0.05, 86400), "seconds without a request that end a session")
+    idle_timeout: float = _f(30.0, number(0.05, 86400), "idle seconds that end a session")
     peak_window: float = _f(15.0, number(0.1, 86400), "window of sessions_peak_recent")
     state_file: str = _f("", optional_path, "keeps peak/views/sessions across restarts")
     max_active: int = _f(2_000_000, integer(1, 100_000_000), "active sessions at most")

@@ -86,7 +86,8 @@ class Fetcher:
             extra = policy.conditional_headers(entry[0].stored) if entry else {}
             request_time = self.clock()
             resp = await self.upstream.open("GET", t.upstream, t.path,
-                                            self.upstream.request_headers(t.cdn_loop, extra))
+                                            self.upstream.request_headers(t.cdn_loop, extra,
+                                            via=t.request_headers.get("via")))
             response_time = self.clock()
             if resp.status == 304 and entry is not None:
                 resp.close()
@@ -208,7 +209,8 @@ class Fetcher:
             start, end = obj.piece_span(n)
             resp = await self.upstream.open("GET", t.upstream, t.path, self.upstream.
                                             request_headers(t.cdn_loop,
-                                                            {"Range": f"bytes={start}-{end}"}))
+                                                            {"Range": f"bytes={start}-{end}"},
+                                                            via=t.request_headers.get("via")))
             cr = parse_content_range(resp.headers.get("content-range", ""))
             etag = resp.headers.get("etag")
             if resp.status != 206 or cr != (start, end, obj.length) or (
@@ -228,7 +230,8 @@ class Fetcher:
             request_time = self.clock()
             resp = await self.upstream.open("GET", t.upstream, t.path, self.upstream.
                                             request_headers(t.cdn_loop,
-                                                            {"Range": f"bytes={start}-{end}"}))
+                                                            {"Range": f"bytes={start}-{end}"},
+                                                            via=t.request_headers.get("via")))
             response_time = self.clock()
             if resp.status != 206:
                 await self._consume(flight, t, resp, request_time, response_time,
@@ -264,7 +267,8 @@ class Fetcher:
     def _relay(self, t: Target, method: str, extra: dict[str, str]) -> Producer:
         async def produce(flight: Flight) -> None:
             resp = await self.upstream.open(method, t.upstream, t.path,
-                                            self.upstream.request_headers(t.cdn_loop, extra))
+                                            self.upstream.request_headers(t.cdn_loop, extra,
+                                            via=t.request_headers.get("via")))
             flight.set_head(Head(resp.status, resp.headers, resp.content_length))
             if method == "HEAD":
                 resp.close()

@@ -93,7 +93,8 @@ class EdgeState:
         extra = {k: v for k, v in request.headers.items()
                  if k.lower() in ("content-type", "if-match", "if-unmodified-since")}
         resp = await self.upstream.open(request.method, t.upstream, t.path,
-                                        self.upstream.request_headers(t.cdn_loop, extra),
+                                        self.upstream.request_headers(
+                                            t.cdn_loop, extra, via=t.request_headers.get("via")),
                                         body=body, idempotent=False)
         data = bytearray()
         try:

@@ -1,16 +1,20 @@
 """The edge's HTTP client to its parents: one keep-alive aiohttp session per process, parent choice
 by rendezvous hashing of the object key, health checks, bounded retries and bounded concurrency.
 
-Every request carries `CDN-Loop: edge360` appended to any incoming value (RFC 8586 §2) and, when a
-peer token is configured, `Authorization: Bearer <token>` so the parent treats us as a child cache
-(no session, playlists unrewritten). Viewer parameters never get here: the caller builds the
-upstream target from the cache key. Counting happens here, once per upstream exchange:
-`upstream_requests[code | "timeout" | "connect_error"]` and the time to response headers.
+Every request carries `CDN-Loop: edge360` appended to any incoming value (RFC 8586 §2), a `Via`
+entry naming this process by a random pseudonym (RFC 9110 §7.6.3; a request that comes back
+carrying our own pseudonym is a forwarding loop, refused with 508 before it could join its own
+in-flight fetch) and, when a peer token is configured, `Authorization: Bearer <token>` so the
+parent treats us as a child cache (no session, playlists unrewritten). Viewer parameters never
+get here: the caller builds the upstream target from the cache key. Counting happens here, once
+per upstream exchange: `upstream_requests[code | "timeout" | "connect_error"]` and the time to
+response headers.
 """
 
 from __future__ import annotations
 
 import asyncio
+import secrets
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -84,6 +88,8 @@ class Upstream:
         self.config = config
         self.counters = counters
         self.peer_token = peer_token
+        #: our received-by name in Via: unique per process (workers included), never a hostname
+        self.pseudonym = f"edge360-{secrets.token_hex(6)}"
         self.parents: tuple[str, ...] = tuple(config.upstreams)
         self.up: dict[str, bool] = dict.fromkeys(self.parents, True)
         self._inflight = asyncio.Semaphore(config.max_upstream_inflight)
@@ -98,6 +104,11 @@ class Upstream:
         self._session = aiohttp.ClientSession(connector=connector, timeout=timeout,
                                               auto_decompress=False, skip_auto_headers=(
                                                   "Accept-Encoding", "User-Agent"))
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        assert self._session is not None, "Upstream.start() was not awaited"
+        return self._session
 
     async def close(self) -> None:
         if self._session is not None:
@@ -114,8 +125,13 @@ class Upstream:
         return hashing.choose(key, self.parents, lambda p: self.up.get(p, True))
 
     def request_headers(self, incoming_loop: str | None,
-                        extra: Mapping[str, str] | None = None) -> dict[str, str]:
+                        extra: Mapping[str, str] | None = None, *,
+                        via: str | None = None) -> dict[str, str]:
+        """Headers for a request to a parent: `incoming_loop`/`via` are the client's CDN-Loop and
+        Via, each extended with our own entry."""
+        own = f"1.1 {self.pseudonym}"
         headers = {"CDN-Loop": f"{incoming_loop}, edge360" if incoming_loop else "edge360",
+                   "Via": f"{via}, {own}" if via else own,
                    "Accept-Encoding": "identity"}
         if self.peer_token:
             headers["Authorization"] = f"Bearer {self.peer_token}"
@@ -182,3 +198,19 @@ class Upstream:
             except (TimeoutError, aiohttp.ClientError, OSError):
                 self.up[parent] = False
         await asyncio.gather(*(probe(p) for p in self.parents))
+
+
+async def post_json(session: aiohttp.ClientSession, url: str, body: bytes,
+                    headers: Mapping[str, str], *, seconds: float,
+                    limit: int = 64 * 1024) -> tuple[int, bytes]:
+    """POST a JSON body (an admin action forwarded to a child node); (status, at most `limit`
+    bytes of the answer). Raises UpstreamError/UpstreamTimeout when no answer came."""
+    try:
+        async with session.post(url, data=body, headers={**headers,
+                                "Content-Type": "application/json"}, allow_redirects=False,
+                                timeout=aiohttp.ClientTimeout(total=seconds)) as r:
+            return r.status, await r.content.read(limit)
+    except (TimeoutError, aiohttp.ServerTimeoutError):
+        raise UpstreamTimeout(f"{url}: no answer in {seconds:g} s") from None
+    except (aiohttp.ClientError, OSError) as e:
+        raise UpstreamError(f"{url}: {e}", kind="connect_error") from None

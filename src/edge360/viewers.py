@@ -17,7 +17,7 @@ from aiohttp import web
 from edge360 import auth, sessions
 from edge360.clientaddr import client_address
 from edge360.errors import LoopDetected
-from edge360.state import NodeState
+from edge360.state import NODE, NodeState
 
 #: how many edge360 hops a request may have passed before we call it a forwarding loop (RFC 8586)
 MAX_HOPS = 8
@@ -87,10 +87,28 @@ def is_child_cache(request: web.Request, node: NodeState) -> bool:
 
 
 def check_loop(request: web.Request) -> None:
-    """Refuse a request that went round the tiers too often (RFC 8586 CDN-Loop)."""
+    """Refuse a request that went round the tiers too often (RFC 8586 CDN-Loop), or that this
+    process already forwarded (its upstream pseudonym is in Via, RFC 9110 §7.6.3): answered at once,
+    before it could wait on the very fetch that sent it (an edge that is its own upstream, or a
+    cycle of edges)."""
     hops = request.headers.get("CDN-Loop", "").count("edge360")
     if hops > MAX_HOPS:
         raise LoopDetected("forwarding loop: too many edge360 hops")
+    upstream = getattr(request.app[NODE].role_state, "upstream", None)
+    own = getattr(upstream, "pseudonym", None)
+    if own and own in received_by(request.headers.getall("Via", [])):
+        raise LoopDetected("forwarding loop: this node already forwarded the request")
+
+
+def received_by(via_fields: list[str]) -> set[str]:
+    """The received-by names of Via fields ("1.1 name, HTTP/2 other" -> {"name", "other"})."""
+    names = set()
+    for field in via_fields:
+        for entry in field.split(","):
+            parts = entry.split()
+            if len(parts) >= 2:
+                names.add(parts[1])
+    return names
 
 
 def check_token(request: web.Request, node: NodeState, path: str) -> None:
