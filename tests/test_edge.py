@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
 from pathlib import Path
 
 import aiohttp
@@ -259,3 +260,37 @@ async def test_refusals_carry_x_cache(tmp_path: Path) -> None:
         assert (st, h["X-Cache"]) == (416, "HIT")
         st, h, _ = await get(s, e + "/demo/nope.ts")
         assert st == 404 and h["X-Cache"] in ("MISS", "HIT")
+
+
+async def test_a_slow_reader_of_a_cached_segment_is_a_late_segment(tmp_path: Path) -> None:
+    """The send of a whole cached segment is timed to its end: a reader slower than the segment's
+    duration counts in edge360_late_segments_total (rebuffer risk)."""
+    title = tmp_path / "slow"
+    (title / "v0").mkdir(parents=True)
+    size = 12_000_000  # beyond what the kernel's socket buffers absorb at once
+    (title / "v0" / "seg.ts").write_bytes(bytes(size))
+    (title / "v0" / "index.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:0.05,\nseg.ts\n"
+        "#EXT-X-ENDLIST\n")
+    (title / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv0/index.m3u8\n")
+    async with origin(tmp_path) as o, edge([o], {"EDGE360_EDGE_PIECE_BYTES": "64MiB"}) as e, \
+            aiohttp.ClientSession() as s:
+        assert (await get(s, e + "/slow/v0/index.m3u8"))[0] == 200
+        assert (await get(s, e + "/slow/v0/seg.ts"))[0] == 200  # now cached whole
+        before = await metric(s, e, "edge360_late_segments_total")
+        host, port = e.removeprefix("http://").split(":")
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+        sock.connect((host, int(port)))
+        reader, writer = await asyncio.open_connection(sock=sock)
+        writer.write(b"GET /slow/v0/seg.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        received = 0
+        for _ in range(2000):  # bounded; ~32 KiB per 10 ms is far slower than 0.05 s of media
+            chunk = await reader.read(32 * 1024)
+            if not chunk:
+                break
+            received += len(chunk)
+            await asyncio.sleep(0.01)
+        writer.close()
+        assert received > size
+        assert await metric(s, e, "edge360_late_segments_total") == before + 1

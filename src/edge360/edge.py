@@ -33,7 +33,7 @@ from edge360.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from edge360.kinds import kind_of
+from edge360.kinds import OTHER, kind_of
 from edge360.paths import split_request_path
 from edge360.playlist import VIEWER_PARAMS
 from edge360.ranges import ByteRange, Multi, resolve_range
@@ -68,9 +68,8 @@ def cache_key(path: str, query: list[tuple[str, str]], key_params: tuple[str, ..
     return path + ("?" + urlencode(sorted(items)) if items else "")
 
 
-def _range_offset(request: web.Request) -> int | None:
+def range_offset(header: str) -> int | None:
     """The first byte of a single `bytes=a-b` request (names the byte-range segment)."""
-    header = request.headers.get("Range", "")
     if not header.startswith("bytes=") or "," in header:
         return None
     first = header[6:].split("-", 1)[0].strip()
@@ -101,27 +100,32 @@ async def handle(request: web.Request) -> web.StreamResponse:
         # upstream or could not be answered from cache)
         e.headers.setdefault("X-Cache", "MISS")
         raise
+    account(state, t, viewer, child, result, served.response.status, served.body_bytes,
+            time.monotonic() - started, range_offset(request.headers.get("Range", "")))
+    return served.response
+
+
+def account(state: EdgeState, t: Target, viewer: Viewer | None, child: bool, result: str,
+            status: int, body_bytes: int, seconds: float, offset: int | None) -> None:
+    """Count an answer: cache result, the viewer's session, egress, a late segment, and the
+    prefetch bookkeeping. Shared by `handle` and the fast path."""
     state.counters.cache_requests[RESULTS.get(result, result.lower())] += 1
-    state.counters.cache_bytes[RESULTS.get(result, result.lower())] += served.body_bytes
-    status = served.response.status
-    offset = _range_offset(request)
+    state.counters.cache_bytes[RESULTS.get(result, result.lower())] += body_bytes
     rendition = state.index.rendition_of(t.path, t.title, offset, is_playlist=t.kind == "playlist")
     if viewer is not None and status in (200, 206, 304):
-        touch(node, viewer, title=t.title, rendition=None if t.kind == "playlist" else rendition,
-              nbytes=served.body_bytes)
-    if served.body_bytes:
-        state.counters.egress[(t.title, rendition)] += served.body_bytes
+        touch(state.node, viewer, title=t.title,
+              rendition=None if t.kind == "playlist" else rendition, nbytes=body_bytes)
+    if body_bytes:
+        state.counters.egress[(t.title, rendition)] += body_bytes
     if t.kind == "segment" and status in (200, 206):
         ref = state.index.segment(t.path, offset)
-        if served.body_bytes and ref is not None and ref.duration > 0 and \
-                time.monotonic() - started > ref.duration:
+        if body_bytes and ref is not None and ref.duration > 0 and seconds > ref.duration:
             state.counters.late_segments[(t.title, rendition)] += 1
         if not child and ref is not None:
-            length = served.body_bytes if offset is not None else 0
+            length = body_bytes if offset is not None else 0
             state.prefetcher.after(t, (offset, length) if offset is not None else None)
     if result == "HIT":
         state.prefetcher.used(t.key)
-    return served.response
 
 
 def _target(request: web.Request, state: EdgeState) -> Target:
@@ -152,9 +156,12 @@ async def _answer(request: web.Request, state: EdgeState, t: Target, child: bool
         return await _miss(request, state, t, None, child, viewer)
     obj = found[0]
     cfg = state.config
+    # the edge's default stale window is for HLS kinds (like segment_ttl): elsewhere stale is
+    # served only with the upstream's or the client's permission (RFC 9111 §4.2.4)
     decision = policy.decide(obj.stored, t.request_headers, now,
                              stale_while_revalidate_max=cfg.stale_while_revalidate,
-                             stale_while_revalidate_default=cfg.stale_while_revalidate)
+                             stale_while_revalidate_default=cfg.stale_while_revalidate
+                             if t.kind != OTHER else 0.0)
     action = decision.action
     if action is policy.Action.FRESH:
         return await _from_cache(request, state, t, found, "HIT", child, viewer)
@@ -189,7 +196,8 @@ async def _from_cache(request: web.Request, state: EdgeState, t: Target,
         if t.kind == "playlist":
             return await _playlist(request, state, t, obj.version, body, headers, viewer), result
         rep = Representation(headers=headers, length=obj.length, etag=s.etag,
-                             last_modified=s.last_modified, body=body)
+                             last_modified=s.last_modified, body=body,
+                             stream=t.kind == "segment")
         try:
             return await serve(request, rep, max_ranges=max_ranges), result
         except (RangeNotSatisfiable, PreconditionFailed) as e:
@@ -234,7 +242,7 @@ async def _miss(request: web.Request, state: EdgeState, t: Target, found: Found 
         head = await flight.wait_head()
         headers = {**client_headers(head.headers, to_peer=child), **_extra(state, "MISS")}
         return await relay(request, flight, head, headers), "MISS"
-    offset = _range_offset(request)
+    offset = range_offset(request.headers.get("Range", ""))
     if found is None and offset is not None and "If-Range" not in request.headers:
         flight, _ = state.fetcher.first_piece(t, offset // state.config.piece_bytes)
         head = await flight.wait_head()
@@ -279,8 +287,21 @@ async def _from_flight(request: web.Request, state: EdgeState, t: Target, flight
 
 async def _playlist(request: web.Request, state: EdgeState, t: Target, version: str,
                     body: bytes, headers: dict[str, str], viewer: Viewer | None) -> Served:
-    """The stored (unrewritten) playlist rewritten for this viewer, sent private when it carries
-    the viewer's sid/token (a shared cache downstream must never hand it to another viewer)."""
+    """The stored (unrewritten) playlist rewritten for this viewer (see rewrite_playlist)."""
+    gzip_ok = ("gzip" in request.headers.get("Accept-Encoding", "")
+               and "Range" not in request.headers)
+    out, etag = rewrite_playlist(state, t, version, body, headers, viewer, gzip_ok)
+    rep = Representation(headers=headers, length=len(out), etag=etag,
+                         last_modified=parse_http_date(headers.get("Last-Modified")), body=out)
+    return await serve(request, rep, max_ranges=state.node.config.limits.max_ranges)
+
+
+def rewrite_playlist(state: EdgeState, t: Target, version: str, body: bytes,
+                     headers: dict[str, str], viewer: Viewer | None,
+                     gzip_ok: bool) -> tuple[bytes, str | None]:
+    """The stored (unrewritten) playlist rewritten for this viewer and its ETag, sent private
+    when it carries the viewer's sid/token (a shared cache downstream must never hand it to
+    another viewer); `headers` gets the playlist fields. Shared by the fast path."""
     if not state.index.knows(t.path):
         state.index.learn(t.path, t.title, body.decode("utf-8", "replace"))
     compiled = state.index.compiled(t.key, version or hashlib.blake2b(body).hexdigest(), body)
@@ -296,14 +317,10 @@ async def _playlist(request: web.Request, state: EdgeState, t: Target, version: 
         digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
         etag = f'{etag[:-1]}-{digest}"' if etag and etag.endswith('"') else etag
     headers["Vary"] = "Accept-Encoding"
-    if ("gzip" in request.headers.get("Accept-Encoding", "") and "Range" not in request.headers
-            and len(out) >= COMPRESS_MIN):
+    if gzip_ok and len(out) >= COMPRESS_MIN:
         out = gzip.compress(out, compresslevel=1, mtime=0)
         headers["Content-Encoding"] = "gzip"
         etag = f'{etag[:-1]}-gz"' if etag and etag.endswith('"') else etag
     if etag:
         headers["ETag"] = etag
-    rep = Representation(headers=headers, length=len(out), etag=etag,
-                         last_modified=parse_http_date(headers.get("Last-Modified")), body=out)
-    return await serve(request, rep, max_ranges=state.node.config.limits.max_ranges)
-
+    return out, etag

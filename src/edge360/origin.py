@@ -24,7 +24,7 @@ from edge360.errors import MethodNotAllowed, NotFound
 from edge360.paths import split_request_path
 from edge360.responses import Representation, cors_headers, preflight, serve
 from edge360.state import NodeState, node_of
-from edge360.viewers import check_loop, check_token, identify, is_child_cache, touch
+from edge360.viewers import Viewer, check_loop, check_token, identify, is_child_cache, touch
 
 log = logging.getLogger("edge360.origin")
 
@@ -83,51 +83,72 @@ async def handle(request: web.Request) -> web.StreamResponse:
     path, mf = _lookup(node, request)
     check_token(request, node, path)
     child = is_child_cache(request, node)
-    headers = {"Content-Type": mf.media_type.content_type, "Cache-Control": mf.cache_control,
-               "Last-Modified": mf.last_modified, **cors_headers(cors)}
+    headers = content_headers(mf, cors)
     is_playlist = mf.compiled is not None
     viewer = None if child else identify(request, node, opens=is_playlist)
     rep = Representation(headers=headers, length=mf.size, etag=mf.etag,
                          last_modified=mf.mtime, body=mf.body, fs_path=mf.fs_path)
     if is_playlist:
-        assert mf.compiled is not None
         params = viewer.params() if viewer is not None else ""
-        body = mf.compiled.render(params)
-        if params:
-            # one viewer's copy: a shared cache downstream must never hand it to another
-            headers["Cache-Control"] = "private, " + mf.cache_control.replace("public, ", "")
-            digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
-            rep.etag = f'{mf.etag[:-1]}-{digest}"'
-        headers["Vary"] = "Accept-Encoding"
-        if _gzip_ok(request) and len(body) >= COMPRESS_MIN:
-            body = gzip.compress(body, compresslevel=1, mtime=0)
-            headers["Content-Encoding"] = "gzip"
-            rep.etag = f'{rep.etag[:-1]}-gz"' if rep.etag else None
+        body, rep.etag = render_playlist(mf, params, headers, _gzip_ok(request))
         rep.body = body
         rep.length = len(body)
     headers["ETag"] = rep.etag or ""
     served = await serve(request, rep, max_ranges=node.config.limits.max_ranges)
-    status = served.response.status
-    if viewer is not None and status in (200, 206, 304):
-        touch(node, viewer, title=mf.title, rendition=None if is_playlist else mf.rendition,
-              nbytes=served.body_bytes)
-    counters = node.counters
-    if served.body_bytes:
-        counters.egress[(mf.title, mf.rendition)] += served.body_bytes
-    if mf.media_type.kind == "segment" and served.body_bytes:
-        duration = _duration(mf, request)
-        if duration and time.monotonic() - started > duration:
-            counters.late_segments[(mf.title, mf.rendition)] += 1
+    account(node, mf, viewer, served.response.status, served.body_bytes,
+            time.monotonic() - started, request.headers.get("Range", ""))
     return served.response
 
 
-def _duration(mf: MediaFile, request: web.Request) -> float | None:
+def content_headers(mf: MediaFile, cors: str) -> dict[str, str]:
+    """The header fields of a catalog file's answer, before the playlist rules and ETag."""
+    return {"Content-Type": mf.media_type.content_type, "Cache-Control": mf.cache_control,
+            "Last-Modified": mf.last_modified, **cors_headers(cors)}
+
+
+def render_playlist(mf: MediaFile, params: str, headers: dict[str, str],
+                    gzip_ok: bool) -> tuple[bytes, str | None]:
+    """A catalog playlist rewritten for the viewer whose query fragment is `params`: its body
+    and ETag; `headers` gets the playlist fields (private Cache-Control, Vary, Content-Encoding).
+    Shared by `handle` and the fast path, so both rewrite alike."""
+    assert mf.compiled is not None
+    etag: str | None = mf.etag
+    body = mf.compiled.render(params)
+    if params:
+        # one viewer's copy: a shared cache downstream must never hand it to another
+        headers["Cache-Control"] = "private, " + mf.cache_control.replace("public, ", "")
+        digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
+        etag = f'{mf.etag[:-1]}-{digest}"'
+    headers["Vary"] = "Accept-Encoding"
+    if gzip_ok and len(body) >= COMPRESS_MIN:
+        body = gzip.compress(body, compresslevel=1, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+        etag = f'{etag[:-1]}-gz"' if etag else None
+    return body, etag
+
+
+def account(node: NodeState, mf: MediaFile, viewer: Viewer | None, status: int,
+            body_bytes: int, seconds: float, range_header: str) -> None:
+    """Count a served answer: the viewer's session, egress, a segment sent later than its
+    duration. Shared by `handle` and the fast path."""
+    if viewer is not None and status in (200, 206, 304):
+        touch(node, viewer, title=mf.title,
+              rendition=None if mf.compiled is not None else mf.rendition, nbytes=body_bytes)
+    counters = node.counters
+    if body_bytes:
+        counters.egress[(mf.title, mf.rendition)] += body_bytes
+    if mf.media_type.kind == "segment" and body_bytes:
+        duration = _duration(mf, range_header)
+        if duration and seconds > duration:
+            counters.late_segments[(mf.title, mf.rendition)] += 1
+
+
+def _duration(mf: MediaFile, rng: str) -> float | None:
     """Seconds of media in the requested segment (by byte offset for single-file renditions)."""
     if not mf.durations:
         return None
     if len(mf.durations) == 1:
         return next(iter(mf.durations.values()))
-    rng = request.headers.get("Range", "")
     try:
         offset = int(rng.split("=", 1)[1].split("-", 1)[0])
     except (IndexError, ValueError):

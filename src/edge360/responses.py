@@ -50,6 +50,8 @@ class Representation:
     fs_offset: int = 0  # where the representation starts inside fs_path
     status: int = 200
     extra: dict[str, str] = field(default_factory=dict)
+    #: write the body before returning (segments: the caller times the send for late segments)
+    stream: bool = False
 
     @property
     def content_type(self) -> str:
@@ -138,7 +140,17 @@ async def _write(request: web.Request, rep: Representation, headers: CIMultiDict
         else:
             body = b"".join(p if isinstance(p, bytes) else view[p.start:p.end + 1]
                             for p in parts)
-        return Served(web.Response(status=status, headers=headers, body=body), total)
+        if len(body) <= filesend.CHUNK and not rep.stream:
+            return Served(web.Response(status=status, headers=headers, body=body), total)
+        # big bodies go out in chunks with back-pressure (one giant write per body starves the
+        # other connections), and a streamed answer is fully handed to the kernel on return
+        streamed = web.StreamResponse(status=status, headers=headers)
+        streamed.content_length = total
+        await streamed.prepare(request)
+        for start in range(0, len(body), filesend.CHUNK):
+            await streamed.write(body[start:start + filesend.CHUNK])
+        await streamed.write_eof()
+        return Served(streamed, total)
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = total
     await response.prepare(request)
