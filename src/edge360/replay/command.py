@@ -12,8 +12,10 @@ from typing import Any
 
 from edge360.errors import UsageError
 from edge360.replay.model import Curve, WatchTime, calibrate, sample_viewers, sampled_concurrency
+from edge360.replay.player import HEADROOM, LINKS
 from edge360.replay.report import SeriesPoint, write_report
 from edge360.replay.runner import Plan, model_summary, run_live
+from edge360.replay.series import expected_mix
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -101,8 +103,15 @@ def run_model(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
         "server_peak": None, "requests": 0, "errors": 0, "errors_by_kind": {},
         "startup_p50_s": None, "startup_p95_s": None, "stall_ratio": None, "latency_p99_s": None,
     })
-    write_report(report_dir, summary, series)
+    write_report(report_dir, summary, series,
+                 mix=expected_mix(LINKS, HEADROOM, [p.time_h for p in series]),
+                 day=day_curve(curve, plan.scale))
     return summary
+
+
+def day_curve(curve: Curve, factor: float) -> list[tuple[float, float]]:
+    """The whole day's target concurrency (hours, viewers), for the report's day overview."""
+    return [(t / 3600, factor * c) for t, c in zip(curve.times_s, curve.concurrency, strict=True)]
 
 
 def run(args: argparse.Namespace) -> int:

@@ -347,7 +347,10 @@ def _cumulative(weights: list[float]) -> list[float]:
 
 
 def sampled_concurrency(viewers: list[Viewer], times_s: list[float]) -> list[int]:
-    """How many sampled viewers are watching at each time (seconds from the window start)."""
+    """How many sampled viewers are watching at each time (seconds from the window start).
+
+    A viewer watches over the closed interval [start, start + watch]: one whose watch time was cut
+    at the window's end is still watching at that instant (the day does not empty at its end)."""
     starts = sorted(v.start_s for v in viewers)
     ends = sorted(v.start_s + v.watch_s for v in viewers)
-    return [bisect.bisect_right(starts, t) - bisect.bisect_right(ends, t) for t in times_s]
+    return [bisect.bisect_right(starts, t) - bisect.bisect_left(ends, t) for t in times_s]

@@ -79,6 +79,23 @@ def parse_master(text: str, base: str) -> list[tuple[int, str]]:
     return sorted(variants)
 
 
+def variant_names(text: str, base: str) -> dict[str, str]:
+    """A readable name per variant URI for the report's rendition mix: '1080p 5.0 Mbit/s'."""
+    names: dict[str, str] = {}
+    pending: str | None = None
+    for ln in (raw.strip() for raw in text.splitlines()):
+        if ln.startswith("#EXT-X-STREAM-INF:"):
+            res = next((p.split("=", 1)[1] for p in ln.split(":", 1)[1].split(",")
+                        if p.strip().startswith("RESOLUTION=")), "")
+            height = res.partition("x")[2].strip('"')
+            mbit = f"{_attr_int(ln, 'BANDWIDTH') / 1e6:.1f} Mbit/s"
+            pending = f"{height}p {mbit}" if height.isdigit() else mbit
+        elif pending is not None and ln and not ln.startswith("#"):
+            names[urljoin(base, ln)] = pending
+            pending = None
+    return names
+
+
 def _attr_int(line: str, name: str) -> int:
     for part in line.split(":", 1)[1].split(","):
         key, _, value = part.partition("=")
@@ -151,6 +168,16 @@ class Stats:
     truth: list[tuple[float, float]] = field(default_factory=list)
     #: when finished viewers stop counting (last request + idle timeout), in finishing order
     counting_until: deque[float] = field(default_factory=deque)
+    #: rendition mix: content seconds fetched per (time bucket, rendition name); bucket =
+    #: monotonic seconds // PlayerConfig.mix_bucket_s. Bounded by buckets × renditions.
+    mix: dict[tuple[int, str], float] = field(default_factory=dict)
+    #: each rendition name's BANDWIDTH, to stack the mix from the lowest rendition up
+    mix_bandwidth: dict[str, int] = field(default_factory=dict)
+
+    def fetched(self, bucket: int, name: str, bandwidth: int, content_s: float) -> None:
+        key = (bucket, name)
+        self.mix[key] = self.mix.get(key, 0.0) + content_s
+        self.mix_bandwidth[name] = bandwidth
 
     def error(self, kind: str) -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
@@ -168,6 +195,7 @@ class PlayerConfig:
     speed: float
     loop: bool
     seed: int
+    mix_bucket_s: float = 1.0     # real seconds per rendition-mix bucket
 
 
 class VirtualPlayer:
@@ -267,6 +295,8 @@ class VirtualPlayer:
         if sid_of(variants[0][1]) is None:
             # the server does not hand out sessions: carry our own valid sid so it can count us
             self.own_sid = secrets.token_urlsafe(12)
+        names = variant_names(body, cfg.master_url)
+        bandwidth = {url: bw for bw, url in variants}
         rendition = self._pick(variants)
         playlist = await self._media(rendition)
         if playlist is None:
@@ -301,6 +331,9 @@ class VirtualPlayer:
                 continue
             play = seg.duration / cfg.speed
             self.stats.played_s += seg.duration
+            self.stats.fetched(int(now // cfg.mix_bucket_s),
+                               names.get(rendition, f"{bandwidth[rendition] / 1e6:.1f} Mbit/s"),
+                               bandwidth[rendition], seg.duration)
             if dry_at is None and v.offset_s > 0:
                 # already watching when the window opened: its buffer is full, no start-up
                 dry_at = now + BURST * play

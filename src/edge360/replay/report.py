@@ -1,4 +1,7 @@
-"""Writing a replay's results: report.json, series.csv, a PNG plot and a self-contained report.html.
+"""A replay's results: report.json, series.csv, report.png and a one-page offline report.html.
+
+report.html embeds the picture (the PNG as base64, or an inline SVG of the same three panels when
+matplotlib is missing) and carries no external reference, so it opens without the internet.
 
 Also holds `Histogram`, the bounded log-bucket histogram the players record latencies into (fixed
 size whatever the run's length, and mergeable across worker processes by adding counts).
@@ -9,13 +12,19 @@ from __future__ import annotations
 import base64
 import csv
 import html
-import io
 import json
 import math
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from edge360.replay.plot import render_png
+from edge360.replay.series import RenditionMix, SeriesPoint, clock, is_model
+from edge360.replay.svg import render_svg
+
+__all__ = ["Histogram", "RenditionMix", "SeriesPoint", "write_report"]
 
 _MIN_S = 1e-4          # 0.1 ms: the first bucket's upper edge
 _GROWTH = 1.05         # 5 % wide buckets: percentiles within 5 %
@@ -56,20 +65,17 @@ class Histogram:
         return _MIN_S * _GROWTH ** (_BUCKETS - 1)
 
 
-@dataclass(frozen=True)
-class SeriesPoint:
-    """One row of series.csv: hours of the day, the three concurrencies, arrivals per second."""
+def write_report(directory: Path, summary: dict[str, Any], series: list[SeriesPoint], *,
+                 mix: RenditionMix | None = None,
+                 day: Sequence[tuple[float, float]] | None = None) -> list[Path]:
+    """Write every report file into `directory` (created if needed) and return their paths.
 
-    time_h: float
-    target: float
-    achieved: float | None
-    server: float | None
-    arrivals: float | None = None
-
-
-def write_report(directory: Path, summary: dict[str, Any], series: list[SeriesPoint]) -> list[Path]:
-    """Write every report file into `directory` (created if needed) and return their paths."""
+    `mix` is the rendition mix (its overall shares go into report.json as `rendition_mix`); `day`
+    is the whole day's target curve (hours, viewers), drawn small with the window shaded."""
     directory.mkdir(parents=True, exist_ok=True)
+    if mix is not None:
+        summary["rendition_mix"] = mix.overall()
+        summary["rendition_mix_source"] = "expected (model)" if mix.expected else mix.basis
     written = [directory / "report.json", directory / "series.csv"]
     written[0].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with written[1].open("w", newline="") as fh:
@@ -77,14 +83,14 @@ def write_report(directory: Path, summary: dict[str, Any], series: list[SeriesPo
         out.writerow(["time", "target", "achieved", "server"])
         for p in series:
             out.writerow([f"{p.time_h:.5f}", f"{p.target:.2f}", _cell(p.achieved), _cell(p.server)])
-    png = _plot_png(series, summary)
+    png = render_png(series, summary, mix, day)
     if png is None:
         print("replay: matplotlib is not installed (pip install 'edge360[plot]'): "
               "writing report.html with an inline SVG chart and no report.png", file=sys.stderr)
     else:
         (directory / "report.png").write_bytes(png)
         written.append(directory / "report.png")
-    (directory / "report.html").write_text(_html(summary, series, png))
+    (directory / "report.html").write_text(_html(summary, series, png, mix))
     written.append(directory / "report.html")
     return written
 
@@ -93,84 +99,86 @@ def _cell(v: float | None) -> str:
     return "" if v is None else f"{v:.2f}"
 
 
-def _plot_png(series: list[SeriesPoint], summary: dict[str, Any]) -> bytes | None:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")       # no display: render to memory only
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    hours = [p.time_h for p in series]
-    fig, ax = plt.subplots(figsize=(10, 4.5), dpi=100)
-    ax.plot(hours, [p.target for p in series], label="target (model)", color="#1f77b4")
-    for name, color in (("achieved", "#2ca02c"), ("server", "#d62728")):
-        pts = [(p.time_h, getattr(p, name)) for p in series if getattr(p, name) is not None]
-        if pts:
-            ax.plot([a for a, _ in pts], [b for _, b in pts], label=f"{name}", color=color)
-    ax.set_xlabel("hours after release")
-    ax.set_ylabel("concurrent viewers")
-    arr = [(p.time_h, p.arrivals) for p in series if p.arrivals is not None]
-    if arr:
-        ax2 = ax.twinx()
-        ax2.plot([a for a, _ in arr], [b for _, b in arr], color="#999999", lw=0.8,
-                 ls="--", label="arrivals/s")
-        ax2.set_ylabel("arrivals per second")
-        ax2.legend(loc="upper right")
-    ax.legend(loc="upper left")
-    ax.set_title(f"edge360 replay: target peak {summary.get('target_peak')}, "
-                 f"achieved {summary.get('achieved_peak')}, server {summary.get('server_peak')}")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+def _fmt(v: Any, unit: str = "") -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and unit == "s":
+        return f"{v * 1000:,.0f} ms" if v < 1 else f"{v:,.2f} s"
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        return f"{v:,.0f}" if float(v).is_integer() or abs(v) >= 100 else f"{v:,.4g}"
+    return html.escape(str(v))
 
 
-def _svg(series: list[SeriesPoint]) -> str:
-    """A dependency-free line chart of the three concurrency series."""
-    w, h, pad = 900, 320, 40
-    if not series:
-        return "<p>no data</p>"
-    t0, t1 = series[0].time_h, max(series[-1].time_h, series[0].time_h + 1e-9)
-    values = [v for p in series for v in (p.target, p.achieved, p.server) if v is not None]
-    top = max(max(values, default=1.0), 1.0)
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'viewBox="0 0 {w} {h}"><rect width="{w}" height="{h}" fill="#fff"/>']
-    for name, color in (("target", "#1f77b4"), ("achieved", "#2ca02c"), ("server", "#d62728")):
-        pts = [(p.time_h, getattr(p, name)) for p in series if getattr(p, name) is not None]
-        if not pts:
-            continue
-        coords = " ".join(f"{pad + (t - t0) / (t1 - t0) * (w - 2 * pad):.1f},"
-                          f"{h - pad - v / top * (h - 2 * pad):.1f}" for t, v in pts)
-        parts.append(f'<polyline fill="none" stroke="{color}" stroke-width="1.5" '
-                     f'points="{coords}"><title>{name}</title></polyline>')
-    parts.append(f'<text x="{pad}" y="{pad - 10}" font-size="12">max {top:,.0f}</text>'
-                 f'<text x="{pad}" y="{h - 10}" font-size="12">{t0:.2f} h</text>'
-                 f'<text x="{w - pad - 60}" y="{h - 10}" font-size="12">{t1:.2f} h</text></svg>')
-    return "".join(parts)
+def _diff(value: Any, ref: Any, name: str = "target") -> str:
+    if not isinstance(value, (int, float)) or not isinstance(ref, (int, float)) or not ref:
+        return ""
+    return f" ({(value - ref) / ref * 100:+.1f} % vs {name})"
 
 
-def _html(summary: dict[str, Any], series: list[SeriesPoint], png: bytes | None) -> str:
-    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
-                   for k, v in sorted(summary.items()))
+def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    tp = summary.get("target_peak")
+    errors = summary.get("errors_by_kind") or {}
+    kinds = ", ".join(f"{html.escape(str(k))} {n:,}" for k, n in sorted(errors.items()))
+    stall = summary.get("stall_ratio")
+    server = summary.get("server_peak")
+    srv = ("n/a (model only)" if is_model(summary) else "n/a (target has no /metrics)"
+           ) if server is None else (_fmt(server) + _diff(server, tp)
+                                     + _diff(server, summary.get("achieved_peak"), "achieved"))
+    peak_hour = summary.get("peak_hour")
+    rows = [
+        ("views (simulated, in window)", _fmt(summary.get("views"))),
+        ("target peak (model)", _fmt(tp)),
+        ("achieved peak (replayer ground truth)",
+         _fmt(summary.get("achieved_peak")) + _diff(summary.get("achieved_peak"), tp)),
+        ("server-reported peak (/metrics)", srv),
+        ("model peak hour", "n/a" if peak_hour is None
+         else f"{clock(float(peak_hour))} after release"),
+        ("requests", _fmt(summary.get("requests"))),
+        ("errors", _fmt(summary.get("errors")) + (f" ({kinds})" if kinds else "")),
+        ("start-up time p50 / p95", f"{_fmt(summary.get('startup_p50_s'), 's')} / "
+                                    f"{_fmt(summary.get('startup_p95_s'), 's')}"),
+        ("stall ratio", "n/a" if stall is None else f"{stall * 100:.3f} %"),
+        ("request latency p99", _fmt(summary.get("latency_p99_s"), "s")),
+    ]
+    mix = summary.get("rendition_mix")
+    if isinstance(mix, dict) and mix:
+        rows.append(("rendition mix" + (" (expected)" if is_model(summary) else ""),
+                     ", ".join(f"{html.escape(k)} {v * 100:.0f} %" for k, v in mix.items())))
+    return rows
+
+
+_PARAMETERS = ("target", "scale", "speed", "window", "seed", "shard", "workers", "loop",
+               "idle_timeout", "model_views", "model_peak", "prime_amplitude", "mean_watch_s",
+               "real_seconds")
+
+
+def _html(summary: dict[str, Any], series: list[SeriesPoint], png: bytes | None,
+          mix: RenditionMix | None = None) -> str:
+    head = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in _headline(summary))
+    params = "".join(f"<tr><th>{k}</th><td>{html.escape(json.dumps(summary[k]))}</td></tr>"
+                     for k in _PARAMETERS if k in summary)
+    everything = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(json.dumps(v))}</td></tr>"
+        for k, v in sorted(summary.items()))
     if png is not None:
-        chart = (f'<img alt="concurrency over the day" '
+        chart = (f'<img alt="concurrent viewers, arrivals per minute and rendition mix over time" '
                  f'src="data:image/png;base64,{base64.b64encode(png).decode()}">')
     else:
-        chart = _svg(series)
+        chart = render_svg(series, summary, mix)
+    mode = "model only, no network" if is_model(summary) else "live replay"
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>edge360 replay report</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 960px; color: #222; }}
-table {{ border-collapse: collapse; }} th, td {{ padding: 2px 10px; border-bottom: 1px solid #ddd;
-text-align: left; font-size: 14px; }} img {{ max-width: 100%; }}
-.legend span {{ margin-right: 1.5em; }}
+body {{ font-family: system-ui, sans-serif; margin: 1.5em auto; max-width: 1220px; color: #222; }}
+table {{ border-collapse: collapse; margin-bottom: 1em; }}
+th, td {{ padding: 2px 12px; border-bottom: 1px solid #ddd; text-align: left; font-size: 14px; }}
+th {{ font-weight: 600; }} img, svg {{ max-width: 100%; height: auto; }}
+.cols {{ display: flex; gap: 2em; flex-wrap: wrap; }} h2 {{ font-size: 17px; margin: .6em 0; }}
 </style></head><body>
-<h1>edge360 replay</h1>
-<p class="legend"><span style="color:#1f77b4">target (model)</span>
-<span style="color:#2ca02c">achieved (replayer ground truth)</span>
-<span style="color:#d62728">server (/metrics)</span></p>
+<h1>edge360 replay <small>({mode})</small></h1>
+<div class="cols"><div><h2>Headline</h2><table id="headline">{head}</table></div>
+<div><h2>Run parameters</h2><table id="parameters">{params}</table></div></div>
 {chart}
-<h2>Figures</h2><table>{rows}</table>
+<details><summary>all figures (report.json)</summary><table>{everything}</table></details>
 </body></html>
 """

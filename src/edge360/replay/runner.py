@@ -28,9 +28,11 @@ import aiohttp
 from edge360.replay.model import Curve, Viewer, WatchTime, sample_viewers
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
 from edge360.replay.report import Histogram, SeriesPoint, write_report
+from edge360.replay.series import RenditionMix, measured_mix
 from edge360.replay.target import TargetInfo, probe, sample_server
 
 REAL_IDLE_TIMEOUT = 30.0     # the production default the compressed timeout is derived from
+MIX_BUCKETS = 120            # rendition-mix buckets over the window (each at least 1 real second)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def _child(conn: Connection, share: Share) -> None:
     stats = asyncio.run(main())
     wire = _stats_to_wire(stats)
     wire["truth"] = stats.truth
+    wire["mix"], wire["mix_bandwidth"] = stats.mix, stats.mix_bandwidth
     conn.send(("result", wire))
     conn.close()
 
@@ -138,6 +141,9 @@ def _merge(into: Stats, wire: dict[str, Any]) -> None:
     into.stall_s += wire["stall_s"]
     into.played_s += wire["played_s"]
     into.truth.extend(tuple(x) for x in wire.get("truth", []))
+    for key, seconds in wire.get("mix", {}).items():
+        into.mix[key] = into.mix.get(key, 0.0) + seconds
+    into.mix_bandwidth.update(wire.get("mix_bandwidth", {}))
 
 
 class _Live:
@@ -200,10 +206,11 @@ def run_live(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     viewers = sample_viewers(curve, WatchTime(), seed=plan.seed, scale=plan.scale,
                              window_h=plan.window_h)
     shares = _select(viewers, plan.shard, plan.workers)
-    config = PlayerConfig(master_url=plan.target, speed=plan.speed, loop=plan.loop, seed=plan.seed)
+    window_real = (plan.window_h[1] - plan.window_h[0]) * 3600 / plan.speed
+    config = PlayerConfig(master_url=plan.target, speed=plan.speed, loop=plan.loop, seed=plan.seed,
+                          mix_bucket_s=max(window_real / MIX_BUCKETS, 1.0))
     epoch = time.monotonic() + 0.5      # a moment for the workers to start
     deadline = None if plan.duration_s is None else epoch + plan.duration_s
-    window_real = (plan.window_h[1] - plan.window_h[0]) * 3600 / plan.speed
     deadline = epoch + window_real if deadline is None else min(deadline, epoch + window_real)
     live = _Live(plan, curve, info, epoch, 1.0 / plan.shard[1])
     stats = _run_workers(plan, info, shares, config=config, epoch=epoch,
@@ -212,7 +219,10 @@ def run_live(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     summary = _summarise(plan, curve, info, live, stats, viewers=viewers, shares=shares)
     full = model_summary(plan, curve)
     full.update(summary)
-    write_report(report_dir, full, _series(plan, curve, info, live, stats))
+    write_report(report_dir, full, _series(plan, curve, info, live, stats),
+                 mix=_mix(plan, stats, epoch, config.mix_bucket_s),
+                 day=[(t / 3600, plan.scale / plan.shard[1] * c)
+                      for t, c in zip(curve.times_s, curve.concurrency, strict=True)])
     return full
 
 
@@ -340,6 +350,17 @@ def _series(plan: Plan, curve: Curve, info: TargetInfo, live: _Live, stats: Stat
                                achieved=float(a), server=server,
                                arrivals=frac * curve.arrival_rate[idx]))
     return out
+
+
+def _mix(plan: Plan, stats: Stats, epoch: float, bucket_s: float) -> RenditionMix | None:
+    """The measured rendition mix, buckets placed at their middle in hours after release."""
+    w0, w1 = plan.window_h
+    seconds: dict[tuple[float, str], float] = {}
+    for (bucket, name), s in stats.mix.items():
+        hour = min(max(w0 + ((bucket + 0.5) * bucket_s - epoch) * plan.speed / 3600, w0), w1)
+        seconds[(hour, name)] = seconds.get((hour, name), 0.0) + s
+    return measured_mix(seconds, {k: float(v) for k, v in stats.mix_bandwidth.items()},
+                        "share of segment time the virtual players fetched")
 
 
 def _summarise(plan: Plan, curve: Curve, info: TargetInfo, live: _Live, stats: Stats, *,
