@@ -294,3 +294,70 @@ async def test_a_slow_reader_of_a_cached_segment_is_a_late_segment(tmp_path: Pat
         writer.close()
         assert received > size
         assert await metric(s, e, "edge360_late_segments_total") == before + 1
+
+
+async def test_client_fields_go_upstream_but_never_viewer_or_hop_fields() -> None:
+    """RFC 9110 §7.6: the edge forwards the client's end-to-end fields on a miss; hop-by-hop ones,
+    CMCD and (with a peer token) the viewer's Authorization stay behind."""
+    async def seg(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"x", headers={"Cache-Control": "max-age=60"})
+
+    async with fake_upstream(seg) as (u, fake), edge([u], {"EDGE360_PEER_TOKEN": "peer"}) as e, \
+            aiohttp.ClientSession() as s:
+        await get(s, e + "/t/a.bin", {"Accept-Language": "fr", "X-Custom": "1",
+                                      "CMCD-Session": 'sid="v1"', "Authorization": "Basic v",
+                                      "Connection": "keep-alive, X-Hop", "X-Hop": "h"})
+        sent = CIMultiDict(fake.seen[0][2])
+        assert (sent["Accept-Language"], sent["X-Custom"]) == ("fr", "1")
+        assert sent["Authorization"] == "Bearer peer"
+        assert "CMCD-Session" not in sent and "X-Hop" not in sent
+
+
+async def test_other_content_is_never_served_stale_unasked() -> None:
+    """The default stale windows (stale_while_revalidate, stale_if_error) are for HLS kinds; other
+    content is served stale only with the upstream's or the client's permission (§4.2.4)."""
+    now = [1_000_000.0]
+    calls: dict[str, int] = {}
+
+    async def once(request: web.Request) -> web.StreamResponse:
+        calls[request.path] = calls.get(request.path, 0) + 1
+        if calls[request.path] > 1:
+            return web.Response(status=503)
+        return web.Response(body=b"v1", headers={"Cache-Control": "max-age=1"})
+
+    async with fake_upstream(once) as (u, _fake), running_app(make_config(
+            {"server.role": "edge", "edge.upstreams": [u], "edge.health_interval": 30,
+             "edge.retries": 0}), clock=lambda: now[0]) as e, aiohttp.ClientSession() as s:
+        for path in ("/t/a.ts", "/t/a.bin"):
+            assert (await get(s, e + path))[1]["X-Cache"] == "MISS"
+        now[0] += 5
+        st, h, b = await get(s, e + "/t/a.ts")
+        assert (st, h["X-Cache"], b) == (200, "STALE", b"v1")
+        st, h, _ = await get(s, e + "/t/a.bin")
+        assert (st, h["X-Cache"]) == (503, "MISS")
+
+
+async def test_answers_other_than_200_are_cached_by_their_own_freshness() -> None:
+    """RFC 9111 §3: a storable redirect or error with explicit freshness is stored and served with
+    its status; an explicitly stale one is never served from the negative cache; a silent 5xx of
+    non-HLS content is not cached (not heuristically cacheable), while HLS kinds keep the
+    operator's negative_ttl."""
+    async def answer(request: web.Request) -> web.StreamResponse:
+        if request.path == "/t/moved.bin":
+            return web.Response(status=301, headers={"Location": "/t/x.bin",
+                                                     "Cache-Control": "max-age=60"})
+        if request.path == "/t/gone.bin":
+            return web.Response(status=404, body=b"no", headers={"Expires": "0"})
+        return web.Response(status=500, body=b"err")
+
+    async with fake_upstream(answer) as (u, fake), edge([u], **{"edge.retries": 0}) as e, \
+            aiohttp.ClientSession() as s:
+        results = []
+        for _ in range(2):
+            async with s.get(e + "/t/moved.bin", allow_redirects=False) as r:
+                results.append((r.status, r.headers["Location"], r.headers["X-Cache"]))
+            for path in ("/t/gone.bin", "/t/err.bin", "/t/err.ts"):
+                assert (await get(s, e + path))[0] in (404, 500)
+        assert results == [(301, "/t/x.bin", "MISS"), (301, "/t/x.bin", "HIT")]
+        assert [fake.count(p) for p in ("/t/moved.bin", "/t/gone.bin", "/t/err.bin",
+                                        "/t/err.ts")] == [1, 2, 2, 1]

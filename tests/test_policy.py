@@ -27,7 +27,7 @@ from edge360.policy import (
     storable,
     validator_matches,
 )
-from edge360.storedfields import merge_304, stored_fields
+from edge360.storedfields import forwarded_request_fields, merge_304, stored_fields
 
 T0 = 1_700_000_000.0  # the response arrives at this wall time (a whole second)
 DAY = 86400.0
@@ -602,3 +602,27 @@ def test_stale_on_error_window_only_shrinks(headers: dict[str, str | None], stat
 def test_round_trip_property(headers: dict[str, str | None], status: int) -> None:
     entry = make(headers, status)
     assert StoredResponse.from_dict(json.loads(json.dumps(entry.to_dict()))) == entry
+
+
+def test_a_304_never_relabels_the_stored_bytes() -> None:
+    """§3.2: the coding and digest describe the stored bytes; a 304 updates the other fields."""
+    stored = {"content-encoding": "gzip", "content-md5": "A==", "content-type": "text/plain",
+              "x-test": "a"}
+    merged = merge_304(stored, {"content-encoding": "br", "content-md5": "B==",
+                                "content-type": "text/html", "x-test": "b"})
+    assert merged == {"content-encoding": "gzip", "content-md5": "A==",
+                      "content-type": "text/html", "x-test": "b"}
+
+
+def test_forwarded_request_fields() -> None:
+    """End-to-end request fields go upstream (RFC 9110 §7.6); hop-by-hop and Connection-listed
+    ones, the fields the edge writes for its own exchange, and CMCD never do."""
+    client = {"accept-language": "en", "cookie": "a=b", "authorization": "Basic x",
+              "cache-control": "no-cache", "x-custom": "1", "connection": "close, x-hop",
+              "x-hop": "h", "keep-alive": "5", "host": "edge", "range": "bytes=0-1",
+              "if-none-match": '"e"', "if-modified-since": "x", "accept-encoding": "gzip",
+              "via": "1.1 other", "cdn-loop": "x", "cmcd-session": 'sid="v"',
+              "cmcd-request": "bl=1", "te": "trailers"}
+    assert forwarded_request_fields(client) == {
+        "accept-language": "en", "cookie": "a=b", "authorization": "Basic x",
+        "cache-control": "no-cache", "x-custom": "1"}

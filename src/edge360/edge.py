@@ -193,10 +193,10 @@ async def _from_cache(request: web.Request, state: EdgeState, t: Target,
     if not obj.pieced:
         assert body is not None
         headers.update(_extra(state, result, s.age_header(state.node.clock())))
-        if t.kind == "playlist":
+        if t.kind == "playlist" and s.status == 200:
             return await _playlist(request, state, t, obj.version, body, headers, viewer), result
         rep = Representation(headers=headers, length=obj.length, etag=s.etag,
-                             last_modified=s.last_modified, body=body,
+                             last_modified=s.last_modified, body=body, status=s.status,
                              stream=t.kind == "segment")
         try:
             return await serve(request, rep, max_ranges=max_ranges), result

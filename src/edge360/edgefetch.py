@@ -25,8 +25,10 @@ from edge360.config import EdgeConfig
 from edge360.diskcache import DiskWriter
 from edge360.edgestore import MAX_NEGATIVE_BODY, EdgeStore, Negative, StoredObject, new_version
 from edge360.errors import UpstreamError
+from edge360.kinds import OTHER
 from edge360.metrics import Counters
 from edge360.ranges import parse_content_range
+from edge360.storedfields import forwarded_request_fields
 from edge360.upstream import Upstream, UpstreamResponse
 
 #: fields describing one byte range of a body, never stored as the object's own (RFC 9110 §14.4)
@@ -79,6 +81,11 @@ class Fetcher:
         return self.coalescer.join(f"{method}\x00{t.key}\x00{tag}",
                                    self._relay(t, method, extra))
 
+    def _headers(self, t: Target, extra: dict[str, str]) -> dict[str, str]:
+        """The request to the parent: the client's end-to-end fields, our own, then `extra`."""
+        return self.upstream.request_headers(t.cdn_loop, extra, via=t.request_headers.get("via"),
+                                             forward=forwarded_request_fields(t.request_headers))
+
     # -- producers -------------------------------------------------------------------------
 
     def _whole(self, t: Target, entry: tuple[StoredObject, bytes | None] | None) -> Producer:
@@ -86,8 +93,7 @@ class Fetcher:
             extra = policy.conditional_headers(entry[0].stored) if entry else {}
             request_time = self.clock()
             resp = await self.upstream.open("GET", t.upstream, t.path,
-                                            self.upstream.request_headers(t.cdn_loop, extra,
-                                            via=t.request_headers.get("via")))
+                                            self._headers(t, extra))
             response_time = self.clock()
             if resp.status == 304 and entry is not None:
                 resp.close()
@@ -110,7 +116,8 @@ class Fetcher:
                        request_time: float, response_time: float, *, had_entry: bool) -> None:
         """Relay a whole-object answer to the waiters and store it when allowed."""
         if resp.status != 200:
-            await self._small_answer(flight, t, resp, had_entry=had_entry)
+            await self._small_answer(flight, t, resp, (request_time, response_time),
+                                     had_entry=had_entry)
             return
         length = resp.content_length
         flight.set_head(Head(200, resp.headers, length))
@@ -164,9 +171,12 @@ class Fetcher:
         await self.store.store(t.key, obj, body, disk_done=disk_done)
         flight.result = (obj, None if obj.pieced else body)
 
-    async def _small_answer(self, flight: Flight, t: Target, resp: UpstreamResponse, *,
-                            had_entry: bool) -> None:
-        """A non-200 answer (redirect, 404, 5xx, ...): relayed, and 404/5xx kept briefly."""
+    async def _small_answer(self, flight: Flight, t: Target, resp: UpstreamResponse,
+                            times: tuple[float, float], *, had_entry: bool) -> None:
+        """A non-200 answer (redirect, 404, 5xx, ...): relayed; stored like a 200 (RFC 9111 §3)
+        when its freshness can be known (explicit, or the Last-Modified heuristic), else a
+        404/5xx the upstream said nothing about is kept `negative_ttl` seconds (for non-HLS
+        content only a heuristically cacheable status: a 5xx is never cached unasked there)."""
         body = bytearray()
         async for chunk in self._body(resp):
             body += chunk
@@ -176,18 +186,35 @@ class Fetcher:
         flight.set_head(Head(resp.status, headers, len(body)))
         flight.append(bytes(body))
         d = cache_directives(resp.headers)
+        explicit = policy.has_explicit_expiration(d, resp.headers)
+        if (resp.status not in (206, 304)
+                and policy.storable("GET", resp.status, t.request_headers, resp.headers)
+                and (explicit or "last-modified" in resp.headers)
+                and not (had_entry and resp.status in policy.ERROR_STATUSES)):
+            # (a 5xx never replaces a stored copy: that one may serve stale instead)
+            obj = dataclasses.replace(self._object(t, headers, *times, len(body), b"",
+                                                   status=resp.status), pieced=False)
+            await self.store.store(t.key, obj, bytes(body))
+            flight.result = (obj, bytes(body))
+            return
         negative = resp.status == 404 or resp.status >= 500
+        if t.kind == OTHER:
+            negative = negative and resp.status in policy.HEURISTIC_STATUSES
         if (negative and self.config.negative_ttl > 0 and not had_entry and not d.has("no-store")
-                and not d.has("private") and len(body) <= MAX_NEGATIVE_BODY):
+                and not d.has("private") and not d.has("no-cache") and not explicit
+                and len(body) <= MAX_NEGATIVE_BODY):
             # never over a stored good copy (`had_entry`): that one serves stale instead
             self.store.put_negative(t.key, Negative(resp.status, headers, bytes(body),
                                                     self.clock() + self.config.negative_ttl))
 
     def _object(self, t: Target, headers: dict[str, str], request_time: float,
-                response_time: float, length: int, body: bytes) -> StoredObject:
+                response_time: float, length: int, body: bytes, *,
+                status: int = 200) -> StoredObject:
         default_ttl: float | None = None
         cap = policy.DEFAULT_HEURISTIC_CAP
-        if t.kind == "segment":
+        if status != 200:
+            pass  # the per-kind TTLs are for media and playlists, never for other answers
+        elif t.kind == "segment":
             default_ttl = self.config.segment_ttl
         elif t.kind == "playlist":
             text = body.decode("utf-8", "replace")
@@ -199,7 +226,7 @@ class Fetcher:
         fields = {k: v for k, v in headers.items() if k not in _RANGE_FIELDS}
         fields["content-length"] = str(length)
         stored = policy.StoredResponse.from_response(
-            200, fields, request_time=request_time, response_time=response_time,
+            status, fields, request_time=request_time, response_time=response_time,
             request_headers=t.request_headers, default_ttl=default_ttl, heuristic_cap=cap)
         return StoredObject(stored, length, length > self.config.piece_bytes, new_version(),
                             self.config.piece_bytes)
@@ -207,10 +234,8 @@ class Fetcher:
     def _piece(self, t: Target, obj: StoredObject, n: int) -> Producer:
         async def produce(flight: Flight) -> None:
             start, end = obj.piece_span(n)
-            resp = await self.upstream.open("GET", t.upstream, t.path, self.upstream.
-                                            request_headers(t.cdn_loop,
-                                                            {"Range": f"bytes={start}-{end}"},
-                                                            via=t.request_headers.get("via")))
+            resp = await self.upstream.open("GET", t.upstream, t.path,
+                                            self._headers(t, {"Range": f"bytes={start}-{end}"}))
             cr = parse_content_range(resp.headers.get("content-range", ""))
             etag = resp.headers.get("etag")
             if resp.status != 206 or cr != (start, end, obj.length) or (
@@ -228,10 +253,8 @@ class Fetcher:
         async def produce(flight: Flight) -> None:
             start, end = n * self.config.piece_bytes, (n + 1) * self.config.piece_bytes - 1
             request_time = self.clock()
-            resp = await self.upstream.open("GET", t.upstream, t.path, self.upstream.
-                                            request_headers(t.cdn_loop,
-                                                            {"Range": f"bytes={start}-{end}"},
-                                                            via=t.request_headers.get("via")))
+            resp = await self.upstream.open("GET", t.upstream, t.path,
+                                            self._headers(t, {"Range": f"bytes={start}-{end}"}))
             response_time = self.clock()
             if resp.status != 206:
                 await self._consume(flight, t, resp, request_time, response_time,
@@ -267,8 +290,7 @@ class Fetcher:
     def _relay(self, t: Target, method: str, extra: dict[str, str]) -> Producer:
         async def produce(flight: Flight) -> None:
             resp = await self.upstream.open(method, t.upstream, t.path,
-                                            self.upstream.request_headers(t.cdn_loop, extra,
-                                            via=t.request_headers.get("via")))
+                                            self._headers(t, extra))
             flight.set_head(Head(resp.status, resp.headers, resp.content_length))
             if method == "HEAD":
                 resp.close()

@@ -14,10 +14,12 @@ from edge360.edgeplaylists import PlaylistIndex
 from edge360.edgeserve import client_headers
 from edge360.edgestore import EdgeStore, StoredObject
 from edge360.errors import Overloaded, UpstreamError
+from edge360.kinds import OTHER
 from edge360.metrics import TierGauge
 from edge360.prefetch import Prefetcher
 from edge360.responses import cors_headers
 from edge360.state import NodeState
+from edge360.storedfields import forwarded_request_fields
 from edge360.tasks import TaskGroup
 from edge360.upstream import Upstream
 
@@ -79,22 +81,26 @@ class EdgeState:
                 pass
 
     def stale_on_error(self, obj: StoredObject, t: Target, error: int | BaseException) -> bool:
-        """Whether the stored copy may answer after the upstream failed (RFC 5861 §4)."""
+        """Whether the stored copy may answer after the upstream failed (RFC 5861 §4); the
+        edge's default window (the upstream silent) is for HLS kinds only, as in `edge`."""
         if isinstance(error, int) and error not in policy.ERROR_STATUSES:
             return False
         return policy.can_serve_stale_on_error(
             obj.stored, self.node.clock(), error, float(self.config.stale_if_error),
-            request_headers=t.request_headers)
+            request_headers=t.request_headers,
+            stale_if_error_default=None if t.kind != OTHER else 0.0)
 
     async def pass_unsafe(self, request: web.Request, t: Target) -> web.Response:
         """An allowed unsafe method, passed upstream uncached; a 2xx/3xx answer invalidates the
         stored target and same-host Location/Content-Location (RFC 9111 §4.4)."""
         body = await request.read()
-        extra = {k: v for k, v in request.headers.items()
-                 if k.lower() in ("content-type", "if-match", "if-unmodified-since")}
+        # the client's fields go on, its preconditions too: they are for the origin here
+        extra = {k: v for k, v in t.request_headers.items()
+                 if k in ("if-match", "if-unmodified-since")}
         resp = await self.upstream.open(request.method, t.upstream, t.path,
                                         self.upstream.request_headers(
-                                            t.cdn_loop, extra, via=t.request_headers.get("via")),
+                                            t.cdn_loop, extra, via=t.request_headers.get("via"),
+                                            forward=forwarded_request_fields(t.request_headers)),
                                         body=body, idempotent=False)
         data = bytearray()
         try:

@@ -11,8 +11,11 @@ from edge360.cachecontrol import split_list
 #: §3.1: hop-by-hop fields are never stored (plus those a Connection field lists).
 HOP_BY_HOP: Final = frozenset({"connection", "proxy-connection", "keep-alive", "te", "trailer",
                                "transfer-encoding", "upgrade"})
-#: §3.2: fields a 304 never updates: the length, and Content-Range that belongs to a 206's body.
-_NOT_UPDATED: Final = frozenset({"content-length", "content-range"})
+#: §3.2: fields a 304 never updates: the length, Content-Range that belongs to a 206's body, and
+#: the coding and digest of the stored bytes (§3.2 lets a cache keep the fields "necessary to
+#: assure integrity of the stored response": a 304 naming another coding would mislabel them).
+_NOT_UPDATED: Final = frozenset({"content-length", "content-range", "content-encoding",
+                                 "content-md5"})
 
 
 def stored_fields(headers: Mapping[str, str]) -> dict[str, str]:
@@ -36,3 +39,21 @@ def merge_304(stored: Mapping[str, str], response_headers: Mapping[str, str]) ->
         if name not in _NOT_UPDATED:
             out[name] = value
     return out
+
+
+#: request fields never passed on as the client sent them: hop-by-hop and framing (RFC 9110
+#: §7.6.1), and those the edge writes itself for the exchange it makes (its own Via/CDN-Loop,
+#: identity coding for the raw bytes it stores, the range and validators of its own fetch:
+#: client preconditions are evaluated here, against the stored or complete response)
+_NOT_FORWARDED: Final = HOP_BY_HOP | frozenset({
+    "host", "content-length", "expect", "via", "cdn-loop", "accept-encoding", "range",
+    "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"})
+
+
+def forwarded_request_fields(headers: Mapping[str, str]) -> dict[str, str]:
+    """The client's end-to-end request fields a cache passes on when it goes upstream (RFC 9110
+    §7.6: an intermediary forwards the fields it does not consume). CMCD fields carry viewer data
+    that never leaves the edge (CONTRACT: Tiers)."""
+    listed = {n.lower() for n in split_list(headers.get("connection", ""))}
+    return {k: v for k, v in headers.items() if k not in _NOT_FORWARDED and k not in listed
+            and not k.startswith("cmcd")}

@@ -126,14 +126,18 @@ class Upstream:
 
     def request_headers(self, incoming_loop: str | None,
                         extra: Mapping[str, str] | None = None, *,
-                        via: str | None = None) -> dict[str, str]:
+                        via: str | None = None,
+                        forward: Mapping[str, str] | None = None) -> dict[str, str]:
         """Headers for a request to a parent: `incoming_loop`/`via` are the client's CDN-Loop and
-        Via, each extended with our own entry."""
+        Via, each extended with our own entry; `forward` the client's end-to-end fields
+        (storedfields.forwarded_request_fields), under ours and `extra`."""
         own = f"1.1 {self.pseudonym}"
-        headers = {"CDN-Loop": f"{incoming_loop}, edge360" if incoming_loop else "edge360",
-                   "Via": f"{via}, {own}" if via else own,
-                   "Accept-Encoding": "identity"}
-        if self.peer_token:
+        headers = dict(forward or {})
+        headers.update({"CDN-Loop": f"{incoming_loop}, edge360" if incoming_loop else "edge360",
+                        "Via": f"{via}, {own}" if via else own,
+                        "Accept-Encoding": "identity"})
+        if self.peer_token:  # a parent sees the peer token, never a viewer's credentials
+            headers.pop("authorization", None)
             headers["Authorization"] = f"Bearer {self.peer_token}"
         headers.update(extra or {})
         return headers
