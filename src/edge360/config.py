@@ -131,7 +131,8 @@ def cidr(v: Any) -> str:
 
 def method(v: Any) -> str:
     s = text(v).upper()
-    if not re.fullmatch(r"[A-Z]{1,20}", s) or s in ("GET", "HEAD"):
+    # RFC 9110 §9.1: a method is a token (e.g. M-SEARCH); GET and HEAD are always served
+    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Z-]{1,32}", s) or s in ("GET", "HEAD"):
         raise _Bad(f"expected an HTTP method other than GET/HEAD, got {_describe(v)}")
     return s
 
@@ -168,6 +169,7 @@ class ServerConfig:
     access_log: bool = _f(False, boolean, "one JSON line per request on stderr")
     tls_cert: str = _f("", optional_path, "PEM certificate; with tls_key, serve HTTPS")
     tls_key: str = _f("", optional_path, "PEM private key")
+    fastpath: bool = _f(True, boolean, "answer content hits on the lean protocol (not with TLS)")
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,8 @@ import ssl
 import struct
 import termios
 import time
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -162,6 +163,17 @@ class ConnectionGuard:
         self.counters = counters
         self.refused = 0
 
+    def admit(self, transport: asyncio.Transport) -> bool:
+        """Count a new connection, or shed it (one canned 503, then close) over the ceiling."""
+        if self.counters.connections_open >= self.max_connections:
+            # shed before anything is spent on it: one canned answer, then close
+            self.refused += 1
+            transport.write(_BUSY)
+            transport.close()
+            return False
+        self.counters.connections_open += 1
+        return True
+
 
 class GuardedProtocol(asyncio.Protocol):
     """aiohttp's RequestHandler behind a guard: connection ceiling, head timeout, send timeout."""
@@ -184,16 +196,16 @@ class GuardedProtocol(asyncio.Protocol):
         # uvloop's transports are Transports by behaviour, not by class
         transport = cast(asyncio.Transport, transport)
         self._transport = transport
-        guard = self._guard
-        if guard.counters.connections_open >= guard.max_connections:
-            # shed before aiohttp spends anything on it: one canned answer, then close
-            guard.refused += 1
-            transport.write(_BUSY)
-            transport.close()
+        if not self._guard.admit(transport):
             return
-        self._admitted = True
-        guard.counters.connections_open += 1
         self._arm_head_timer()
+        self.adopt(transport)
+
+    def adopt(self, transport: asyncio.Transport) -> None:
+        """Take over a connection already admitted and counted (the fast path hands its
+        connections over here): from now on its close uncounts it."""
+        self._transport = transport
+        self._admitted = True
         self._progress_at = time.monotonic()
         self._schedule_watchdog()
         self._inner.connection_made(transport)
@@ -273,36 +285,53 @@ class GuardedProtocol(asyncio.Protocol):
         self._watchdog = loop.call_later(max(0.05, self._guard.send_timeout / 2), self._check_send)
 
     def _check_send(self) -> None:
-        """Abort a connection whose pending output has not moved for send_timeout seconds.
-        Progress is the peer's acknowledged byte count where the kernel reports it (this also
-        covers bytes the kernel sends itself with sendfile), else the transport's buffer size."""
+        """Abort a connection whose pending output has not moved for send_timeout seconds."""
         self._watchdog = None
         transport = self._transport
         if transport is None or transport.is_closing():
             return
-        sock = transport.get_extra_info("socket")
-        buffered = transport.get_write_buffer_size()
-        pending = buffered > 0 or _kernel_queue(sock) > 0
-        mark = (_bytes_acked(sock), buffered)
-        now = time.monotonic()
-        if not pending or mark != self._progress_mark:
-            self._progress_mark = mark
-            self._progress_at = now
-        elif now - self._progress_at >= self._guard.send_timeout:
-            self._abort_stalled(sock)
-            return
-        self._schedule_watchdog()
+        progress: list[Any] = [self._progress_mark, self._progress_at]
+        alive = check_send_progress(transport, progress, self._guard.send_timeout)
+        self._progress_mark, self._progress_at = progress
+        if alive:
+            self._schedule_watchdog()
 
-    def _abort_stalled(self, sock: socket.socket | None) -> None:
-        # shutdown first: a kernel sendfile waiting for the socket to become writable then fails
-        # at once with EPIPE instead of waiting forever on a descriptor closed under it
+
+def check_send_progress(transport: asyncio.Transport, progress: list[Any],
+                        send_timeout: float) -> bool:
+    """One watchdog look at a connection's pending output; `progress` is [mark, since] and is
+    updated. Aborts the connection and returns False when its output has not moved for
+    `send_timeout` seconds. Progress is the peer's acknowledged byte count where the kernel
+    reports it (this also covers bytes the kernel sends itself with sendfile), else the
+    transport's buffer size."""
+    sock = transport.get_extra_info("socket")
+    buffered = transport.get_write_buffer_size()
+    pending = buffered > 0 or _kernel_queue(sock) > 0
+    mark = (_bytes_acked(sock), buffered)
+    now = time.monotonic()
+    if not pending or mark != progress[0]:
+        progress[0], progress[1] = mark, now
+    elif now - progress[1] >= send_timeout:
+        # shutdown first: a kernel sendfile waiting for the socket to become writable then
+        # fails at once with EPIPE instead of waiting forever on a descriptor closed under it
         if sock is not None:
             try:
                 sock.shutdown(socket.SHUT_RDWR)
             except OSError:
                 pass
-        assert self._transport is not None
-        self._transport.abort()
+        transport.abort()
+        return False
+    return True
+
+
+class Front(Protocol):
+    """A protocol in front of aiohttp's (the fast path): made per connection with the guard and
+    aiohttp's handler factory, which it uses for the connections it hands over."""
+
+    def __call__(self, guard: ConnectionGuard,
+                 handler: Callable[[], asyncio.Protocol]) -> asyncio.Protocol: ...
+
+    def drain(self) -> None: ...
 
 
 class GuardedSite(web.BaseSite):
@@ -311,9 +340,10 @@ class GuardedSite(web.BaseSite):
     def __init__(self, runner: web.BaseRunner, config: Config, counters: Counters, *,
                  host: str | None = None, port: int = 0, sock: socket.socket | None = None,
                  ssl_context: ssl.SSLContext | None = None, backlog: int = 2048,
-                 reuse_port: bool = False) -> None:
+                 reuse_port: bool = False, front: Front | None = None) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
         self.guard = ConnectionGuard(config, counters)
+        self.front = front
         self._host, self._port, self._sock = host, port, sock
         self._reuse_port = reuse_port
         self.port = port
@@ -326,7 +356,14 @@ class GuardedSite(web.BaseSite):
     def _protocol(self) -> asyncio.Protocol:
         server = self._runner.server
         assert server is not None
+        if self.front is not None:
+            return self.front(self.guard, server)
         return GuardedProtocol(self.guard, server())
+
+    async def stop(self) -> None:
+        await super().stop()
+        if self.front is not None:
+            self.front.drain()  # idle fast connections close now, busy ones when done
 
     async def start(self) -> None:
         await super().start()

@@ -20,6 +20,8 @@ from aiohttp import web
 
 from edge360.app import TASKS, create_app
 from edge360.config import Config
+from edge360.fasthttp import FastListener
+from edge360.fastpath import FastPath
 from edge360.hub import HubClient, RemoteTracker
 from edge360.limits import GuardedSite
 from edge360.metrics import Counters, TrackerView
@@ -47,6 +49,22 @@ def ready_line(config: Config, port: int, demo: bool) -> str:
     return line
 
 
+async def start_site(runner: web.AppRunner, app: web.Application, config: Config, *,
+                     host: str, port: int, reuse_port: bool = False,
+                     ) -> tuple[GuardedSite, FastListener | None]:
+    """Listen for `runner` behind the connection guards (GuardedSite: connection ceiling, head
+    timeout, send timeout), with the fast path in front of aiohttp when server.fastpath is on
+    (not with TLS: the fast path writes plain sockets and uses sendfile)."""
+    ssl_context = _ssl_context(config)
+    fast = None
+    if config.server.fastpath and ssl_context is None:
+        fast = FastListener(FastPath(app), config.limits.keepalive_timeout)
+    site = GuardedSite(runner, config, app[NODE].counters, host=host, port=port,
+                       ssl_context=ssl_context, reuse_port=reuse_port, front=fast)
+    await site.start()
+    return site, fast
+
+
 async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int:
     """Run one server process until SIGTERM/SIGINT, then drain. Returns the exit status.
 
@@ -72,11 +90,8 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int
                            shutdown_timeout=config.server.drain_timeout,
                            keepalive_timeout=config.limits.keepalive_timeout)
     await runner.setup()
-    # GuardedSite: the connection ceiling, head timeout and send timeout (limits.py)
-    site = GuardedSite(runner, config, node.counters, host=config.server.host,
-                       port=config.server.port, ssl_context=_ssl_context(config),
-                       reuse_port=config.server.workers > 1)
-    await site.start()
+    site, fast = await start_site(runner, app, config, host=config.server.host,
+                                  port=config.server.port, reuse_port=config.server.workers > 1)
     port = site.port
     role_state = node.role_state
     demo = "demo" in getattr(getattr(role_state, "catalog", None), "titles", {})
@@ -105,7 +120,10 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int
     node.draining = True
     if config.server.drain_delay > 0:
         await asyncio.sleep(config.server.drain_delay)
+    drained_by = time.monotonic() + config.server.drain_timeout
     await runner.cleanup()
+    if fast is not None:  # fast connections still answering get the rest of drain_timeout
+        await fast.wait_drained(max(0.0, drained_by - time.monotonic()))
     if hub is not None:
         await hub.close()
     elif isinstance(tracker, SessionTracker):

@@ -1,0 +1,393 @@
+"""The lean HTTP/1.1 connection of the content hit path: an asyncio.Protocol that parses request
+heads with httptools and writes prepared answers itself, handing the connection to aiohttp for
+everything it does not answer (DESIGN.md, "The hot path").
+
+What it answers is decided elsewhere (`fastpath`): for each complete request head the answerer
+returns an `Answer` (a prepared header block plus in-memory bytes or a file span) or None. None
+hands the connection over: aiohttp's RequestHandler is created from the runner's server factory,
+put behind the same `limits.GuardedProtocol` every aiohttp connection has, installed with
+`transport.set_protocol`, and fed the raw bytes from the unanswered request's first byte on.
+The connection then stays with aiohttp.
+
+Request boundaries are found here, not by the parser: a request the fast path may answer has no
+body, so it ends at its blank line, and only complete heads are parsed. The byte offset of every
+boundary is therefore exact, and a pipelined batch splits cleanly: the answered requests are
+written in order, and the rest (from the first unanswered head on) goes to aiohttp verbatim. The
+split is never ambiguous; a head the parser refuses, a head with a body, bare-LF line ends or an
+oversized head are simply handed over at their own first byte, so aiohttp answers (or refuses)
+them as it would have without the fast path.
+
+The guarantees of limits.GuardedProtocol hold here too: the connection ceiling (the fast
+connection is counted once; the count moves with it on hand-off), the head timeout (first byte of
+a head to its end), the keep-alive timeout, and the send timeout (the same watchdog). Big bodies go
+out in chunks with back-pressure (pause_writing/resume_writing); file spans through the loop's
+sendfile where it has one (the default loop), else chunks read in a thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable
+from typing import Any, BinaryIO, cast
+
+from aiohttp.http import SERVER_SOFTWARE
+
+from edge360.fastwire import Answer, Answerer, Request, date_field, parse_head
+from edge360.limits import ConnectionGuard, GuardedProtocol, check_send_progress
+
+#: bytes written per chunk of an in-memory body (then back-pressure decides)
+CHUNK = 256 * 1024
+#: request bytes buffered at most while an answer is still being written (then reading pauses)
+MAX_BUFFER = 256 * 1024
+_SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode("latin-1")
+_CLOSE = b"Connection: close\r\n"
+_STATUS = {200: b"HTTP/1.1 200 OK\r\n", 206: b"HTTP/1.1 206 Partial Content\r\n"}
+
+
+class FastStats:
+    """In-process counters of one listener: what the fast path answered and handed over."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.handed_off = 0
+
+
+class FastListener:
+    """The fast path of one listener (a limits.Front): makes its connections, counts what they
+    answered, and drains them at shutdown."""
+
+    def __init__(self, answer: Answerer, keepalive_timeout: float) -> None:
+        self.answer = answer
+        self.keepalive_timeout = keepalive_timeout
+        self.stats = FastStats()
+        self._live: set[FastProtocol] = set()  # bounded by limits.max_connections
+        self._draining = False
+        self._empty: asyncio.Event | None = None
+
+    def __call__(self, guard: ConnectionGuard,
+                 handler: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
+        return FastProtocol(self, guard, handler)
+
+    def add(self, protocol: FastProtocol) -> None:
+        self._live.add(protocol)
+
+    def discard(self, protocol: FastProtocol) -> None:
+        self._live.discard(protocol)
+        if not self._live and self._empty is not None:
+            self._empty.set()
+
+    def __len__(self) -> int:
+        return len(self._live)
+
+    def drain(self) -> None:
+        """The listener closed: idle connections close now, busy ones after their answer."""
+        self._draining = True
+        for protocol in list(self._live):
+            protocol.drain()
+
+    async def wait_drained(self, seconds: float) -> None:
+        """Wait up to `seconds` for the answers in flight, then cut what is left."""
+        if self._live:
+            self._empty = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._empty.wait(), seconds)
+            except TimeoutError:
+                pass
+        for protocol in list(self._live):
+            protocol.abort()
+
+    @property
+    def draining(self) -> bool:
+        return self._draining
+
+
+class FastProtocol(asyncio.Protocol):
+    """A connection: answer what the answerer can, hand the rest (and the connection) to aiohttp."""
+
+    def __init__(self, listener: FastListener, guard: ConnectionGuard,
+                 aiohttp_handler: Callable[[], asyncio.Protocol]) -> None:
+        self._guard = guard
+        self._answer = listener.answer
+        self._make_handler = aiohttp_handler
+        self._stats = listener.stats
+        self._keepalive = listener.keepalive_timeout
+        self._live = listener
+        self._transport: asyncio.Transport | None = None
+        self._buf = bytearray()
+        self._peer = ""
+        self._busy = False  # an answer is being written
+        self._paused_writing = False
+        self._paused_reading = False
+        self._eof = False
+        self._closing = False  # drain: close once idle
+        self._resume: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None  # head or keep-alive timeout
+        self._watchdog: asyncio.TimerHandle | None = None
+        self._progress: list[Any] = [(None, 0), 0.0]
+        self._task: asyncio.Task[None] | None = None
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)
+        self._transport = transport
+        guard = self._guard
+        if not guard.admit(transport):
+            self._transport = None
+            return
+        peer = transport.get_extra_info("peername")
+        self._peer = peer[0] if isinstance(peer, tuple) else ""
+        self._live.add(self)
+        if self._live.draining:
+            self._closing = True
+        self._arm(self._guard.header_timeout)
+        self._progress[1] = time.monotonic()
+        self._schedule_watchdog()
+
+    def data_received(self, data: bytes) -> None:
+        if self._transport is None:
+            return
+        if not self._buf:
+            self._arm(self._guard.header_timeout)  # a new head starts: it has header_timeout
+        self._buf += data
+        if self._busy:
+            if len(self._buf) > MAX_BUFFER and not self._paused_reading:
+                self._paused_reading = True
+                self._transport.pause_reading()
+            return
+        self._process()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if not self._busy and self._transport is not None:
+            self._transport.close()
+        return True  # keep the transport: an answer may still be on its way out
+
+    def pause_writing(self) -> None:
+        self._paused_writing = True
+
+    def resume_writing(self) -> None:
+        self._paused_writing = False
+        if self._resume is not None and not self._resume.done():
+            self._resume.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._transport is None:
+            return
+        self._transport = None
+        self._cancel_timers()
+        self._live.discard(self)
+        self._guard.counters.connections_open -= 1
+        if self._resume is not None and not self._resume.done():
+            self._resume.set_exception(ConnectionResetError("connection lost"))
+        if self._task is not None:
+            self._task.cancel()
+
+    # -- requests
+
+    def _process(self) -> None:
+        """Answer complete heads in the buffer, in order, until one needs aiohttp or writing
+        has to wait."""
+        transport = self._transport
+        max_head = self._guard.head_cap
+        while transport is not None and not self._busy and not transport.is_closing():
+            buf = self._buf
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                # a head that cannot be fast (another method, bare-LF line ends, TLS or other
+                # bytes) goes to aiohttp at once, so it answers or refuses as soon as it would
+                start = bytes(buf[:6])
+                if (len(buf) > max_head or b"\n\n" in buf
+                        or not (b"GET /".startswith(start[:5]) or b"HEAD /".startswith(start))):
+                    self._hand_off()
+                elif not buf and self._closing:
+                    transport.close()
+                return
+            end += 4
+            request = parse_head(bytes(buf[:end]), self._peer)
+            answer = self._answer(request) if request is not None else None
+            if answer is None:
+                self._hand_off()
+                return
+            del buf[:end]
+            self._stats.answered += 1
+            self._write(answer, request)  # type: ignore[arg-type]
+            transport = self._transport
+        if transport is not None and not self._busy and not self._buf:
+            self._arm(self._keepalive)
+
+    # -- writing
+
+    def _write(self, answer: Answer, request: Request) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._cancel_timer()
+        close = not request.keep_alive or self._closing
+        head = b"".join((_STATUS[answer.status], answer.fields,
+                         date_field() if answer.date else b"", _SERVER if answer.server else b"",
+                         _CLOSE if not request.keep_alive else b"", b"\r\n"))
+        body = answer.body
+        if answer.file is not None:
+            self._busy = True
+            self._task = asyncio.get_running_loop().create_task(
+                self._send_file(transport, head, answer, request, close))
+            return
+        if body is None or len(body) <= CHUNK:
+            transport.write(head + body if body else head)
+            self._finish(answer, request, len(body) if body else 0, close, from_task=False)
+            return
+        transport.write(head)
+        self._busy = True
+        self._task = asyncio.get_running_loop().create_task(
+            self._send_memory(memoryview(body), answer, request, close))
+
+    async def _wait_writable(self) -> None:
+        if self._paused_writing:
+            self._resume = asyncio.get_running_loop().create_future()
+            await self._resume
+
+    async def _send_memory(self, view: memoryview, answer: Answer, request: Request,
+                           close: bool) -> None:
+        try:
+            for pos in range(0, len(view), CHUNK):
+                await self._wait_writable()
+                if self._transport is None:
+                    return
+                self._transport.write(view[pos:pos + CHUNK])
+        except ConnectionError:
+            return
+        self._finish(answer, request, len(view), close, from_task=True)
+
+    async def _send_file(self, transport: asyncio.Transport, head: bytes, answer: Answer,
+                         request: Request, close: bool) -> None:
+        assert answer.file is not None
+        path, offset, count = answer.file
+        loop = asyncio.get_running_loop()
+        try:
+            fh = await asyncio.to_thread(_open, path)
+            try:
+                transport.write(head)
+                try:
+                    sent = await loop.sendfile(transport, fh, offset, count, fallback=False)
+                except (NotImplementedError, RuntimeError):
+                    sent = await self._copy_file(fh, offset, count)  # uvloop: no sendfile
+            finally:
+                fh.close()
+        except (ConnectionError, OSError):
+            if self._transport is not None:
+                self._transport.abort()  # the head went out: the body must not end cleanly
+            return
+        if sent != count:
+            transport.abort()
+            return
+        self._finish(answer, request, sent, close, from_task=True)
+
+    async def _copy_file(self, fh: BinaryIO, offset: int, count: int) -> int:
+        sent = 0
+        while sent < count:
+            data = await asyncio.to_thread(os.pread, fh.fileno(), min(CHUNK, count - sent),
+                                           offset + sent)
+            if not data:
+                break
+            await self._wait_writable()
+            if self._transport is None:
+                raise ConnectionResetError("client went away")
+            self._transport.write(data)
+            sent += len(data)
+        return sent
+
+    def _finish(self, answer: Answer, request: Request, sent: int, close: bool, *,
+                from_task: bool) -> None:
+        self._busy = False
+        self._task = None
+        if answer.done is not None:
+            answer.done(sent, time.monotonic() - request.started)
+        transport = self._transport
+        if transport is None:
+            return
+        if close or self._eof:
+            transport.close()
+            return
+        if self._paused_reading:
+            self._paused_reading = False
+            transport.resume_reading()
+        if self._buf:
+            self._arm(self._guard.header_timeout)
+            if from_task:
+                self._process()  # nothing above is still processing
+        else:
+            self._arm(self._keepalive)
+
+    # -- hand-off to aiohttp
+
+    def _hand_off(self) -> None:
+        transport = self._transport
+        assert transport is not None
+        self._stats.handed_off += 1
+        self._cancel_timers()
+        self._live.discard(self)
+        self._transport = None  # the connection (and its count) now belongs to the guard
+        guarded = GuardedProtocol(self._guard, self._make_handler())
+        transport.set_protocol(guarded)
+        guarded.adopt(transport)
+        if self._paused_writing:
+            guarded.pause_writing()
+        if self._paused_reading:
+            transport.resume_reading()
+        data, self._buf = bytes(self._buf), bytearray()
+        if data:
+            guarded.data_received(data)
+        if self._eof and not guarded.eof_received():
+            transport.close()
+
+    # -- timers
+
+    def _arm(self, seconds: float) -> None:
+        self._cancel_timer()
+        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _cancel_timers(self) -> None:
+        self._cancel_timer()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
+
+    def _timed_out(self) -> None:
+        # a head that did not end in time, or a keep-alive connection idle too long
+        self._timer = None
+        if self._transport is not None and not self._busy:
+            self._transport.close()
+
+    def _schedule_watchdog(self) -> None:
+        self._watchdog = asyncio.get_running_loop().call_later(
+            max(0.05, self._guard.send_timeout / 2), self._check_send)
+
+    def _check_send(self) -> None:
+        self._watchdog = None
+        if self._transport is None or self._transport.is_closing():
+            return
+        if check_send_progress(self._transport, self._progress, self._guard.send_timeout):
+            self._schedule_watchdog()
+
+    # -- drain
+
+    def drain(self) -> None:
+        """Close now if idle, else right after the answer being written."""
+        self._closing = True
+        if self._transport is not None and not self._busy and not self._buf:
+            self._transport.close()
+
+    def abort(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+def _open(path: str) -> BinaryIO:
+    return open(path, "rb")
