@@ -2,7 +2,8 @@
 entries of 6 s plus an EXT-X-MAP) rendered for one viewer, side by side with the reference of
 rewriting it line by line on every request.
 
-Run: python benchmarks/bench_rewrite.py [--json OUT] [--quick]
+Run: .venv/bin/python -m benchmarks.bench_rewrite [--json OUT] [--quick]
+(in RESULTS.md through `python -m benchmarks.run --only sessions`, see benchmarks/only.py).
 """
 
 from __future__ import annotations

@@ -1,9 +1,14 @@
 """Benchmark of edge360.sessions.SessionTracker: touches per second and bytes per active session.
 
-Run: python benchmarks/bench_sessions.py [--json OUT] [--quick]
+Run: .venv/bin/python -m benchmarks.bench_sessions [--json OUT] [--quick]
+(in RESULTS.md through `python -m benchmarks.run --only sessions`, see benchmarks/only.py).
 Side by side with the floor: a bare `dict[key] = now` store of the same keys in the same run.
 Memory is tracemalloc growth of the whole tracker (keys included) divided by sessions, after
 every session has been touched twice (so `first` and `last` are distinct floats, as in service).
+Touches through the request path: real request targets (`/film/1080p/seg_00042.ts?sid=...&token=
+...`) parsed as aiohttp parses them (yarl, encoded), split by `paths.split_request_path`, the
+viewer identified by `sessions.identity` (the rule `viewers.identify` applies) and touched; in
+process, no network, no HTTP framing.
 """
 
 from __future__ import annotations
@@ -17,7 +22,12 @@ import time
 import tracemalloc
 from typing import Any
 
+from yarl import URL
+
+from edge360 import paths, sessions
 from edge360.sessions import SessionTracker, new_sid
+
+TOKEN = "1700000000.k1.abcdefabcdefabcdef"
 
 
 def touches_existing(n_sessions: int, n_touches: int) -> tuple[float, float]:
@@ -53,6 +63,42 @@ def touches_new(n: int) -> float:
     return n / (time.perf_counter() - start)
 
 
+def request_urls(n_viewers: int) -> list[str]:
+    """Request targets as players send them: the media playlist, then its segments, per viewer,
+    interleaved across viewers as concurrent playback is."""
+    sids = [new_sid() for _ in range(n_viewers)]
+    out = []
+    for seg in range(20):
+        for i, sid in enumerate(sids):
+            rendition = ("1080p", "720p", "480p")[i % 3]
+            name = "index.m3u8" if seg == 0 else f"seg_{(i + seg) % 1200:05d}.ts"
+            out.append(f"/film{i % 4}/{rendition}/{name}?sid={sid}&token={TOKEN}")
+    return out
+
+
+def touches_request_path(targets: list[str], rounds: int) -> float:
+    """Touches/s of identify + touch on real request targets (see the module docstring)."""
+    t = SessionTracker(30.0, 15.0, 10_000_000)
+    split, identity, valid_sid, touch = (paths.split_request_path, sessions.identity,
+                                         sessions.valid_sid, t.touch)
+    address, agent = "203.0.113.7", "AppleCoreMedia/1.0"
+    n = 0
+    start = time.perf_counter()
+    for r in range(rounds):
+        for i, target in enumerate(targets):
+            url = URL(target, encoded=True)
+            parts = split(url.raw_path)
+            query = url.query
+            sid = query.get("sid")
+            if sid is not None and not valid_sid(sid):
+                sid = None
+            key, _ = identity(sid, query.get("CMCD"), None, address, agent)
+            playlist = parts[-1].endswith(".m3u8")
+            touch(key, r + i * 1e-7, title=parts[0], rendition=None if playlist else parts[1])
+            n += 1
+    return n / (time.perf_counter() - start)
+
+
 def bytes_per_session(n: int) -> float:
     gc.collect()
     tracemalloc.start()
@@ -77,14 +123,20 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="smaller runs (a smoke test)")
     args = parser.parse_args()
     scale = 10 if args.quick else 1
-    existing, bare = touches_existing(60_000, 3_000_000 // scale)
+    n_existing = 3_000_000 // scale
+    existing, bare = touches_existing(60_000, n_existing)
+    targets = request_urls(60_000 // scale)
     result: dict[str, Any] = {
         "python": sys.version.split()[0], "machine": platform.machine(),
+        "touches_existing": n_existing,
         "touches_per_s_existing": round(existing),
         "bare_dict_stores_per_s": round(bare),
         "touches_per_s_new": round(touches_new(1_000_000 // scale)),
         "bytes_per_session_60k": round(bytes_per_session(60_000), 1),
+        "sessions_large": 1_000_000 // scale,
         "bytes_per_session_1m": round(bytes_per_session(1_000_000 // scale), 1),
+        "request_path_urls": len(targets),
+        "request_path_touches_per_s": round(touches_request_path(targets, 2)),
     }
     for key, value in result.items():
         print(f"{key:28} {value}")

@@ -27,7 +27,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "ttfb_p99_ms": ("TTFB p99, ms", "lower"),
     "ttfb_max_ms": ("TTFB max, ms", "lower"),
     "upstream_fetches": ("upstream fetches per herd", "lower"),
+    "cpu_us_per_request": ("server CPU µs per request", "lower"),
 }
+#: a results document holding only figures without an nginx counterpart
+EDGE360_ONLY = "edge360-only"
 
 
 def summarize(runs: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -56,20 +59,20 @@ def summarize(runs: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], lis
     return summary, unpaired
 
 
-def results_path(results_dir: Path, date: str) -> Path:
-    """`<results_dir>/<YYYY-MM-DD>.json`, with -2, -3, ... for further runs that day."""
-    day = date[:10]
-    path = results_dir / f"{day}.json"
+def results_path(results_dir: Path, date: str, group: str = "") -> Path:
+    """`<results_dir>/<YYYY-MM-DD>[-<group>].json`, with -2, -3, ... for further runs that day."""
+    stem = date[:10] + (f"-{group}" if group else "")
+    path = results_dir / f"{stem}.json"
     n = 2
     while path.exists():
-        path = results_dir / f"{day}-{n}.json"
+        path = results_dir / f"{stem}-{n}.json"
         n += 1
     return path
 
 
 def write_results(doc: dict[str, Any], results_dir: Path) -> Path:
     results_dir.mkdir(parents=True, exist_ok=True)
-    path = results_path(results_dir, doc["date"])
+    path = results_path(results_dir, doc["date"], doc.get("group", ""))
     path.write_text(json.dumps(doc, indent=1, sort_keys=False) + "\n")
     return path
 
@@ -142,8 +145,73 @@ def _render_one(name: str, doc: dict[str, Any]) -> list[str]:
     return lines
 
 
+def figure(group: str, name: str, value: float | None, unit: str,
+           target: str = "", note: str = "") -> dict[str, Any]:
+    """One edge360-only figure (no nginx counterpart): what, how much, in what unit, the target
+    the issue set (if any) and a short note on how it was taken."""
+    return {"group": group, "figure": name, "value": value, "unit": unit, "target": target,
+            "note": note}
+
+
+def edge360_only_doc(group: str, *, date: str, command: str, machine: dict[str, Any],
+                     figures: list[dict[str, Any]], settings: dict[str, Any],
+                     notes: list[str], raw: dict[str, Any]) -> dict[str, Any]:
+    """A results document of edge360-only figures: rendered in RESULTS.md's separate section,
+    never as a comparison row (it has no runs and no summary)."""
+    return {"kind": EDGE360_ONLY, "group": group, "date": date, "command": command,
+            "machine": machine, "settings": settings, "figures": figures, "notes": notes,
+            "raw": raw, "runs": [], "summary": []}
+
+
+def is_comparison(doc: dict[str, Any]) -> bool:
+    return doc.get("kind", "comparison") != EDGE360_ONLY
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def _render_edge360_only(docs: list[tuple[str, dict[str, Any]]]) -> list[str]:
+    """The separate section: every figure of every file (newest first), each row naming the
+    command that produced it, the date and the results file it comes from."""
+    rows = [(name, doc, f) for name, doc in docs for f in doc.get("figures", [])]
+    lines = [
+        "## edge360-only figures",
+        "",
+        "Figures the issues ask for that have no nginx counterpart (memory per session, touches",
+        "per second, playlist rewrite cost, replayer capacity, CPU per request across workers).",
+        "They are not comparisons: each row names the command that measured it, when, and the",
+        "results file it is generated from.",
+        "",
+    ]
+    if not rows:
+        return [*lines, "None recorded yet.", ""]
+    lines += ["| group | figure | value | unit | target | measured | command | source |",
+              "|---|---|---:|---|---|---|---|---|"]
+    for name, doc, f in rows:
+        lines.append(f"| {f['group']} | {_cell(f['figure'])} | {_num(f.get('value'))} | "
+                     f"{_cell(f['unit'])} | {_cell(f.get('target') or '')} | "
+                     f"{doc.get('date', '?')} | `{_cell(doc.get('command', '?'))}` | "
+                     f"`results/{name}` |")
+    lines.append("")
+    for name, doc in docs:
+        if not doc.get("figures"):
+            continue
+        m = doc.get("machine", {})
+        lines.append(f"`results/{name}`: {m.get('cpu_model', '?')}, {m.get('cores', '?')} "
+                     f"cores, Python {m.get('python', '?')}; load average "
+                     f"{m.get('loadavg_before', '?')} before, {m.get('loadavg_after', '?')} "
+                     f"after.")
+        notes = [f"{f['figure']}: {f['note']}" for f in doc["figures"] if f.get("note")]
+        notes += doc.get("notes", []) if not is_comparison(doc) else []
+        lines += [f"- {_cell(n)}" for n in notes]
+        lines.append("")
+    return lines
+
+
 def render_results(results_dir: Path) -> str:
-    """RESULTS.md from every results file in `results_dir`, newest first: one table per file."""
+    """RESULTS.md from every results file in `results_dir`, newest first: one comparison table
+    per comparison file, then one section of every edge360-only figure."""
     lines = [
         "# edge360 benchmark results",
         "",
@@ -151,13 +219,16 @@ def render_results(results_dir: Path) -> str:
         f"`benchmarks/results.py`; do not edit by hand (regenerate: `{RENDER_COMMAND}`).",
         "Each table compares edge360 with nginx measured side by side in the same run; the ratio",
         "is edge360's median over nginx's, and \"better\" says which direction wins.",
+        "Figures without an nginx counterpart are in the last section, \"edge360-only figures\".",
         "",
     ]
     docs = load_results(results_dir) if results_dir.is_dir() else []
-    if not docs:
-        lines += ["No results recorded yet.", ""]
-    for name, doc in docs:
+    comparisons = [(n, d) for n, d in docs if is_comparison(d)]
+    if not comparisons:
+        lines += ["No comparison results recorded yet.", ""]
+    for name, doc in comparisons:
         lines += _render_one(name, doc)
+    lines += _render_edge360_only(docs)
     return "\n".join(lines).rstrip("\n") + "\n"
 
 

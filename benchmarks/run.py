@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import harness, results, workloads
+from benchmarks import harness, only, results, workloads
 from benchmarks.harness import BenchError, Pinning, Server
 
 HERD_WAITERS = 1000
@@ -51,7 +51,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="the RESULTS.md to regenerate")
     p.add_argument("--render", action="store_true",
                    help="only regenerate the markdown from the results files")
+    p.add_argument("--only", metavar="GROUPS",
+                   help="instead of the comparison, run these edge360-only groups "
+                   f"(comma-separated: {', '.join(only.GROUPS)}; see benchmarks/only.py)")
     args = p.parse_args(argv)
+    if args.only:
+        args.only = [g.strip() for g in args.only.split(",") if g.strip()]
+        unknown = [g for g in args.only if g not in only.GROUPS]
+        if unknown or not args.only:
+            p.error(f"--only takes {', '.join(only.GROUPS)}; not {', '.join(unknown)}")
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.duration = args.duration or (1.0 if args.quick else 4.0)
     if args.rounds < 1 or args.duration < 1 or args.herd_waiters < 1:
@@ -120,9 +128,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         results.write_markdown(args.results_dir, args.markdown)
         print(f"wrote {args.markdown}")
         return 0
+    command = shlex.join([".venv/bin/python", "-m", "benchmarks.run", *argv])
+    if args.only:
+        return run_only(args, command)
     try:
-        doc = measure(args, command=shlex.join([".venv/bin/python", "-m", "benchmarks.run",
-                                                *argv]))
+        doc = measure(args, command=command)
     except BenchError as e:
         print(f"benchmark not run: {e}", file=sys.stderr)
         return 1
@@ -131,6 +141,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"wrote {path} and {args.markdown}")
     print("\n".join(results.render_results(args.results_dir).splitlines()[7:40]))
     return 0
+
+
+def run_only(args: argparse.Namespace, command: str) -> int:
+    """The edge360-only groups, one results file each; a group that fails is reported (and
+    written nowhere) while the others still run."""
+    failed = 0
+    for group in args.only:
+        try:
+            doc = only.run_group(group, args.quick, command)
+        except (BenchError, subprocess.TimeoutExpired, KeyError, ValueError) as e:
+            print(f"{group}: not run: {e}", file=sys.stderr)
+            failed += 1
+            continue
+        path = results.write_results(doc, args.results_dir)
+        print(f"wrote {path}")
+    results.write_markdown(args.results_dir, args.markdown)
+    print(f"wrote {args.markdown}")
+    return 1 if failed else 0
 
 
 def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:

@@ -12,7 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from benchmarks.results import RESULTS_DIR, RESULTS_MD, SERVERS, render_results
+from benchmarks.results import (
+    EDGE360_ONLY,
+    RESULTS_DIR,
+    RESULTS_MD,
+    SERVERS,
+    edge360_only_doc,
+    figure,
+    is_comparison,
+    render_results,
+)
 
 from tests.tools import require_tool
 
@@ -47,15 +56,103 @@ def test_results_md_is_generated() -> None:
         "benchmarks/RESULTS.md is generated: run `.venv/bin/python -m benchmarks.run --render`")
 
 
+def _check_edge360_only(doc: dict[str, Any], name: str) -> None:
+    """An edge360-only document holds figures and nothing that could pass for a comparison."""
+    assert doc["runs"] == [] and doc["summary"] == [], name
+    assert doc["figures"], f"{name}: no figures"
+    for f in doc["figures"]:
+        for key in ("group", "figure", "unit"):
+            assert f.get(key), (name, f)
+        assert f["value"] is None or isinstance(f["value"], int | float), (name, f)
+
+
 def test_results_files_pair_edge360_with_nginx() -> None:
     files = _result_files(RESULTS_DIR)
     for path in files:
         doc = json.loads(path.read_text())
         for key in ("date", "machine", "runs", "summary", "command"):
             assert key in doc, f"{path.name} lacks {key}"
-        for key in ("cpu_model", "cores", "kernel", "python", "nginx"):
+        machine_keys = ("cpu_model", "cores", "kernel", "python")
+        if is_comparison(doc):
+            machine_keys += ("nginx",)
+        for key in machine_keys:
             assert key in doc["machine"], f"{path.name}: machine lacks {key}"
         _check_pairs(doc, path.name)
+        if doc.get("kind") == EDGE360_ONLY:
+            _check_edge360_only(doc, path.name)
+
+
+def _edge360_only_rows(markdown: str) -> list[str]:
+    section = markdown.split("\n## edge360-only figures\n", 1)
+    assert len(section) == 2, "RESULTS.md has no edge360-only section"
+    return [line for line in section[1].splitlines()
+            if line.startswith("| ") and not line.startswith("| group |")]
+
+
+def _check_edge360_only_rows(results_dir: Path, markdown: str) -> None:
+    """Every edge360-only figure of every file is one row naming its command, date and file."""
+    rows = _edge360_only_rows(markdown)
+    expected = 0
+    for path in _result_files(results_dir):
+        doc = json.loads(path.read_text())
+        for f in doc.get("figures", []):
+            expected += 1
+            mine = [r for r in rows if f"`results/{path.name}` |" in r
+                    and f" {f['figure'].replace('|', chr(92) + '|')} |" in r]
+            assert len(mine) == 1, f"{path.name}: {f['figure']} is not one row"
+            assert f"`{doc['command']}`" in mine[0], (path.name, mine[0])
+            assert doc["date"] in mine[0], (path.name, mine[0])
+    assert len(rows) == expected, "a row of the edge360-only section comes from no file"
+    # and no edge360-only figure appears in a comparison table
+    comparisons = markdown.split("\n## edge360-only figures\n", 1)[0]
+    for path in _result_files(results_dir):
+        doc = json.loads(path.read_text())
+        if doc.get("kind") == EDGE360_ONLY:
+            assert f"(`results/{path.name}`)" not in comparisons, path.name
+
+
+def test_results_md_edge360_only_rows_name_command_and_source() -> None:
+    _check_edge360_only_rows(RESULTS_DIR, RESULTS_MD.read_text())
+
+
+def test_render_keeps_edge360_only_figures_apart(tmp_path: Path) -> None:
+    machine = {"cpu_model": "test", "cores": 2, "kernel": "k", "python": "3"}
+    doc = edge360_only_doc(
+        "sessions", date="2030-01-02T03:04:05Z", command="cmd --only sessions",
+        machine=machine, settings={}, notes=["a note"], raw={},
+        figures=[figure("sessions", "memory | per session", 250.0, "bytes", "<= 300", "how"),
+                 figure("sessions", "touches/s", None, "touches/s")])
+    (tmp_path / "2030-01-02-sessions.json").write_text(json.dumps(doc))
+    comparison = {"date": "2030-01-01T00:00:00Z", "command": "cmd", "machine": machine,
+                  "runs": [{"workload": "w", "metric": "req_per_s", "server": s,
+                            "role": "origin", "value": 2.0} for s in SERVERS],
+                  "summary": [{"workload": "w", "metric": "req_per_s", "edge360": 2.0,
+                               "nginx": 2.0, "ratio": 1.0}]}
+    (tmp_path / "2030-01-01.json").write_text(json.dumps(comparison))
+    markdown = render_results(tmp_path)
+    _check_edge360_only_rows(tmp_path, markdown)
+    assert len(_edge360_only_rows(markdown)) == 2
+    assert "| w | requests/s | 2 | 2 | 1.00 | higher |" in markdown
+    assert "memory \\| per session" in markdown
+
+
+def test_only_sessions_quick_end_to_end(tmp_path: Path) -> None:
+    """`--only sessions --quick` writes one edge360-only document and renders it (no timing
+    assertion: only that every figure the issue asks for is there with a value)."""
+    results_dir = tmp_path / "results"
+    markdown = tmp_path / "RESULTS.md"
+    out = subprocess.run(
+        [sys.executable, "-m", "benchmarks.run", "--only", "sessions", "--quick",
+         "--results-dir", str(results_dir), "--markdown", str(markdown)],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    files = _result_files(results_dir)
+    assert [f.name[10:] for f in files] == ["-sessions.json"]
+    doc = json.loads(files[0].read_text())
+    _check_edge360_only(doc, files[0].name)
+    assert all(f["value"] is not None for f in doc["figures"])
+    assert markdown.read_text() == render_results(results_dir)
+    _check_edge360_only_rows(results_dir, markdown.read_text())
 
 
 def test_quick_run_end_to_end(tmp_path: Path) -> None:

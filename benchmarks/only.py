@@ -1,0 +1,127 @@
+"""The edge360-only groups of `python -m benchmarks.run --only GROUP[,GROUP]`: figures the issues
+ask for that have no nginx counterpart. Each group runs its benchmark script in a child process
+(a fresh interpreter: tracemalloc and CPU figures see nothing of this one), reads the JSON the
+script writes and turns it into one results document `benchmarks/results/<date>-<group>.json`,
+rendered into RESULTS.md's "edge360-only figures" section (`results.render_results`).
+
+- sessions: benchmarks/bench_sessions.py (memory per session, touches/s, touches/s through the
+  request path on real URLs) and benchmarks/bench_rewrite.py (two-hour playlist per viewer)
+- replay: benchmarks/bench_replay_capacity.py (viewers one replayer core sustains, ramped)
+- workers: benchmarks/bench_workers.py (server CPU per request, 1 and 2 workers, with nginx
+  worker_processes 1 and 2 as the reference: a comparison document, not an edge360-only one)
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from benchmarks import harness, results
+from benchmarks.results import figure
+
+GROUPS = ("sessions", "replay", "workers")
+
+
+def _script(module: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """`python -m benchmarks.<module> ARGS --json OUT` in the repository; its JSON."""
+    with tempfile.TemporaryDirectory(prefix="edge360-only-") as tmp:
+        out = Path(tmp) / "out.json"
+        proc = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *args,
+                               "--json", str(out)], cwd=harness.REPO, capture_output=True,
+                              text=True, timeout=timeout)
+        if proc.returncode != 0 or not out.exists():
+            raise harness.BenchError(f"{module} failed (exit {proc.returncode}): "
+                                     f"{proc.stderr.strip()[-400:]}")
+        data: dict[str, Any] = json.loads(out.read_text())
+        return data
+
+
+def _machine() -> dict[str, Any]:
+    nginx = shutil.which("nginx") or ("/usr/sbin/nginx" if Path("/usr/sbin/nginx").exists()
+                                      else None)
+    return harness.machine(nginx)
+
+
+def sessions(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    flag = ["--quick"] if quick else []
+    s = _script("bench_sessions", flag, timeout=900)
+    r = _script("bench_rewrite", flag, timeout=600)
+    g = "sessions"
+    figs = [
+        figure(g, "memory per active session, 60,000 sessions", s["bytes_per_session_60k"],
+               "bytes", "<= 300", "tracemalloc growth of the whole SessionTracker (keys "
+               "included) / sessions, each session touched twice"),
+        figure(g, f"memory per active session, {s['sessions_large']:,} sessions",
+               s["bytes_per_session_1m"], "bytes", "<= 300"),
+        figure(g, "touches/s, existing sessions (one core)", s["touches_per_s_existing"],
+               "touches/s", ">= 1,000,000", f"{s['touches_existing']:,} touches over 60,000 "
+               f"sessions, one thread; a bare dict store of the same keys ran "
+               f"{s['bare_dict_stores_per_s']:,}/s"),
+        figure(g, "touches/s, new sessions (one core)", s["touches_per_s_new"], "touches/s"),
+        figure(g, "touches/s through the request path, real URLs (one core)",
+               s["request_path_touches_per_s"], "touches/s", "",
+               "in process, no network: parse the request target as aiohttp does (yarl), "
+               "split_request_path, valid_sid, sessions.identity, tracker.touch; "
+               f"{s['request_path_urls']:,} distinct segment/playlist URLs with ?sid= and "
+               "token"),
+        figure(g, f"rewrite of a two-hour playlist ({r['entries']:,} entries) per viewer",
+               r["us_per_render"], "µs per render", "",
+               f"CompiledPlaylist.render; {r['playlist_bytes']:,}-byte playlist; "
+               f"the line-by-line reference takes {r['reference_us_per_render']} µs"),
+        figure(g, f"renders/s of a two-hour playlist ({r['entries']:,} entries)",
+               r["renders_per_s"], "renders/s"),
+    ]
+    settings = {"quick": quick, "python": s["python"]}
+    notes = ["Single-threaded loops in a fresh interpreter, not pinned; timings are "
+             "time.perf_counter over the whole loop."]
+    return figs, {"sessions": s, "rewrite": r, "settings": settings}, notes
+
+
+def replay(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    steps = "300,600" if quick else "3000,6000,10000,15000,20000"
+    seconds = "20" if quick else "90"
+    data = _script("bench_replay_capacity", ["--steps", steps, "--seconds", seconds],
+                   timeout=60 + 130 * len(steps.split(",")))
+    g = "replay"
+    figs = []
+    for st in data["steps"]:
+        n = f"{st['viewers']:,} viewers"
+        state = "clean" if st["clean"] else f"not clean: {st['why_not_clean']}"
+        figs += [
+            figure(g, f"{n}: replayer CPU", round(st["replayer_cpu_busy"] * 100, 1),
+                   "% of one core", "", f"{st['steady_req_per_s']} req/s steady over "
+                   f"{st['steady_s']} s; nginx {round((st['server_cpu_busy'] or 0) * 100, 1)} "
+                   f"% of its core; p99 {round(st['latency_p99_s'] * 1000, 1)} ms; {state}"),
+            figure(g, f"{n}: replayer CPU per request", st["cpu_us_per_request"],
+                   "µs CPU per request"),
+            figure(g, f"{n}: errors", st["error_count"], "errors"),
+            figure(g, f"{n}: stall ratio", st["stall_ratio"], "stalled s / played s"),
+        ]
+    figs.append(figure(g, "largest clean viewer count, one replayer core",
+                       data["largest_clean"], "viewers", "",
+                       f"6 s segments, speed 1; stopped by: {data['stopped_by']}"))
+    notes = [f"{data['pinning']}; {data['segment_bytes']}-byte segments; steps of "
+             f"{data['step_seconds']} s; clean = no errors, no stalls, replayer core < 95 % busy."]
+    return figs, data, notes
+
+
+def run_group(group: str, quick: bool, command: str) -> dict[str, Any]:
+    """Measure one group; its results document (edge360-only, or a comparison for workers)."""
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    load_before = harness.loadavg()
+    if group == "workers":
+        from benchmarks import bench_workers
+        doc = bench_workers.measure(quick=quick, command=command, started=started)
+        doc["group"] = group
+        return doc
+    figs, raw, notes = {"sessions": sessions, "replay": replay}[group](quick)
+    machine = {**_machine(), "loadavg_before": load_before, "loadavg_after": harness.loadavg()}
+    return results.edge360_only_doc(group, date=started, command=command, machine=machine,
+                                    figures=figs, settings={"quick": quick}, notes=notes,
+                                    raw=raw)
