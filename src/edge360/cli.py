@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 from edge360 import __version__
 from edge360.config import Config, load, render
 from edge360.errors import ConfigError, Edge360Error, UsageError
+from edge360.liveconfig import ConfigSource
 
 #: the bundled demo title, found when edge360 runs from a checkout of the repository
 REPO_MEDIA = Path("media")
@@ -41,8 +42,10 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--access-log", action="store_true", help="one JSON line per request on stderr")
 
 
-def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
-    """defaults < TOML (--config) < EDGE360_* environment < flags."""
+def source_from_args(args: argparse.Namespace,
+                     env: dict[str, str] | None = None) -> ConfigSource:
+    """Where `serve` takes its config from: --config TOML, EDGE360_* environment, flags (the
+    demo media root filled in for an origin run from the repository). SIGHUP reads it again."""
     flags: dict[str, Any] = {}
     for attr, key in (("role", "server.role"), ("host", "server.host"), ("port", "server.port"),
                       ("media", "origin.media"), ("upstream", "edge.upstreams"),
@@ -53,16 +56,23 @@ def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None
     if getattr(args, "access_log", False):
         flags["server.access_log"] = True
     environ = dict(os.environ) if env is None else env
+    environ = {k: v for k, v in environ.items() if k.startswith("EDGE360_")}
     config = load(args.config, environ, flags)
     if config.server.role == "origin" and not config.origin.media and REPO_MEDIA.is_dir():
         flags["origin.media"] = str(REPO_MEDIA.resolve())
-    return load(args.config, environ, flags, require_media=True)
+    return ConfigSource(args.config, environ, flags)
+
+
+def config_from_args(args: argparse.Namespace, env: dict[str, str] | None = None) -> Config:
+    """defaults < TOML (--config) < EDGE360_* environment < flags."""
+    return source_from_args(args, env).load()
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
+    source = source_from_args(args)
+    config = source.load()
     from edge360.server import run_node
-    return run_node(config, loop_factory=event_loop_factory(config))
+    return run_node(config, loop_factory=event_loop_factory(config), source=source)
 
 
 def event_loop_factory(config: Config) -> Callable[[], Any] | None:

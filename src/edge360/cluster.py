@@ -4,7 +4,8 @@ Each worker binds its own listening socket to the same port with SO_REUSEPORT, s
 spreads connections across them; the supervisor holds the port first (bound, never listening) so
 `--port 0` names one port for all. The supervisor runs the hub (hub.Hub): the node's one session
 tracker, fed by every worker. SIGTERM/SIGINT are passed on to the workers, which drain; then the
-supervisor saves the session state and exits 0. SIGHUP is passed on. A worker that dies is started
+supervisor saves the session state and exits 0. SIGHUP is passed on (each worker resolves the
+config again itself, see server.Reload). A worker that dies is started
 again, so one crash does not shrink the node.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -27,6 +29,7 @@ from typing import Any
 
 from edge360.config import Config
 from edge360.hub import Hub
+from edge360.liveconfig import ConfigSource
 from edge360.statefile import load_tracker, save_tracker
 
 log = logging.getLogger("edge360.cluster")
@@ -36,12 +39,12 @@ MAX_RESTARTS_PER_MINUTE = 10
 
 
 def worker_main(config: Config, index: int, hub_path: str,
-                loop_factory: Callable[[], Any] | None) -> None:
+                loop_factory: Callable[[], Any] | None, source: ConfigSource | None = None) -> None:
     """Entry point of a worker process (started with the spawn method)."""
     from edge360.server import serve, setup_logging
     setup_logging()
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        sys.exit(runner.run(serve(config, worker=(index, hub_path))))
+        sys.exit(runner.run(serve(config, worker=(index, hub_path), source=source)))
 
 
 def _hold_port(host: str, port: int) -> socket.socket:
@@ -55,9 +58,11 @@ def _hold_port(host: str, port: int) -> socket.socket:
 
 
 class Supervisor:
-    def __init__(self, config: Config, loop_factory: Callable[[], Any] | None) -> None:
+    def __init__(self, config: Config, loop_factory: Callable[[], Any] | None,
+                 source: ConfigSource | None = None) -> None:
         self.config = config
         self.loop_factory = loop_factory
+        self.source = source
         self.ctx = multiprocessing.get_context("spawn")
         self.procs: dict[int, BaseProcess] = {}
         self.restarts: list[float] = []
@@ -65,7 +70,8 @@ class Supervisor:
 
     def start_worker(self, index: int, hub_path: str) -> None:
         proc = self.ctx.Process(target=worker_main, name=f"edge360-worker-{index}",
-                                args=(self.config, index, hub_path, self.loop_factory))
+                                args=(self.config, index, hub_path, self.loop_factory,
+                                      self.source))
         proc.start()
         self.procs[index] = proc
 
@@ -103,7 +109,8 @@ class Supervisor:
                 await asyncio.to_thread(proc.join, 5)
 
 
-async def supervise(config: Config, loop_factory: Callable[[], Any] | None) -> int:
+async def supervise(config: Config, loop_factory: Callable[[], Any] | None,
+                    source: ConfigSource | None = None) -> int:
     from edge360.server import ready_line
     n = config.server.workers
     tracker = load_tracker(config, time.time)
@@ -114,7 +121,9 @@ async def supervise(config: Config, loop_factory: Callable[[], Any] | None) -> i
     server = await asyncio.start_unix_server(hub.handle, hub_path)
     held = _hold_port(config.server.host, config.server.port)
     port = held.getsockname()[1]
-    sup = Supervisor(config.replace("server", port=port), loop_factory)
+    if source is not None:  # a reload in a worker resolves the port the node holds, not 0
+        source = dataclasses.replace(source, flags={**source.flags, "server.port": port})
+    sup = Supervisor(config.replace("server", port=port), loop_factory, source)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

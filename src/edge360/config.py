@@ -143,6 +143,19 @@ def workers(v: Any) -> int:
     return integer(1, 256)(v)  # type: ignore[no-any-return]
 
 
+def listen_address(v: Any) -> str:
+    """"host:port" ("[v6]:port" for IPv6); "" = off."""
+    s = text(v).strip()
+    if not s:
+        return ""
+    host, sep, port = s.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not host or not port.isdigit() or int(port) > 65535 or " " in host:
+        raise _Bad(f"expected host:port, got {_describe(v)}")
+    return s
+
+
 def key_params(v: Any) -> tuple[str, ...]:
     if v == "*":
         return ("*",)
@@ -170,6 +183,10 @@ class ServerConfig:
     tls_cert: str = _f("", optional_path, "PEM certificate; with tls_key, serve HTTPS")
     tls_key: str = _f("", optional_path, "PEM private key")
     fastpath: bool = _f(True, boolean, "answer content hits on the lean protocol (not with TLS)")
+    proxy_protocol: bool = _f(False, boolean,
+                              "connections begin with a PROXY v1/v2 header (trusted_proxies only)")
+    metrics_listen: str = _f("", listen_address,
+                             "host:port of a second listener for /metrics, /healthz, /api/stats")
 
 
 @dataclass(frozen=True, slots=True)
@@ -353,6 +370,12 @@ def _check_relations(c: Config, *, require_media: bool) -> None:
         p = getattr(c.server, key)
         if p and not Path(p).is_file():
             raise ConfigError(f"server.{key}", f"no such file: {p!r}")
+    if c.server.proxy_protocol and c.server.tls_cert:
+        raise ConfigError("server.proxy_protocol",
+                          "does not combine with tls_cert (terminate TLS at the balancer)")
+    if c.server.proxy_protocol and not c.server.trusted_proxies:
+        raise ConfigError("server.proxy_protocol",
+                          "needs server.trusted_proxies (the balancers allowed to send it)")
     if c.auth.keys_file and not Path(c.auth.keys_file).is_file():
         raise ConfigError("auth.keys_file", f"no such file: {c.auth.keys_file!r}")
 

@@ -35,7 +35,8 @@ from typing import Any, BinaryIO, cast
 from aiohttp.http import SERVER_SOFTWARE
 
 from edge360.fastwire import Answer, Answerer, Request, date_field, parse_head
-from edge360.limits import ConnectionGuard, GuardedProtocol, check_send_progress
+from edge360.limits import ConnectionGuard, GuardedProtocol
+from edge360.sendprogress import check_send_progress
 
 #: bytes written per chunk of an in-memory body (then back-pressure decides)
 CHUNK = 256 * 1024
@@ -109,7 +110,6 @@ class FastProtocol(asyncio.Protocol):
     def __init__(self, listener: FastListener, guard: ConnectionGuard,
                  aiohttp_handler: Callable[[], asyncio.Protocol]) -> None:
         self._guard = guard
-        self._answer = listener.answer
         self._make_handler = aiohttp_handler
         self._stats = listener.stats
         self._keepalive = listener.keepalive_timeout
@@ -138,7 +138,8 @@ class FastProtocol(asyncio.Protocol):
             self._transport = None
             return
         peer = transport.get_extra_info("peername")
-        self._peer = peer[0] if isinstance(peer, tuple) else ""
+        # a PROXY header (proxyproto) names the client; else the TCP peer is the client
+        self._peer = guard.clients.get(transport) or (peer[0] if isinstance(peer, tuple) else "")
         self._live.add(self)
         if self._live.draining:
             self._closing = True
@@ -174,12 +175,13 @@ class FastProtocol(asyncio.Protocol):
             self._resume.set_result(None)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is None:
+        transport = self._transport
+        if transport is None:
             return
         self._transport = None
         self._cancel_timers()
         self._live.discard(self)
-        self._guard.counters.connections_open -= 1
+        self._guard.closed(transport)
         if self._resume is not None and not self._resume.done():
             self._resume.set_exception(ConnectionResetError("connection lost"))
         if self._task is not None:
@@ -207,7 +209,8 @@ class FastProtocol(asyncio.Protocol):
                 return
             end += 4
             request = parse_head(bytes(buf[:end]), self._peer)
-            answer = self._answer(request) if request is not None else None
+            # the listener's answerer, read per request: a SIGHUP may have replaced it
+            answer = self._live.answer(request) if request is not None else None
             if answer is None:
                 self._hand_off()
                 return

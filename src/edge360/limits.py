@@ -11,14 +11,11 @@ reader that stopped reading can be cut off). Everything else is forwarded untouc
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import ipaddress
 import logging
 import math
 import socket
 import ssl
-import struct
-import termios
 import time
 from collections.abc import Callable
 from typing import Any, Protocol, cast
@@ -30,8 +27,10 @@ from edge360 import sessions
 from edge360.config import Config
 from edge360.errors import TooManyRequests
 from edge360.metrics import Counters
+from edge360.proxyproto import ProxyGate, ProxyStats
 from edge360.ratelimit import TokenBucketLimiter, WindowCounter
-from edge360.state import NODE
+from edge360.sendprogress import check_send_progress
+from edge360.state import NODE, NodeState
 
 #: paths monitoring polls: never rate limited, so a throttled address cannot blind the dashboards
 EXEMPT_PREFIXES = ("/healthz", "/metrics", "/api/")
@@ -41,10 +40,6 @@ SESSION_WINDOW = 60.0
 _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: close\r\n"
          b"Content-Type: application/json\r\nContent-Length: 32\r\n\r\n"
          b'{"error": "service unavailable"}')
-# Linux struct tcp_info (include/uapi/linux/tcp.h): tcpi_bytes_acked is the u64 at offset 120
-_TCP_INFO_LEN = 128
-_BYTES_ACKED = struct.Struct("=Q")
-_BYTES_ACKED_AT = 120
 
 
 def is_exempt(path: str) -> bool:
@@ -76,6 +71,13 @@ class Limits:
         self.rate = TokenBucketLimiter(lim.rate_per_ip, lim.rate_burst, lim.max_addresses)
         self.session_opens = WindowCounter(config.sessions.per_ip_per_minute, SESSION_WINDOW,
                                            lim.max_addresses)
+
+    def configure(self, config: Config) -> None:
+        """Apply new rates and the session-open bound (SIGHUP); buckets and windows are kept."""
+        lim = config.limits
+        fresh = TokenBucketLimiter(lim.rate_per_ip, lim.rate_burst, lim.max_addresses)
+        self.rate.rate, self.rate.burst = fresh.rate, fresh.burst
+        self.session_opens.limit = config.sessions.per_ip_per_minute
 
     def check(self, request: web.Request, address: str, now: float) -> None:
         """Raise TooManyRequests (Retry-After rounded up) when `address` is over its request
@@ -126,34 +128,11 @@ def install(app: web.Application) -> None:
 # --------------------------------------------------------------------------- connections
 
 
-def _bytes_acked(sock: socket.socket | None) -> int | None:
-    """Bytes the peer has acknowledged (Linux TCP_INFO); None where the kernel does not say."""
-    if sock is None or not hasattr(socket, "TCP_INFO"):
-        return None
-    try:
-        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, _TCP_INFO_LEN)
-    except OSError:
-        return None
-    if len(info) < _BYTES_ACKED_AT + 8:
-        return None
-    return int(_BYTES_ACKED.unpack_from(info, _BYTES_ACKED_AT)[0])
-
-
-def _kernel_queue(sock: socket.socket | None) -> int:
-    """Bytes still in the socket's send queue (SIOCOUTQ); 0 where unknown."""
-    if sock is None:
-        return 0
-    try:
-        raw = fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0")
-    except (OSError, ValueError):
-        return 0
-    return int(struct.unpack("i", raw)[0])
-
-
 class ConnectionGuard:
     """What every connection of one listener shares: the limits and the open-connection count."""
 
-    def __init__(self, config: Config, counters: Counters) -> None:
+    def __init__(self, config: Config, counters: Counters,
+                 clients: dict[Any, str] | None = None) -> None:
         lim = config.limits
         self.max_connections = lim.max_connections
         self.header_timeout = lim.header_timeout
@@ -162,12 +141,27 @@ class ConnectionGuard:
         self.head_cap = 2 * lim.max_header_bytes + 4096
         self.counters = counters
         self.refused = 0
+        #: transport -> client address a PROXY header named (proxyproto), while it is open
+        self.clients: dict[Any, str] = {} if clients is None else clients
+
+    def configure(self, config: Config) -> None:
+        """Apply the limits a SIGHUP may change (liveconfig.LIVE_KEYS) to new connections."""
+        lim = config.limits
+        self.max_connections = lim.max_connections
+        self.header_timeout = lim.header_timeout
+        self.send_timeout = lim.send_timeout
+
+    def closed(self, transport: Any) -> None:
+        """An admitted connection closed: uncount it and forget its PROXY address."""
+        self.counters.connections_open -= 1
+        self.clients.pop(transport, None)
 
     def admit(self, transport: asyncio.Transport) -> bool:
         """Count a new connection, or shed it (one canned 503, then close) over the ceiling."""
         if self.counters.connections_open >= self.max_connections:
             # shed before anything is spent on it: one canned answer, then close
             self.refused += 1
+            self.clients.pop(transport, None)
             transport.write(_BUSY)
             transport.close()
             return False
@@ -235,7 +229,7 @@ class GuardedProtocol(asyncio.Protocol):
         self._head_timer = self._watchdog = None
         if self._admitted:
             self._admitted = False
-            self._guard.counters.connections_open -= 1
+            self._guard.closed(self._transport)
             self._inner.connection_lost(exc)
 
     # -- head timeout
@@ -297,33 +291,6 @@ class GuardedProtocol(asyncio.Protocol):
             self._schedule_watchdog()
 
 
-def check_send_progress(transport: asyncio.Transport, progress: list[Any],
-                        send_timeout: float) -> bool:
-    """One watchdog look at a connection's pending output; `progress` is [mark, since] and is
-    updated. Aborts the connection and returns False when its output has not moved for
-    `send_timeout` seconds. Progress is the peer's acknowledged byte count where the kernel
-    reports it (this also covers bytes the kernel sends itself with sendfile), else the
-    transport's buffer size."""
-    sock = transport.get_extra_info("socket")
-    buffered = transport.get_write_buffer_size()
-    pending = buffered > 0 or _kernel_queue(sock) > 0
-    mark = (_bytes_acked(sock), buffered)
-    now = time.monotonic()
-    if not pending or mark != progress[0]:
-        progress[0], progress[1] = mark, now
-    elif now - progress[1] >= send_timeout:
-        # shutdown first: a kernel sendfile waiting for the socket to become writable then
-        # fails at once with EPIPE instead of waiting forever on a descriptor closed under it
-        if sock is not None:
-            try:
-                sock.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-        transport.abort()
-        return False
-    return True
-
-
 class Front(Protocol):
     """A protocol in front of aiohttp's (the fast path): made per connection with the guard and
     aiohttp's handler factory, which it uses for the connections it hands over."""
@@ -340,10 +307,15 @@ class GuardedSite(web.BaseSite):
     def __init__(self, runner: web.BaseRunner, config: Config, counters: Counters, *,
                  host: str | None = None, port: int = 0, sock: socket.socket | None = None,
                  ssl_context: ssl.SSLContext | None = None, backlog: int = 2048,
-                 reuse_port: bool = False, front: Front | None = None) -> None:
+                 reuse_port: bool = False, front: Front | None = None,
+                 node: NodeState | None = None) -> None:
         super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
-        self.guard = ConnectionGuard(config, counters)
+        self.guard = ConnectionGuard(config, counters,
+                                     clients=node.proxied if node is not None else None)
         self.front = front
+        # server.proxy_protocol: every connection passes a ProxyGate first (trusted peers only)
+        self.node = node if config.server.proxy_protocol else None
+        self.proxy_stats = ProxyStats()
         self._host, self._port, self._sock = host, port, sock
         self._reuse_port = reuse_port
         self.port = port
@@ -354,6 +326,13 @@ class GuardedSite(web.BaseSite):
         return f"{scheme}://{self._host or '0.0.0.0'}:{self.port}"
 
     def _protocol(self) -> asyncio.Protocol:
+        node = self.node
+        if node is not None:
+            return ProxyGate(lambda: node.trusted, self.guard.header_timeout, self.guard.clients,
+                             self.proxy_stats, self._inner_protocol)
+        return self._inner_protocol()
+
+    def _inner_protocol(self) -> asyncio.Protocol:
         server = self._runner.server
         assert server is not None
         if self.front is not None:

@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from edge360 import __version__
 from edge360.metrics import exposition
-from edge360.state import NodeState, node_of
+from edge360.state import NODE, NodeState, node_of
 
 REGISTRY = web.AppKey("edge360_registry", CollectorRegistry)
 EGRESS = web.AppKey("edge360_egress_samples", deque)
@@ -82,3 +82,16 @@ async def stats(request: web.Request) -> web.Response:
     node = node_of(request)
     await node.refresh()
     return _json(stats_body(node, request.app[EGRESS]))
+
+
+def monitoring_app(main: web.Application) -> web.Application:
+    """The app of server.metrics_listen: /healthz, /metrics and /api/stats of the same node as
+    `main` (same state, registry and egress samples), nothing else (content paths are 404)."""
+    app = web.Application(client_max_size=1024)
+    app[NODE] = main[NODE]
+    app[REGISTRY] = main[REGISTRY]
+    app[EGRESS] = main[EGRESS]
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/api/stats", stats)
+    return app

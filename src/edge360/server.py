@@ -1,5 +1,11 @@
 """Running a node: listen, print the ready line, reload on SIGHUP, drain on SIGTERM/SIGINT.
 
+SIGHUP resolves the config again from the sources the process started with (liveconfig): the
+keys that can change live (parents, rate limits, connection limits, trusted proxies) apply to the
+running node without dropping a connection, other differences are named in one log line and left
+as they were, and a config that does not resolve is logged and ignored. Then the reloaders run
+(auth keys, the origin's titles, the edge's parents).
+
 Drain follows CONTRACT.md: /healthz answers 503 for server.drain_delay while everything still
 serves, then the listener closes, in-flight responses get server.drain_timeout to finish, and the
 process exits 0.
@@ -18,15 +24,19 @@ from typing import Any
 
 from aiohttp import web
 
+from edge360 import ops
 from edge360.app import TASKS, create_app
+from edge360.clientaddr import TrustedProxies
 from edge360.config import Config
+from edge360.errors import ConfigError
 from edge360.fasthttp import FastListener
 from edge360.fastpath import FastPath
 from edge360.hub import HubClient, RemoteTracker
-from edge360.limits import GuardedSite
+from edge360.limits import LIMITS, GuardedSite
+from edge360.liveconfig import ConfigSource, merge_live, split_listen
 from edge360.metrics import Counters, TrackerView
 from edge360.sessions import SessionTracker
-from edge360.state import NODE
+from edge360.state import NODE, NodeState
 from edge360.statefile import load_tracker, save_tracker
 
 log = logging.getLogger("edge360")
@@ -60,12 +70,70 @@ async def start_site(runner: web.AppRunner, app: web.Application, config: Config
     if config.server.fastpath and ssl_context is None:
         fast = FastListener(FastPath(app), config.limits.keepalive_timeout)
     site = GuardedSite(runner, config, app[NODE].counters, host=host, port=port,
-                       ssl_context=ssl_context, reuse_port=reuse_port, front=fast)
+                       ssl_context=ssl_context, reuse_port=reuse_port, front=fast, node=app[NODE])
     await site.start()
     return site, fast
 
 
-async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int:
+async def start_monitoring(app: web.Application, config: Config,
+                           ) -> tuple[web.AppRunner, GuardedSite] | None:
+    """The server.metrics_listen listener (/metrics, /healthz, /api/stats only), or None when off.
+    Its connections are guarded but counted apart: a full public port never sheds a scrape."""
+    if not config.server.metrics_listen:
+        return None
+    runner = web.AppRunner(ops.monitoring_app(app), handle_signals=False, access_log=None,
+                           shutdown_timeout=1)
+    await runner.setup()
+    host, port = split_listen(config.server.metrics_listen)
+    site = GuardedSite(runner, config.replace("server", proxy_protocol=False), Counters(),
+                       host=host, port=port)
+    await site.start()
+    log.info("metrics listening on http://%s:%d/", host, site.port)
+    return runner, site
+
+
+class Reload:
+    """What SIGHUP does (see the module docstring)."""
+
+    def __init__(self, app: web.Application, source: ConfigSource | None,
+                 sites: list[GuardedSite], fast: FastListener | None) -> None:
+        self.app, self.node = app, app[NODE]
+        self.source, self.sites, self.fast = source, sites, fast
+
+    async def __call__(self) -> None:
+        if self.source is not None:
+            try:
+                fresh = await asyncio.to_thread(self.source.load)
+            except ConfigError as e:
+                log.error("reload refused, still serving with the previous config: %s", e)
+            else:
+                self.apply(fresh)
+        for fn in list(self.node.reloaders):
+            try:
+                log.info("reloaded: %s", await fn())
+            except Exception as e:  # a bad keys file must not take the node down
+                log.error("reload failed: %s", e)
+
+    def apply(self, fresh: Config) -> None:
+        node: NodeState = self.node
+        merged, changed, frozen = merge_live(node.config, fresh)
+        if frozen:
+            log.warning("reload: %s cannot change without a restart; left as they were",
+                        ", ".join(frozen))
+        if not changed:
+            return
+        node.config = merged
+        node.trusted = TrustedProxies(merged.server.trusted_proxies)
+        self.app[LIMITS].configure(merged)
+        for site in self.sites:
+            site.guard.configure(merged)
+        if self.fast is not None:  # decided per request from now on, keep-alive ones included
+            self.fast.answer = FastPath(self.app)
+        log.info("reload: applied %s", ", ".join(changed))
+
+
+async def serve(config: Config, *, worker: tuple[int, str] | None = None,
+                source: ConfigSource | None = None) -> int:
     """Run one server process until SIGTERM/SIGINT, then drain. Returns the exit status.
 
     `worker` is (index, hub socket path) when this process is one of `--workers N`: sessions
@@ -93,6 +161,8 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int
     site, fast = await start_site(runner, app, config, host=config.server.host,
                                   port=config.server.port, reuse_port=config.server.workers > 1)
     port = site.port
+    # with --workers N, worker 0 listens for the monitoring port; its answers are node-wide
+    monitoring = await start_monitoring(app, config) if worker is None or worker[0] == 0 else None
     role_state = node.role_state
     demo = "demo" in getattr(getattr(role_state, "catalog", None), "titles", {})
     if hub is not None:
@@ -104,13 +174,9 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
+    reload = Reload(app, source, [site], fast)
+
     def on_hup() -> None:
-        async def reload() -> None:
-            for fn in list(node.reloaders):
-                try:
-                    log.info("reloaded: %s", await fn())
-                except Exception as e:  # a bad keys file must not take the node down
-                    log.error("reload failed: %s", e)
         tasks.spawn(reload(), "reload")
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
@@ -124,6 +190,8 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None) -> int
     await runner.cleanup()
     if fast is not None:  # fast connections still answering get the rest of drain_timeout
         await fast.wait_drained(max(0.0, drained_by - time.monotonic()))
+    if monitoring is not None:  # scrapes answer 503 from /healthz until the very end
+        await monitoring[0].cleanup()
     if hub is not None:
         await hub.close()
     elif isinstance(tracker, SessionTracker):
@@ -136,11 +204,13 @@ def setup_logging() -> None:
                         stream=sys.stderr)
 
 
-def run_node(config: Config, *, loop_factory: Callable[[], Any] | None) -> int:
+def run_node(config: Config, *, loop_factory: Callable[[], Any] | None,
+             source: ConfigSource | None = None) -> int:
+    """Run a node; `source` is where its config came from (SIGHUP resolves it again)."""
     setup_logging()
     if config.server.workers > 1:
         from edge360.cluster import supervise
         with asyncio.Runner() as runner:
-            return runner.run(supervise(config, loop_factory))
+            return runner.run(supervise(config, loop_factory, source))
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(config))
+        return runner.run(serve(config, source=source))

@@ -35,6 +35,8 @@ class NodeState:
     auth_keys: tuple[Any, ...] = ()
     #: with --workers N: the link to the supervisor's hub (hub.HubClient), else None
     hub: Any = None
+    #: open connections' client addresses named by a PROXY header (transport -> address)
+    proxied: dict[Any, str] = field(default_factory=dict)
 
     async def refresh(self) -> None:
         """Bring node-wide figures up to date before reading them (a no-op with one worker)."""

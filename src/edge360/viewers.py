@@ -43,7 +43,9 @@ class Viewer:
 
 
 def address_of(request: web.Request, node: NodeState) -> str:
-    peer = request.remote or ""
+    """The client's address: the PROXY header's source (proxyproto) or the TCP peer, then any
+    forwarding headers when that address is a trusted proxy."""
+    peer = (node.proxied.get(request.transport) if node.proxied else None) or request.remote or ""
     if not node.trusted:
         return peer
     return client_address(peer, request.headers, node.trusted)
