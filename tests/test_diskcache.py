@@ -15,13 +15,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from edge360.diskcache import (
-    ENTRY_EXT,
-    HEADER_SIZE,
-    TEMP_EXT,
-    DiskCache,
-    EntryGone,
-)
+from edge360.diskcache import DiskCache
+from edge360.diskformat import ENTRY_EXT, HEADER_SIZE, TEMP_EXT, EntryGone
 
 
 def files(root: Path, ext: str) -> list[Path]:

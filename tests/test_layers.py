@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "edge360"
 PURE = {"errors", "config", "kinds", "paths", "ranges", "conditional", "cachecontrol", "policy",
         "storedfields", "invalidation",
         "playlist", "sessions", "auth", "clientaddr", "ratelimit", "hashing", "replay.model"}
-STATE = {"cache", "diskcache"}
+STATE = {"cache", "diskcache", "diskformat"}
 IMPURE_LIBS = {"asyncio", "aiohttp", "uvloop", "aiofiles", "prometheus_client", "httptools"}
 
 

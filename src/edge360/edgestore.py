@@ -20,7 +20,8 @@ import orjson
 
 from edge360.cache import MemoryCache
 from edge360.config import EdgeConfig
-from edge360.diskcache import DiskCache, DiskWriter, EntryGone
+from edge360.diskcache import DiskCache, DiskWriter
+from edge360.diskformat import EntryGone
 from edge360.metrics import Counters, TierGauge
 from edge360.policy import StoredResponse
 

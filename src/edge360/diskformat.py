@@ -1,0 +1,145 @@
+"""The disk tier's file format: `header | key | body | meta`, its checks, and reading a file.
+
+The header holds magic, version, key/meta/body lengths, the body's crc32, a random nonce and a
+crc32 of header + key + meta; a file failing any check is treated as absent (diskcache deletes
+it). Pure file reading: no index, no locks (those are diskcache's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import IO, NamedTuple
+
+MAGIC = b"E36D"
+VERSION = 1
+# magic, version, flags, key_len, meta_len, body_len, body_crc, nonce, head_crc
+_HEAD = struct.Struct("<4sHHIIQIQI")
+HEADER_SIZE = _HEAD.size
+ENTRY_EXT = ".e360"
+TEMP_EXT = ".tmp"
+MAX_KEY_BYTES = 64 * 1024
+
+
+class EntryGone(FileNotFoundError):
+    """The file version a DiskEntry names was deleted, replaced or found corrupt: a miss."""
+
+
+def key_digest(key: str) -> str:
+    return hashlib.blake2b(_key_bytes(key), digest_size=20).hexdigest()
+
+
+def _key_bytes(key: str) -> bytes:
+    raw = key.encode("utf-8", "surrogatepass")
+    if len(raw) > MAX_KEY_BYTES:
+        raise ValueError(f"cache key longer than {MAX_KEY_BYTES} bytes")
+    return raw
+
+
+def _pread_exact(fd: int, length: int, offset: int) -> bytes:
+    parts: list[bytes] = []
+    while length > 0:
+        chunk = os.pread(fd, length, offset)
+        if not chunk:
+            raise EntryGone("file shorter than its header says")
+        parts.append(chunk)
+        length, offset = length - len(chunk), offset + len(chunk)
+    return b"".join(parts)
+
+
+def _same_file(path: str, fd: int) -> bool:
+    """Whether path still names the file open as fd (not deleted or replaced since)."""
+    with contextlib.suppress(FileNotFoundError):
+        return os.path.samestat(os.stat(path), os.fstat(fd))
+    return False
+
+
+def _unlink(path: str) -> bool:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+        return True
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class DiskEntry:
+    """One file version found by `get`: meta in memory, the body read on demand. Each read
+    re-opens `path` and checks the header is the one `get` saw: a file replaced or deleted
+    since raises EntryGone (a miss), never wrong bytes. sendfile: use `open_file()`."""
+
+    key: str
+    meta: bytes
+    path: str
+    body_offset: int
+    body_length: int
+    body_crc: int
+    header: bytes
+
+    def open_file(self) -> IO[bytes]:
+        """The file, opened unbuffered and verified to be this version (caller closes)."""
+        try:
+            f = open(self.path, "rb", buffering=0)  # noqa: SIM115 - returned to the caller
+        except FileNotFoundError:
+            raise EntryGone(self.path) from None
+        if os.pread(f.fileno(), HEADER_SIZE, 0) != self.header:
+            f.close()
+            raise EntryGone(self.path)
+        return f
+
+    def read_range(self, start: int, end: int) -> bytes:
+        """Body bytes [start, end) (end exclusive, within the body)."""
+        if not 0 <= start <= end <= self.body_length:
+            raise ValueError(f"range {start}-{end} outside a body of {self.body_length}")
+        with self.open_file() as f:
+            return _pread_exact(f.fileno(), end - start, self.body_offset + start)
+
+    def read_body(self, verify: bool = True) -> bytes:
+        """The whole body; with verify, a body failing its crc deletes the file (EntryGone)."""
+        with self.open_file() as f:
+            body = _pread_exact(f.fileno(), self.body_length, self.body_offset)
+            if verify and zlib.crc32(body) != self.body_crc:
+                if _same_file(self.path, f.fileno()):  # not a newer version at the same path
+                    _unlink(self.path)
+                raise EntryGone(f"body checksum mismatch: {self.path}")
+        return body
+
+
+class _Parsed(NamedTuple):
+    entry: DiskEntry
+    size: int
+    mtime_ns: int
+
+
+def _parse_fd(fd: int, path: str, digest: str | None) -> _Parsed | None:
+    """The entry if the file is complete and consistent (named `digest`, if given); else None."""
+    st = os.fstat(fd)
+    if st.st_size < HEADER_SIZE:
+        return None
+    header = os.pread(fd, HEADER_SIZE, 0)
+    if len(header) != HEADER_SIZE:
+        return None
+    magic, version, _flags, klen, mlen, blen, bcrc, _nonce, hcrc = _HEAD.unpack(header)
+    if (magic, version) != (MAGIC, VERSION) or st.st_size != HEADER_SIZE + klen + blen + mlen:
+        return None
+    try:
+        raw_key = _pread_exact(fd, klen, HEADER_SIZE)
+        meta = _pread_exact(fd, mlen, HEADER_SIZE + klen + blen)
+        key = raw_key.decode("utf-8", "surrogatepass")
+    except (EntryGone, UnicodeDecodeError):
+        return None
+    if zlib.crc32(meta, zlib.crc32(raw_key, zlib.crc32(header[:-4]))) != hcrc:
+        return None
+    if klen > MAX_KEY_BYTES or (digest is not None and key_digest(key) != digest):
+        return None
+    entry = DiskEntry(key, meta, path, HEADER_SIZE + klen, blen, bcrc, header)
+    return _Parsed(entry, st.st_size, st.st_mtime_ns)
+
+
+def _parse_path(path: str, digest: str | None) -> _Parsed | None:
+    """As _parse_fd; raises FileNotFoundError when there is no file."""
+    with open(path, "rb", buffering=0) as f:
+        return _parse_fd(f.fileno(), path, digest)
