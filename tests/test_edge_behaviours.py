@@ -1,0 +1,115 @@
+"""What a cache operator expects of the edge, each against a real edge: prefetch of the next
+segment, negative caching that never hides a good copy, redirects passed on, HEAD on a miss,
+and invalidation after an unsafe method passed through (RFC 9111 §4.4)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import aiohttp
+from aiohttp import web
+
+from tests.edgekit import edge, fake_upstream, get, make_title, origin
+
+
+async def metric(session: aiohttp.ClientSession, base: str, name: str, label: str = "") -> float:
+    async with session.get(base + "/metrics") as r:
+        text = await r.text()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith(name) and label in line and not line.startswith("#"))
+
+
+async def test_prefetch_fetches_the_next_segment_and_counts_its_hit(tmp_path: Path) -> None:
+    files = make_title(tmp_path)
+    async with origin(tmp_path) as o, edge([o], {"EDGE360_EDGE_PREFETCH_DEPTH": "1"}) as e, \
+            aiohttp.ClientSession() as s:
+        assert (await get(s, e + "/demo/v0/index.m3u8?sid=viewer0001"))[0] == 200
+        st, h, _ = await get(s, e + "/demo/v0/seg_000.ts?sid=viewer0001")
+        assert (st, h["X-Cache"]) == (200, "MISS")
+        # the edge fetches seg_001 ahead of demand; wait (bounded) until it is stored
+        for _ in range(100):
+            if await metric(s, e, "edge360_prefetches_total", 'result="issued"') >= 1:
+                st, h, body = await get(s, e + "/demo/v0/seg_001.ts?sid=viewer0001")
+                if h["X-Cache"] == "HIT":
+                    break
+            await asyncio.sleep(0.05)
+        assert (st, h["X-Cache"], body) == (200, "HIT", files["v0/seg_001.ts"])
+        assert await metric(s, e, "edge360_prefetches_total", 'result="hit"') >= 1
+
+
+async def test_negative_caching_is_brief_and_never_over_a_good_copy() -> None:
+    state = {"status": 404, "hits": 0}
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        state["hits"] += 1
+        if state["status"] == 200:
+            return web.Response(body=b"good", headers={"Cache-Control": "max-age=1"})
+        return web.Response(status=state["status"], body=b"nope")
+
+    async with fake_upstream(upstream) as (u, fake), \
+            edge([u], {"EDGE360_EDGE_NEGATIVE_TTL": "60"}) as e, aiohttp.ClientSession() as s:
+        for _ in range(3):
+            st, h, _ = await get(s, e + "/t/v0/missing.ts")
+            assert st == 404
+        assert fake.count("/t/v0/missing.ts") == 1  # 404 cached briefly (negative_ttl)
+        # a good copy is stored; a later upstream 5xx must not replace it
+        state["status"] = 200
+        st, _, body = await get(s, e + "/t/v0/good.ts")
+        assert (st, body) == (200, b"good")
+        state["status"] = 503
+        await asyncio.sleep(1.2)  # let the good copy go stale (max-age=1)
+        for _ in range(2):
+            st, h, body = await get(s, e + "/t/v0/good.ts")
+            assert (st, body) == (200, b"good"), h  # stale-if-error, never the cached 503
+            assert h["X-Cache"] == "STALE"
+
+
+async def test_redirects_are_passed_on_not_followed() -> None:
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.path == "/t/old.m3u8":
+            return web.Response(status=302, headers={"Location": "/t/new.m3u8"})
+        return web.Response(body=b"#EXTM3U\n", content_type="application/vnd.apple.mpegurl")
+
+    async with fake_upstream(upstream) as (u, fake), edge([u]) as e, \
+            aiohttp.ClientSession() as s:
+        async with s.get(e + "/t/old.m3u8", allow_redirects=False) as r:
+            assert r.status == 302 and r.headers["Location"] == "/t/new.m3u8"
+        assert fake.count("/t/new.m3u8") == 0  # the edge did not follow it
+
+
+async def test_head_on_a_miss_stores_no_partial_object() -> None:
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b"x" * 50_000, headers={"Cache-Control": "max-age=600"})
+
+    async with fake_upstream(upstream) as (u, _fake), edge([u]) as e, \
+            aiohttp.ClientSession() as s:
+        async with s.head(e + "/t/v0/seg.ts") as r:
+            assert r.status == 200 and await r.read() == b""
+        st, h, body = await get(s, e + "/t/v0/seg.ts")
+        assert st == 200 and body == b"x" * 50_000  # whole and right, never a truncated copy
+        st, h, body = await get(s, e + "/t/v0/seg.ts")
+        assert (h["X-Cache"], len(body)) == ("HIT", 50_000)
+
+
+async def test_unsafe_method_passed_through_invalidates_the_stored_url() -> None:
+    version = {"n": 1}
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            version["n"] += 1
+            return web.Response(status=204)
+        return web.Response(body=f"v{version['n']}".encode(),
+                            headers={"Cache-Control": "max-age=600"})
+
+    async with fake_upstream(upstream) as (u, fake), \
+            edge([u], {"EDGE360_EDGE_PASS_METHODS": "POST"}) as e, aiohttp.ClientSession() as s:
+        assert (await get(s, e + "/t/doc.json"))[2] == b"v1"
+        assert (await get(s, e + "/t/doc.json"))[1]["X-Cache"] == "HIT"
+        async with s.post(e + "/t/doc.json", data=b"{}") as r:
+            assert r.status == 204
+        st, h, body = await get(s, e + "/t/doc.json")
+        assert (h["X-Cache"], body) == ("MISS", b"v2")
+        async with s.put(e + "/t/doc.json", data=b"{}") as r:
+            assert r.status == 405  # only the configured methods pass
+        assert sum(1 for m, _p, _h in fake.seen if m == "PUT") == 0
