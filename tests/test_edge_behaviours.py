@@ -108,7 +108,7 @@ async def test_unsafe_method_passed_through_invalidates_the_stored_url() -> None
         assert (await get(s, e + "/t/doc.json"))[1]["X-Cache"] == "HIT"
         async with s.post(e + "/t/doc.json", data=b"{}") as r:
             assert r.status == 204
-        st, h, body = await get(s, e + "/t/doc.json")
+        _st, h, body = await get(s, e + "/t/doc.json")
         assert (h["X-Cache"], body) == ("MISS", b"v2")
         async with s.put(e + "/t/doc.json", data=b"{}") as r:
             assert r.status == 405  # only the configured methods pass
