@@ -141,3 +141,32 @@ def test_playlist_parsing_and_metrics_sum() -> None:
                'edge360_sessions_active{title="b",rendition="none"} 4\nother_total 9\n')
     assert parse_sessions_active(metrics) == 7
     assert parse_sessions_active("other_total 9\n") is None
+
+
+def test_long_playlists_compressed_by_edge360_still_play(tmp_path: Path) -> None:
+    """edge360 gzips rewritten playlists of 1 KiB or more (a two-hour playlist is ~1,200
+    entries); the virtual players decode them and keep fetching segments."""
+    from tests.servers import start_process
+    media = tmp_path / "media"
+    (media / "long" / "v0").mkdir(parents=True)
+    (media / "long" / "v0" / "seg.ts").write_bytes(b"\x47" * 376)
+    lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:6", "#EXT-X-PLAYLIST-TYPE:VOD"]
+    for _ in range(200):
+        lines += ["#EXTINF:6.0,", "seg.ts"]
+    (media / "long" / "v0" / "index.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST"]) + "\n")
+    (media / "long" / "master.m3u8").write_text(
+        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n")
+    origin = start_process(["serve", "--port", "0", "--media", str(media)],
+                           {"EDGE360_SESSIONS_IDLE_TIMEOUT": "0.5"})
+    try:
+        rc = command.run(args_for("--target", origin.base + "/long/master.m3u8",
+                                  "--scale", "0.001", "--speed", "60", "--window", "9.5-9.52",
+                                  "--seed", "3", "--report", str(tmp_path / "r"),
+                                  "--duration", "30"))
+    finally:
+        assert origin.stop() == 0
+    assert rc == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["errors"] == 0, report["errors_by_kind"]
+    # master + media playlist + a start-up burst of segments per viewer at the least
+    assert report["requests"] >= 4 * report["viewers_started"] > 0

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import gzip
 import random
 import secrets
 import time
@@ -236,9 +237,13 @@ class VirtualPlayer:
                     await resp.read()
                     return None
                 if text:
-                    page = await resp.text()
-                    self.stats.bytes += len(page)
-                    body: str | int = page
+                    raw = await resp.read()
+                    self.stats.bytes += len(raw)
+                    if resp.headers.get("Content-Encoding", "").strip().lower() == "gzip":
+                        # players accept compressed playlists (servers gzip big rewritten ones);
+                        # the session leaves bodies raw so segments are only counted
+                        raw = gzip.decompress(raw)
+                    body: str | int = raw.decode("utf-8")
                 else:
                     n = 0
                     while chunk := await resp.content.readany():
@@ -253,6 +258,9 @@ class VirtualPlayer:
             return None
         except aiohttp.ClientError:
             self.stats.error("client")
+            return None
+        except (OSError, EOFError, UnicodeDecodeError):  # gzip.BadGzipFile is an OSError
+            self.stats.error("bad_body")
             return None
         done = time.monotonic()
         self.stats.latency.add(done - sent)
