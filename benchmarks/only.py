@@ -7,6 +7,8 @@ rendered into RESULTS.md's "edge360-only figures" section (`results.render_resul
 - sessions: benchmarks/bench_sessions.py (memory per session, touches/s, touches/s through the
   request path on real URLs) and benchmarks/bench_rewrite.py (two-hour playlist per viewer)
 - replay: benchmarks/bench_replay_capacity.py (viewers one replayer core sustains, ramped)
+- headline: benchmarks/bench_headline.py (the peak window of the first day replayed against one
+  edge at speed 1, ramped until the first error or >1 % server-vs-truth disagreement)
 - workers: benchmarks/bench_workers.py (server CPU per request, 1 and 2 workers, with nginx
   worker_processes 1 and 2 as the reference: a comparison document, not an edge360-only one)
 """
@@ -25,7 +27,7 @@ from typing import Any
 from benchmarks import harness, results
 from benchmarks.results import figure
 
-GROUPS = ("sessions", "replay", "workers")
+GROUPS = ("sessions", "replay", "headline", "workers")
 
 
 def _script(module: str, args: list[str], timeout: float) -> dict[str, Any]:
@@ -111,6 +113,71 @@ def replay(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]
     return figs, data, notes
 
 
+def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """The headline ramp's figures: per step the counts side by side, the difference, errors,
+    p99, both sides' CPU, the edge's memory and descriptors; then the per-core capacities."""
+    g = "headline"
+    figs = []
+    for st in data["steps"]:
+        n = f"{st['viewers']:,} viewers"
+        state = "clean" if st["clean"] else f"not clean: {st['why_not_clean']}"
+        figs += [
+            figure(g, f"{n}: server peak vs replayer truth", st["server_vs_truth_pct"], "%",
+                   "within 1 %", f"target {st['target_peak']}, truth {st['achieved_peak']}, "
+                   f"server {st['server_peak']} (scale {st['scale']}, window {st['window']} h, "
+                   f"speed 1); {st['requests']:,} requests; {state}"),
+            figure(g, f"{n}: errors", st["errors"], "errors", "0",
+                   str(st["errors_by_kind"] or "")),
+            figure(g, f"{n}: p99 latency", round((st["latency_p99_s"] or 0) * 1000, 1), "ms",
+                   "", f"stall ratio {st['stall_ratio']}"),
+            figure(g, f"{n}: steady requests/s", st.get("steady_req_per_s"), "requests/s", "",
+                   f"{st['expected_req_per_s']} expected at 6 s pacing"),
+            figure(g, f"{n}: edge CPU", round((st.get("edge_cpu_busy") or 0) * 100, 1),
+                   "% of one core", "", f"{st.get('edge_cpu_us_per_request')} µs per request"),
+            figure(g, f"{n}: edge RSS", round(st["edge_rss_max_bytes"] / 2**20, 1), "MiB", "",
+                   f"descriptors: edge {st['edge_fds_max']}, replayer {st['replayer_fds_max']} "
+                   f"(limit 20,000 each)"),
+            figure(g, f"{n}: replayer CPU", round((st.get("replayer_cpu_busy") or 0) * 100, 1),
+                   "% of one core", "",
+                   f"{st.get('replayer_cpu_us_per_request')} µs per request; RSS "
+                   f"{st['replayer_rss_max_bytes'] / 2**20:.0f} MiB"),
+        ]
+    figs.append(figure(g, "largest clean step, one edge core + one replayer core",
+                       data["largest_clean"], "viewers", "60,000",
+                       f"stopped by: {data['stopped_by']}"))
+    steady = [st for st in data["steps"] if st.get("edge_cpu_us_per_request")]
+    if steady:
+        busiest = max(steady, key=lambda st: st["steady_req_per_s"])
+        figs += [
+            figure(g, "edge capacity per core at 6 s pacing", int(6e6 / busiest[
+                "edge_cpu_us_per_request"]), "viewers per core", "",
+                f"6 s / {busiest['edge_cpu_us_per_request']} µs CPU per request at "
+                f"{busiest['viewers']:,} viewers (= {int(1e6 / busiest['edge_cpu_us_per_request'])}"
+                " req/s per core x 6)"),
+            figure(g, "replayer capacity per core at 6 s pacing", int(6e6 / busiest[
+                "replayer_cpu_us_per_request"]), "viewers per core", "",
+                f"6 s / {busiest['replayer_cpu_us_per_request']} µs CPU per request at "
+                f"{busiest['viewers']:,} viewers"),
+        ]
+    notes = [f"{data['pinning']}; one origin + one edge (fast path on, sessions.idle_timeout "
+             f"30 s); {len(data['renditions'])} renditions of {data['segments']} x 6 s "
+             f"{data['segment_bytes']}-byte segments, --loop; `edge360 replay --window "
+             f"{data['window']} --speed 1 --workers 1 --connections {data['connections']}` "
+             f"for {data['step_seconds']:g} s per step, scale = viewers / 60,000; a fresh, "
+             f"warmed edge per step; clean = no errors, server vs truth within 1 %, stall ratio "
+             f"<= 1 %; CPU from /proc over the steady part (after 20 s)."]
+    return figs, notes
+
+
+def headline(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    steps = "300,600" if quick else "2000,4000,6000,8000,10000"
+    seconds = "30" if quick else "100"
+    data = _script("bench_headline", ["--steps", steps, "--seconds", seconds],
+                   timeout=120 + 240 * len(steps.split(",")))
+    figs, notes = headline_figures(data)
+    return figs, data, notes
+
+
 def run_group(group: str, quick: bool, command: str) -> dict[str, Any]:
     """Measure one group; its results document (edge360-only, or a comparison for workers)."""
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -120,7 +187,8 @@ def run_group(group: str, quick: bool, command: str) -> dict[str, Any]:
         doc = bench_workers.measure(quick=quick, command=command, started=started)
         doc["group"] = group
         return doc
-    figs, raw, notes = {"sessions": sessions, "replay": replay}[group](quick)
+    figs, raw, notes = {"sessions": sessions, "replay": replay,
+                        "headline": headline}[group](quick)
     machine = {**_machine(), "loadavg_before": load_before, "loadavg_after": harness.loadavg()}
     return results.edge360_only_doc(group, date=started, command=command, machine=machine,
                                     figures=figs, settings={"quick": quick}, notes=notes,

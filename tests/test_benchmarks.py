@@ -181,3 +181,57 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert edge_rows or edge_skipped
     assert markdown.read_text() == render_results(results_dir)
     assert "origin: small .ts 218 B" in markdown.read_text()
+
+
+def _headline_step(viewers: int, clean: bool) -> dict[str, Any]:
+    """A step record shaped as bench_headline writes it (values are placeholders, not claims)."""
+    return {
+        "viewers": viewers, "scale": viewers / 60_000, "window": "9.7-9.8", "target_peak": 1.0,
+        "achieved_peak": 1, "server_peak": 1.0, "server_vs_truth_pct": 0.0, "requests": 1,
+        "errors": 0 if clean else 1, "errors_by_kind": {} if clean else {"timeout": 1},
+        "stall_ratio": 0.0, "latency_p99_s": 0.001, "expected_req_per_s": viewers / 6,
+        "steady_req_per_s": 1.0, "edge_cpu_busy": 0.1, "edge_cpu_us_per_request": 100.0,
+        "replayer_cpu_busy": 0.1, "replayer_cpu_us_per_request": 300.0,
+        "edge_rss_max_bytes": 2**20, "replayer_rss_max_bytes": 2**20, "edge_fds_max": 10,
+        "replayer_fds_max": 10, "clean": clean, "why_not_clean": "" if clean else "1 errors",
+    }
+
+
+def test_headline_group_renders_every_step_and_capacity(tmp_path: Path) -> None:
+    """The headline group: registered in --only, one set of figures per step plus the largest
+    clean step and both per-core capacities, rendered as edge360-only rows (structure only)."""
+    from benchmarks import only
+
+    assert "headline" in only.GROUPS
+    data = {"pinning": "p", "segment_bytes": 376, "segments": 20, "renditions": ["a", "b"],
+            "window": "9.7-9.8", "step_seconds": 100, "connections": 512,
+            "steps": [_headline_step(2000, True), _headline_step(4000, False)],
+            "largest_clean": 2000, "stopped_by": "4000 viewers: 1 errors"}
+    figs, notes = only.headline_figures(data)
+    names = [f["figure"] for f in figs]
+    for n in ("2,000 viewers", "4,000 viewers"):
+        assert any(name.startswith(f"{n}: server peak vs replayer truth") for name in names)
+        assert any(name.startswith(f"{n}: edge CPU") for name in names)
+        assert any(name.startswith(f"{n}: replayer CPU") for name in names)
+    assert "edge capacity per core at 6 s pacing" in names
+    assert "replayer capacity per core at 6 s pacing" in names
+    doc = edge360_only_doc("headline", date="2030-01-02T03:04:05Z", command="cmd --only headline",
+                           machine={"cpu_model": "x", "cores": 2, "kernel": "k", "python": "3"},
+                           figures=figs, settings={}, notes=notes, raw=data)
+    _check_edge360_only(doc, "headline")
+    (tmp_path / "2030-01-02-headline.json").write_text(json.dumps(doc))
+    _check_edge360_only_rows(tmp_path, render_results(tmp_path))
+
+
+def test_headline_title_playlists_stay_readable_by_the_replayer(tmp_path: Path) -> None:
+    """The headline title's playlists, rewritten with a sid, stay under the size the servers
+    gzip (the replayer reads playlists without decompressing)."""
+    from benchmarks import bench_headline
+
+    bench_headline.make_title(tmp_path)
+    sid = "?sid=" + "x" * 16
+    for p in [p for p in bench_headline._paths() if p.endswith(".m3u8")]:
+        text = (tmp_path / p.lstrip("/")).read_text()
+        rewritten = "".join(ln + (sid if ln and not ln.startswith("#") else "") + "\n"
+                            for ln in text.splitlines())
+        assert len(rewritten.encode()) < bench_headline.GZIP_MIN, p
