@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
+import select
+import signal
 import socket
+import subprocess
+import sys
+import time
 from pathlib import Path
 from urllib.parse import parse_qs
 
@@ -15,6 +21,7 @@ from edge360.errors import UsageError
 from edge360.replay import command
 from edge360.replay.player import parse_media, sid_of
 from edge360.replay.target import parse_sessions_active
+from tests.servers import start_process
 from tests.test_replay_support import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
 
 
@@ -146,7 +153,6 @@ def test_playlist_parsing_and_metrics_sum() -> None:
 def test_long_playlists_compressed_by_edge360_still_play(tmp_path: Path) -> None:
     """edge360 gzips rewritten playlists of 1 KiB or more (a two-hour playlist is ~1,200
     entries); the virtual players decode them and keep fetching segments."""
-    from tests.servers import start_process
     media = tmp_path / "media"
     (media / "long" / "v0").mkdir(parents=True)
     (media / "long" / "v0" / "seg.ts").write_bytes(b"\x47" * 376)
@@ -170,3 +176,32 @@ def test_long_playlists_compressed_by_edge360_still_play(tmp_path: Path) -> None
     assert report["errors"] == 0, report["errors_by_kind"]
     # master + media playlist + a start-up burst of segments per viewer at the least
     assert report["requests"] >= 4 * report["viewers_started"] > 0
+
+
+def test_ctrl_c_stops_cleanly_and_still_writes_the_report(tmp_path: Path) -> None:
+    with ThreadServer(build_app(rewrite=True, metrics=True, idle=0.5, log=ServerLog())) as srv:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge360", "replay", "--target", srv.url, "--scale", "0.01",
+             "--speed", "20", "--window", "9.5-10", "--loop", "--seed", "4",
+             "--report", str(tmp_path), "--duration", "120"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        assert proc.stderr is not None
+        try:
+            deadline = time.monotonic() + 60
+            seen = ""
+            while "req/s" not in seen and time.monotonic() < deadline:  # the progress line
+                ready, _, _ = select.select([proc.stderr], [], [], 0.5)
+                if ready:
+                    seen += proc.stderr.readline()
+            assert "req/s" in seen, seen
+            os.kill(proc.pid, signal.SIGINT)
+            _, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.communicate(timeout=10)
+    assert proc.returncode == 0, err[-2000:]
+    assert "Traceback" not in err
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["requests"] > 0 and report["viewers_started"] > 0
+    assert (tmp_path / "series.csv").stat().st_size > 0
