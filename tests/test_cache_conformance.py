@@ -25,9 +25,11 @@ REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "cache_tests.py"
 #: the score reached (2026-11-29, suite 0.4.5): 253 of 350 passed, 141 of the 165 required
 #: (before the fixes: 149 and 40). The best reference cache the suite ships, Squid, has 243 and
-#: 141. Raise these when the edge gets better; never lower them to make a change pass.
-FLOOR_TOTAL = 253
-FLOOR_REQUIRED = 141
+#: 141. The floors sit 3 and 2 below that: a few of the suite's own tests race its 3-second
+#: waits on a loaded 2-core machine (one run scored 252 with no code change). Raise them when
+#: the edge gets better; never lower them to make a change pass.
+FLOOR_TOTAL = 250
+FLOOR_REQUIRED = 139
 #: one test per fixed behaviour (all `required` or `optimal` in the suite)
 FIXED = [
     "freshness-max-age",          # request fields forwarded: the suite's Req-Num reaches it

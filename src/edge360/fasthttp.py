@@ -2,44 +2,41 @@
 heads with httptools and writes prepared answers itself, handing the connection to aiohttp for
 everything it does not answer (DESIGN.md, "The hot path").
 
-What it answers is decided elsewhere (`fastpath`): for each complete request head the answerer
-returns an `Answer` (a prepared header block plus in-memory bytes or a file span) or None. None
-hands the connection over: aiohttp's RequestHandler is created from the runner's server factory,
-put behind the same `limits.GuardedProtocol` every aiohttp connection has, installed with
-`transport.set_protocol`, and fed the raw bytes from the unanswered request's first byte on.
+What it answers is decided elsewhere (`fastpath`): per complete request head the answerer returns
+an `Answer` (a prepared header block plus in-memory bytes, slices of pieces or a file span) or
+None. None hands the connection over: aiohttp's RequestHandler is made from the runner's server
+factory, put behind the same `limits.GuardedProtocol` every aiohttp connection has, installed with
+`transport.set_protocol` and fed the raw bytes from the unanswered request's first byte on.
 The connection then stays with aiohttp.
 
 Request boundaries are found here, not by the parser: a request the fast path may answer has no
-body, so it ends at its blank line, and only complete heads are parsed. The byte offset of every
-boundary is therefore exact, and a pipelined batch splits cleanly: the answered requests are
-written in order, and the rest (from the first unanswered head on) goes to aiohttp verbatim. The
-split is never ambiguous; a head the parser refuses, a head with a body, bare-LF line ends or an
-oversized head are simply handed over at their own first byte, so aiohttp answers (or refuses)
-them as it would have without the fast path.
+body, so it ends at its blank line, and only complete heads are parsed. A pipelined batch thus
+splits cleanly: the answered requests are written in order, the rest (from the first unanswered
+head on) goes to aiohttp verbatim. A head the parser refuses, a head with a body, bare-LF line
+ends or an oversized head are handed over at their own first byte, so aiohttp answers (or
+refuses) them as it would have without the fast path.
 
-The guarantees of limits.GuardedProtocol hold here too: the connection ceiling (the fast
-connection is counted once; the count moves with it on hand-off), the head timeout (first byte of
-a head to its end), the keep-alive timeout, and the send timeout (the same watchdog). Big bodies go
-out in chunks with back-pressure (pause_writing/resume_writing); file spans through the loop's
-sendfile where it has one (the default loop), else chunks read in a thread.
+The guarantees of limits.GuardedProtocol hold here too: the connection ceiling (counted once; the
+count moves with the connection on hand-off), the head timeout (first byte of a head to its end),
+the keep-alive timeout and the send timeout (the same watchdog). Big bodies go out in chunks with
+back-pressure (pause_writing/resume_writing); file spans through the loop's sendfile where it has
+one (the default loop), else chunks read in a thread.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections.abc import Callable
-from typing import Any, BinaryIO, cast
+from typing import Any, cast
 
 from aiohttp.http import SERVER_SOFTWARE
 
-from edge360.fastwire import Answer, Answerer, Request, date_field, parse_head
+from edge360.fastsend import CHUNK, BodySender
+from edge360.fastwire import Answer, Answerer, HeadParser, Request, date_field
 from edge360.limits import ConnectionGuard, GuardedProtocol
 from edge360.sendprogress import check_send_progress
 
-#: bytes written per chunk of an in-memory body (then back-pressure decides)
-CHUNK = 256 * 1024
 #: request bytes buffered at most while an answer is still being written (then reading pauses)
 MAX_BUFFER = 256 * 1024
 _SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode("latin-1")
@@ -104,7 +101,7 @@ class FastListener:
         return self._draining
 
 
-class FastProtocol(asyncio.Protocol):
+class FastProtocol(BodySender, asyncio.Protocol):
     """A connection: answer what the answerer can, hand the rest (and the connection) to aiohttp."""
 
     def __init__(self, listener: FastListener, guard: ConnectionGuard,
@@ -116,6 +113,7 @@ class FastProtocol(asyncio.Protocol):
         self._live = listener
         self._transport: asyncio.Transport | None = None
         self._buf = bytearray()
+        self._parse = HeadParser()
         self._peer = ""
         self._busy = False  # an answer is being written
         self._paused_writing = False
@@ -123,7 +121,12 @@ class FastProtocol(asyncio.Protocol):
         self._eof = False
         self._closing = False  # drain: close once idle
         self._resume: asyncio.Future[None] | None = None
-        self._timer: asyncio.TimerHandle | None = None  # head or keep-alive timeout
+        # the head or keep-alive timeout is a deadline; one timer per connection, re-armed
+        # lazily (only when it fires before the deadline or the deadline moves earlier)
+        self._loop = asyncio.get_running_loop()
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
         self._progress: list[Any] = [(None, 0), 0.0]
         self._task: asyncio.Task[None] | None = None
@@ -208,7 +211,7 @@ class FastProtocol(asyncio.Protocol):
                     transport.close()
                 return
             end += 4
-            request = parse_head(bytes(buf[:end]), self._peer)
+            request = self._parse(bytes(buf[:end]), self._peer)
             # the listener's answerer, read per request: a SIGHUP may have replaced it
             answer = self._live.answer(request) if request is not None else None
             if answer is None:
@@ -232,9 +235,21 @@ class FastProtocol(asyncio.Protocol):
                          date_field() if answer.date else b"", _SERVER if answer.server else b"",
                          _CLOSE if not request.keep_alive else b"", b"\r\n"))
         body = answer.body
+        if answer.parts is not None:
+            parts = answer.parts
+            count = sum(len(p) for p in parts)
+            if count > CHUNK:
+                transport.write(head)
+                self._busy = True
+                self._task = self._loop.create_task(
+                    self._send_memory(parts, count, answer, request, close))
+                return
+            transport.write(b"".join((head, *parts)))
+            self._finish(answer, request, count, close, from_task=False)
+            return
         if answer.file is not None:
             self._busy = True
-            self._task = asyncio.get_running_loop().create_task(
+            self._task = self._loop.create_task(
                 self._send_file(transport, head, answer, request, close))
             return
         if body is None or len(body) <= CHUNK:
@@ -243,63 +258,8 @@ class FastProtocol(asyncio.Protocol):
             return
         transport.write(head)
         self._busy = True
-        self._task = asyncio.get_running_loop().create_task(
-            self._send_memory(memoryview(body), answer, request, close))
-
-    async def _wait_writable(self) -> None:
-        if self._paused_writing:
-            self._resume = asyncio.get_running_loop().create_future()
-            await self._resume
-
-    async def _send_memory(self, view: memoryview, answer: Answer, request: Request,
-                           close: bool) -> None:
-        try:
-            for pos in range(0, len(view), CHUNK):
-                await self._wait_writable()
-                if self._transport is None:
-                    return
-                self._transport.write(view[pos:pos + CHUNK])
-        except ConnectionError:
-            return
-        self._finish(answer, request, len(view), close, from_task=True)
-
-    async def _send_file(self, transport: asyncio.Transport, head: bytes, answer: Answer,
-                         request: Request, close: bool) -> None:
-        assert answer.file is not None
-        path, offset, count = answer.file
-        loop = asyncio.get_running_loop()
-        try:
-            fh = await asyncio.to_thread(_open, path)
-            try:
-                transport.write(head)
-                try:
-                    sent = await loop.sendfile(transport, fh, offset, count, fallback=False)
-                except (NotImplementedError, RuntimeError):
-                    sent = await self._copy_file(fh, offset, count)  # uvloop: no sendfile
-            finally:
-                fh.close()
-        except (ConnectionError, OSError):
-            if self._transport is not None:
-                self._transport.abort()  # the head went out: the body must not end cleanly
-            return
-        if sent != count:
-            transport.abort()
-            return
-        self._finish(answer, request, sent, close, from_task=True)
-
-    async def _copy_file(self, fh: BinaryIO, offset: int, count: int) -> int:
-        sent = 0
-        while sent < count:
-            data = await asyncio.to_thread(os.pread, fh.fileno(), min(CHUNK, count - sent),
-                                           offset + sent)
-            if not data:
-                break
-            await self._wait_writable()
-            if self._transport is None:
-                raise ConnectionResetError("client went away")
-            self._transport.write(data)
-            sent += len(data)
-        return sent
+        self._task = self._loop.create_task(
+            self._send_memory((memoryview(body),), len(body), answer, request, close))
 
     def _finish(self, answer: Answer, request: Request, sent: int, close: bool, *,
                 from_task: bool) -> None:
@@ -348,16 +308,21 @@ class FastProtocol(asyncio.Protocol):
     # -- timers
 
     def _arm(self, seconds: float) -> None:
-        self._cancel_timer()
-        self._timer = asyncio.get_running_loop().call_later(seconds, self._timed_out)
+        self._deadline = deadline = self._loop.time() + seconds
+        if self._timer is None or self._timer_at > deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._timed_out)
 
     def _cancel_timer(self) -> None:
+        self._deadline = None  # the timer, if any, fires and finds no deadline
+
+    def _cancel_timers(self) -> None:
+        self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-
-    def _cancel_timers(self) -> None:
-        self._cancel_timer()
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
@@ -365,6 +330,13 @@ class FastProtocol(asyncio.Protocol):
     def _timed_out(self) -> None:
         # a head that did not end in time, or a keep-alive connection idle too long
         self._timer = None
+        deadline = self._deadline
+        if deadline is None:
+            return  # writing an answer: the next _arm starts a timer
+        if self._loop.time() < deadline:
+            self._timer_at = deadline
+            self._timer = self._loop.call_at(deadline, self._timed_out)
+            return
         if self._transport is not None and not self._busy:
             self._transport.close()
 
@@ -390,7 +362,3 @@ class FastProtocol(asyncio.Protocol):
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-def _open(path: str) -> BinaryIO:
-    return open(path, "rb")
