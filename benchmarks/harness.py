@@ -307,6 +307,9 @@ def start_nginx(role: str, media_root: Path, pin: Pinning, workdir: Path, *,
 #: a Lua `done` hook that prints wrk's own summary as one JSON line, so nothing is scraped from
 #: its human-readable output; with no `request` hook wrk keeps its fast, pre-built request
 WRK_DONE_LUA = r"""
+-- the same Accept-Encoding the warming and checks (urllib) send: a stored playlist varies on
+-- it, and a request with another value would be a cache miss, not the hit being measured
+wrk.headers["Accept-Encoding"] = "identity"
 done = function(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
