@@ -263,3 +263,13 @@ async def test_expiry_exact_at_idle_timeout_peak_kept_recent_peak_windowed(tmp_p
         assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (1, 3, 4)
         assert stats["sessions_peak_recent"] == 2
         assert [x.value for x in m["edge360_watch_seconds_total"]] == [12.0]
+
+
+def test_per_title_counters_stay_bounded_under_made_up_paths() -> None:
+    from edge360.metrics import MAX_LABELS, OTHER_LABEL, Counters, bounded
+    c = Counters()
+    for i in range(MAX_LABELS + 500):
+        c.egress[bounded(c.egress, (f"title{i}", "none"))] += 1
+    assert len(c.egress) == MAX_LABELS + 1
+    assert c.egress[OTHER_LABEL] == 500
+    assert c.egress[bounded(c.egress, ("title0", "none"))] == 1  # known pairs keep counting

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 from pathlib import Path
 
 import aiohttp
@@ -13,7 +14,7 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from tests.servers import DEMO, make_config, running_app
+from tests.servers import DEMO, make_config, running_app, start_process
 from tests.tools import require_tool
 
 
@@ -223,3 +224,37 @@ async def test_ffmpeg_reads_the_demo_through_the_origin(master: str) -> None:
         _, err = await asyncio.wait_for(proc.communicate(), 240)
     assert proc.returncode == 0, err.decode()[-2000:]
     assert err.strip() == b"", err.decode()[-2000:]
+
+
+async def test_a_file_gone_since_the_scan_is_a_404_not_a_broken_200(tiny_media: Path) -> None:
+    big = tiny_media / "tiny" / "v0" / "big.ts"
+    big.write_bytes(os.urandom(600_000))  # beyond the in-memory size: sent from the file
+    config = origin_config(tiny_media, **{"origin.rescan_interval": 0})
+    async with running_app(config) as base, aiohttp.ClientSession() as s:
+        assert (await fetch(s, base + "/tiny/v0/big.ts"))[0] == 200
+        big.unlink()
+        code, _, _ = await fetch(s, base + "/tiny/v0/big.ts")
+        assert code == 404
+    # the fast path has written no head when the open fails: the connection closes without
+    # an answer (never a 200 with a wrong body), other requests are unharmed, and the next
+    # rescan (SIGHUP here) drops the file from the catalog: 404
+    big.write_bytes(os.urandom(600_000))
+    sp = start_process(["serve", "--port", "0", "--media", str(tiny_media)])
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await fetch(s, sp.base + "/tiny/v0/big.ts"))[0] == 200
+            big.unlink()
+            try:
+                code: int | None = (await fetch(s, sp.base + "/tiny/v0/big.ts"))[0]
+            except aiohttp.ClientError:
+                code = None
+            assert code in (404, None)
+            assert (await fetch(s, sp.base + "/tiny/v0/seg_000.ts"))[0] == 200
+            os.kill(sp.proc.pid, signal.SIGHUP)
+            for _ in range(100):  # bounded wait for the rescan
+                if (await fetch(s, sp.base + "/tiny/v0/big.ts"))[0] == 404:
+                    break
+                await asyncio.sleep(0.05)
+            assert (await fetch(s, sp.base + "/tiny/v0/big.ts"))[0] == 404
+    finally:
+        assert sp.stop() == 0

@@ -34,6 +34,7 @@ from edge360.errors import (
     UpstreamTimeout,
 )
 from edge360.kinds import OTHER, kind_of
+from edge360.metrics import bounded
 from edge360.paths import split_request_path
 from edge360.playlist import VIEWER_PARAMS
 from edge360.ranges import ByteRange, Multi, resolve_range
@@ -115,12 +116,13 @@ def account(state: EdgeState, t: Target, viewer: Viewer | None, child: bool, res
     if viewer is not None and status in (200, 206, 304):
         touch(state.node, viewer, title=t.title,
               rendition=None if t.kind == "playlist" else rendition, nbytes=body_bytes)
+    counters = state.counters
     if body_bytes:
-        state.counters.egress[(t.title, rendition)] += body_bytes
+        counters.egress[bounded(counters.egress, (t.title, rendition))] += body_bytes
     if t.kind == "segment" and status in (200, 206):
         ref = state.index.segment(t.path, offset)
         if body_bytes and ref is not None and ref.duration > 0 and seconds > ref.duration:
-            state.counters.late_segments[(t.title, rendition)] += 1
+            counters.late_segments[bounded(counters.late_segments, (t.title, rendition))] += 1
         if not child and ref is not None:
             length = body_bytes if offset is not None else 0
             state.prefetcher.after(t, (offset, length) if offset is not None else None)

@@ -150,6 +150,11 @@ class Fetcher:
             if writer is not None:
                 await asyncio.to_thread(writer.abort)
             raise
+        if not storable and t.kind != "playlist":
+            # nothing to keep: no joined copy of a (possibly huge) body that is not stored
+            if writer is not None:
+                await asyncio.to_thread(writer.abort)
+            return
         body = b"".join(flight.chunks)
         if t.kind == "playlist":
             text = body.decode("utf-8", "replace")

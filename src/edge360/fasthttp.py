@@ -233,7 +233,7 @@ class FastProtocol(BodySender, asyncio.Protocol):
         close = not request.keep_alive or self._closing
         head = b"".join((_STATUS[answer.status], answer.fields,
                          date_field() if answer.date else b"", _SERVER if answer.server else b"",
-                         _CLOSE if not request.keep_alive else b"", b"\r\n"))
+                         _CLOSE if close else b"", b"\r\n"))
         body = answer.body
         if answer.parts is not None:
             parts = answer.parts

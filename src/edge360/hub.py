@@ -201,6 +201,7 @@ class HubClient:
             self._flusher.cancel()
             self._flusher = None
         if self._writer is None:
+            self._batch = []  # not connected (shutting down): nothing to count them into
             return
         msg: dict[str, Any] = {"t": kind, "b": self._batch, "c": counters_to_dict(self.counters),
                                **extra}

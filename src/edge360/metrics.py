@@ -77,6 +77,17 @@ class Counters:
         self.connections_open += other.connections_open
 
 
+#: label pairs a per-title counter keeps at most; later new pairs count under OTHER_LABEL, so a
+#: flood of made-up paths can never grow memory or Prometheus cardinality without bound
+MAX_LABELS = 4096
+OTHER_LABEL = ("_other", "_other")
+
+
+def bounded(counter: dict[tuple[str, str], int], key: tuple[str, str]) -> tuple[str, str]:
+    """`key` if the counter has it or has room for it, else OTHER_LABEL."""
+    return key if key in counter or len(counter) < MAX_LABELS else OTHER_LABEL
+
+
 _LABELLED = ("requests", "egress", "late_segments", "cache_requests", "cache_bytes",
              "upstream_requests", "prefetches", "evictions")
 

@@ -17,7 +17,7 @@ from multidict import CIMultiDict
 
 from edge360 import filesend
 from edge360.conditional import Outcome, evaluate_preconditions, if_range_matches
-from edge360.errors import PreconditionFailed
+from edge360.errors import NotFound, PreconditionFailed
 from edge360.ranges import (
     FULL,
     ByteRange,
@@ -151,17 +151,22 @@ async def _write(request: web.Request, rep: Representation, headers: CIMultiDict
             await streamed.write(body[start:start + filesend.CHUNK])
         await streamed.write_eof()
         return Served(streamed, total)
+    fh = None
+    if not head and total and rep.body is None:
+        assert rep.fs_path is not None
+        try:
+            # opened before the head goes out: a file gone since the last scan is a 404,
+            # not a 200 head followed by a broken connection
+            fh = await filesend.open_file(rep.fs_path)
+        except FileNotFoundError:
+            raise NotFound(rep.fs_path) from None
     response = web.StreamResponse(status=status, headers=headers)
     response.content_length = total
     await response.prepare(request)
-    if head or total == 0:
+    if fh is None:
         await response.write_eof()
         return Served(response, 0)
     sent = 0
-    if rep.body is not None:  # pragma: no cover - handled above
-        raise AssertionError
-    assert rep.fs_path is not None
-    fh = await filesend.open_file(rep.fs_path)
     try:
         for part in parts:
             if isinstance(part, bytes):
