@@ -9,7 +9,6 @@ Serving stays in `responses` (whole objects) and `edgeserve` (pieces, flights, r
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import time
 from collections.abc import AsyncIterator
@@ -38,12 +37,19 @@ from edge360.metrics import bounded
 from edge360.paths import split_request_path
 from edge360.playlist import VIEWER_PARAMS
 from edge360.ranges import ByteRange, Multi, resolve_range
-from edge360.responses import Representation, Served, cors_headers, preflight, serve
+from edge360.responses import (
+    Representation,
+    Served,
+    cors_headers,
+    gzip_accepted,
+    personalize,
+    preflight,
+    serve,
+)
 from edge360.state import NodeState, node_of
 from edge360.upstream import fold
 from edge360.viewers import Viewer, check_loop, check_token, identify, is_child_cache, touch
 
-COMPRESS_MIN = 1024
 Found = tuple[StoredObject, bytes | None]
 RESULTS = {"HIT": "hit", "MISS": "miss", "STALE": "stale"}
 
@@ -290,8 +296,7 @@ async def _from_flight(request: web.Request, state: EdgeState, t: Target, flight
 async def _playlist(request: web.Request, state: EdgeState, t: Target, version: str,
                     body: bytes, headers: dict[str, str], viewer: Viewer | None) -> Served:
     """The stored (unrewritten) playlist rewritten for this viewer (see rewrite_playlist)."""
-    gzip_ok = ("gzip" in request.headers.get("Accept-Encoding", "")
-               and "Range" not in request.headers)
+    gzip_ok = gzip_accepted(request.headers.get("Accept-Encoding", ""), "Range" in request.headers)
     out, etag = rewrite_playlist(state, t, version, body, headers, viewer, gzip_ok)
     rep = Representation(headers=headers, length=len(out), etag=etag,
                          last_modified=parse_http_date(headers.get("Last-Modified")), body=out)
@@ -308,21 +313,8 @@ def rewrite_playlist(state: EdgeState, t: Target, version: str, body: bytes,
         state.index.learn(t.path, t.title, body.decode("utf-8", "replace"))
     compiled = state.index.compiled(t.key, version or hashlib.blake2b(body).hexdigest(), body)
     params = viewer.params() if viewer is not None else ""
-    out = compiled.render(params)
-    etag = headers.get("ETag")
-    if params:
-        cc = headers.get("Cache-Control", "")
-        rest = ", ".join(p.strip() for p in cc.split(",") if p.strip().lower() not in
-                         ("public", "private", "") and not p.strip().lower().startswith(
-                             "s-maxage"))
-        headers["Cache-Control"] = "private" + (f", {rest}" if rest else "")
-        digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
-        etag = f'{etag[:-1]}-{digest}"' if etag and etag.endswith('"') else etag
-    headers["Vary"] = "Accept-Encoding"
-    if gzip_ok and len(out) >= COMPRESS_MIN:
-        out = gzip.compress(out, compresslevel=1, mtime=0)
-        headers["Content-Encoding"] = "gzip"
-        etag = f'{etag[:-1]}-gz"' if etag and etag.endswith('"') else etag
+    out, etag = personalize(compiled.render(params), params, headers, headers.get("ETag"),
+                            gzip_ok)
     if etag:
         headers["ETag"] = etag
     return out, etag

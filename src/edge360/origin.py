@@ -9,8 +9,6 @@ timer and on SIGHUP, so titles dropped into the media root appear without a rest
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
 import logging
 import time
 from dataclasses import dataclass
@@ -22,14 +20,19 @@ from edge360 import catalog as catalog_mod
 from edge360.catalog import Catalog, MediaFile
 from edge360.errors import MethodNotAllowed, NotFound
 from edge360.paths import split_request_path
-from edge360.responses import Representation, cors_headers, preflight, serve
+from edge360.responses import (
+    Representation,
+    cors_headers,
+    gzip_accepted,
+    personalize,
+    preflight,
+    serve,
+)
 from edge360.state import NodeState, node_of
 from edge360.viewers import Viewer, check_loop, check_token, identify, is_child_cache, touch
 
 log = logging.getLogger("edge360.origin")
 
-#: compress playlists above this size when the client accepts gzip
-COMPRESS_MIN = 1024
 
 
 @dataclass(slots=True)
@@ -68,7 +71,7 @@ def _lookup(node: NodeState, request: web.Request) -> tuple[str, MediaFile]:
 
 
 def _gzip_ok(request: web.Request) -> bool:
-    return "gzip" in request.headers.get("Accept-Encoding", "") and "Range" not in request.headers
+    return gzip_accepted(request.headers.get("Accept-Encoding", ""), "Range" in request.headers)
 
 
 async def handle(request: web.Request) -> web.StreamResponse:
@@ -112,19 +115,7 @@ def render_playlist(mf: MediaFile, params: str, headers: dict[str, str],
     and ETag; `headers` gets the playlist fields (private Cache-Control, Vary, Content-Encoding).
     Shared by `handle` and the fast path, so both rewrite alike."""
     assert mf.compiled is not None
-    etag: str | None = mf.etag
-    body = mf.compiled.render(params)
-    if params:
-        # one viewer's copy: a shared cache downstream must never hand it to another
-        headers["Cache-Control"] = "private, " + mf.cache_control.replace("public, ", "")
-        digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
-        etag = f'{mf.etag[:-1]}-{digest}"'
-    headers["Vary"] = "Accept-Encoding"
-    if gzip_ok and len(body) >= COMPRESS_MIN:
-        body = gzip.compress(body, compresslevel=1, mtime=0)
-        headers["Content-Encoding"] = "gzip"
-        etag = f'{etag[:-1]}-gz"' if etag else None
-    return body, etag
+    return personalize(mf.compiled.render(params), params, headers, mf.etag, gzip_ok)
 
 
 def account(node: NodeState, mf: MediaFile, viewer: Viewer | None, status: int,

@@ -8,6 +8,8 @@ the pure modules `conditional` and `ranges`; this module only writes them out.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -71,6 +73,37 @@ def preflight(origin: str, methods: str = "GET, HEAD, OPTIONS") -> web.Response:
                                         "CMCD-Request, CMCD-Object, CMCD-Status, CMCD-Session",
         "Access-Control-Max-Age": "86400",
     })
+
+
+#: playlists at least this big are gzipped for clients that accept it
+COMPRESS_MIN = 1024
+
+
+def gzip_accepted(accept_encoding: str, has_range: bool) -> bool:
+    """Whether a playlist may go out gzipped (never for a range of it: ranges count raw bytes)."""
+    return "gzip" in accept_encoding and not has_range
+
+
+def personalize(body: bytes, params: str, headers: dict[str, str], etag: str | None,
+                gzip_ok: bool) -> tuple[bytes, str | None]:
+    """A playlist already rendered for one viewer (`params`: its sid/token query), finished the
+    same way by both roles and both paths: sent private when it carries the viewer's ids (a
+    shared cache downstream must never hand it to another viewer) with an ETag of its own,
+    Vary: Accept-Encoding, and gzip when accepted. Returns the body and its ETag."""
+    if params:
+        cc = headers.get("Cache-Control", "")
+        rest = ", ".join(p.strip() for p in cc.split(",") if p.strip().lower() not in
+                         ("public", "private", "") and not p.strip().lower().startswith(
+                             "s-maxage"))
+        headers["Cache-Control"] = "private" + (f", {rest}" if rest else "")
+        digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
+        etag = f'{etag[:-1]}-{digest}"' if etag and etag.endswith('"') else etag
+    headers["Vary"] = "Accept-Encoding"
+    if gzip_ok and len(body) >= COMPRESS_MIN:
+        body = gzip.compress(body, compresslevel=1, mtime=0)
+        headers["Content-Encoding"] = "gzip"
+        etag = f'{etag[:-1]}-gz"' if etag and etag.endswith('"') else etag
+    return body, etag
 
 
 def conditional_fields(headers: Mapping[str, str]) -> dict[str, str]:
