@@ -22,18 +22,21 @@ async def metric(session: aiohttp.ClientSession, base: str, name: str, label: st
 
 async def test_prefetch_fetches_the_next_segment_and_counts_its_hit(tmp_path: Path) -> None:
     files = make_title(tmp_path)
-    async with origin(tmp_path) as o, edge([o], {"EDGE360_EDGE_PREFETCH_DEPTH": "1"}) as e, \
-            aiohttp.ClientSession() as s:
+    admin = {"EDGE360_EDGE_PREFETCH_DEPTH": "1", "EDGE360_ADMIN_TOKEN": "adm1n"}
+    async with origin(tmp_path) as o, edge([o], admin) as e, aiohttp.ClientSession() as s:
         assert (await get(s, e + "/demo/v0/index.m3u8?sid=viewer0001"))[0] == 200
         st, h, _ = await get(s, e + "/demo/v0/seg_000.ts?sid=viewer0001")
         assert (st, h["X-Cache"]) == (200, "MISS")
-        # the edge fetches seg_001 ahead of demand; wait (bounded) until it is stored
-        for _ in range(100):
-            if await metric(s, e, "edge360_prefetches_total", 'result="issued"') >= 1:
-                st, h, body = await get(s, e + "/demo/v0/seg_001.ts?sid=viewer0001")
-                if h["X-Cache"] == "HIT":
+        # the edge fetches seg_001 ahead of demand: wait (bounded) until it is stored, so the
+        # viewer's request is answered from the prefetched copy rather than joining its fetch
+        for _ in range(200):
+            async with s.get(e + "/admin/cache?path=/demo/v0/seg_001.ts",
+                             headers={"Authorization": "Bearer adm1n"}) as r:
+                if (await r.json())["tiers"]:
                     break
             await asyncio.sleep(0.05)
+        assert await metric(s, e, "edge360_prefetches_total", 'result="issued"') >= 1
+        st, h, body = await get(s, e + "/demo/v0/seg_001.ts?sid=viewer0001")
         assert (st, h["X-Cache"], body) == (200, "HIT", files["v0/seg_001.ts"])
         assert await metric(s, e, "edge360_prefetches_total", 'result="hit"') >= 1
 
