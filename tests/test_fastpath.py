@@ -377,3 +377,70 @@ async def test_edge_pieced_hits_answer_identically(tmp_path: Path) -> None:
             await run_matrix(on, off, [("GET", "/demo/v1/seg_000.ts", {}),
                                        ("HEAD", "/demo/br/stream.ts", {"Range": "bytes=0-9"})])
             assert fast.stats.answered == answered
+
+
+async def _exchange(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, method: str,
+                    target: str, extra: str = "", body: str = "") -> Exchange:
+    """One request on an open keep-alive connection, its answer read whole."""
+    writer.write(f"{method} {target} HTTP/1.1\r\nHost: x\r\n{extra}\r\n{body}".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    lines = head.decode("latin-1").split("\r\n")
+    headers = [tuple(line.split(": ", 1)) for line in lines[1:] if line]
+    length = next((int(v) for k, v in headers if k.lower() == "content-length"), 0)
+    status = int(lines[0].split()[1])
+    body = b"" if method == "HEAD" or status == 304 else \
+        await asyncio.wait_for(reader.readexactly(length), 10)
+    return status, headers, body  # type: ignore[return-value]
+
+
+async def test_edge_connection_comes_back_after_a_miss(tmp_path: Path) -> None:
+    """A viewer's keep-alive connection that missed once (aiohttp fetched) is taken back by the
+    fast path at its next request; a request with a body keeps it with aiohttp for good. The
+    answers match the server without the fast path and the connection count stays exact."""
+    make_title(tmp_path)
+    async with origin(tmp_path) as o:
+        flags = {"server.role": "edge", "edge.upstreams": [o], "edge.health_interval": 30,
+                 "edge.prefetch_depth": 0}
+        async with pair(flags) as ((on, fast, n_on), (off, n_off)):
+            async def conversation(base: str, state: Any,
+                                   stats: Any) -> tuple[list[Exchange], list[tuple[int, ...]]]:
+                port = int(base.rsplit(":", 1)[1])
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                out, seen = [], []
+                steps = [("GET", "/demo/v0/seg_000.ts", ""),   # miss: aiohttp
+                         ("GET", "/demo/v0/seg_000.ts", ""),   # hit: fast path again
+                         ("GET", "/demo/v0/seg_001.ts", ""),   # miss
+                         ("HEAD", "/demo/v0/seg_001.ts", ""),  # hit
+                         ("GET", "/demo/v0/seg_000.ts", "Range: bytes=0-99\r\n"),
+                         ("POST", "/demo/v0/x", "Content-Length: 2\r\n\r\nhi"),  # body: 405
+                         ("GET", "/demo/v0/seg_000.ts", "")]   # stays with aiohttp
+                for method, target, extra in steps:
+                    head, _, body = extra.partition("\r\n\r\n")  # POST: head lines + body
+                    out.append(await _exchange(reader, writer, method, target,
+                                               head + "\r\n" if body else extra, body))
+                    seen.append((stats.answered, stats.taken_back, stats.handed_off)
+                                if stats else ())
+                    assert state.counters.connections_open == 1
+                writer.close()
+                with contextlib.suppress(ConnectionError):
+                    await writer.wait_closed()
+                return out, seen
+
+            a, seen = await conversation(on, n_on, fast.stats)
+            b, _ = await conversation(off, n_off, None)
+            assert [normal(x, False) for x in a] == [normal(x, False) for x in b]
+            assert [x[0] for x in a] == [200, 200, 200, 200, 206, 405, 200]
+            answered = [s[0] - seen[0][0] for s in seen]
+            taken = [s[1] - seen[0][1] for s in seen]
+            handed = [s[2] - seen[0][2] for s in seen]
+            # miss (handed), hit (taken back, answered), miss (handed), HEAD and Range hits
+            # (taken back once, answered twice), POST (handed), GET after it (aiohttp's)
+            assert answered == [0, 1, 1, 2, 3, 3, 3]
+            assert taken == [0, 1, 1, 2, 2, 2, 2]
+            assert handed == [0, 0, 1, 1, 1, 2, 2]
+            for n in (n_on, n_off):
+                for _ in range(200):  # bounded: the loop sees the close within a few turns
+                    if n.counters.connections_open == 0:
+                        break
+                    await asyncio.sleep(0.01)
+                assert n.counters.connections_open == 0

@@ -7,7 +7,8 @@ an `Answer` (a prepared header block plus in-memory bytes, slices of pieces or a
 None. None hands the connection over: aiohttp's RequestHandler is made from the runner's server
 factory, put behind the same `limits.GuardedProtocol` every aiohttp connection has, installed with
 `transport.set_protocol` and fed the raw bytes from the unanswered request's first byte on.
-The connection then stays with aiohttp.
+When the next head begins and aiohttp is idle on the connection (handback), the fast path takes
+it back; a request with a body keeps it with aiohttp for good.
 
 Request boundaries are found here, not by the parser: a request the fast path may answer has no
 body, so it ends at its blank line, and only complete heads are parsed. A pipelined batch thus
@@ -32,6 +33,7 @@ from typing import Any, cast
 
 from aiohttp.http import SERVER_SOFTWARE
 
+from edge360 import handback
 from edge360.fastsend import CHUNK, BodySender
 from edge360.fastwire import Answer, Answerer, HeadParser, Request, date_field
 from edge360.limits import ConnectionGuard, GuardedProtocol
@@ -50,6 +52,7 @@ class FastStats:
     def __init__(self) -> None:
         self.answered = 0
         self.handed_off = 0
+        self.taken_back = 0  # connections aiohttp was idle on when their next head began
 
 
 class FastListener:
@@ -292,7 +295,7 @@ class FastProtocol(BodySender, asyncio.Protocol):
         self._cancel_timers()
         self._live.discard(self)
         self._transport = None  # the connection (and its count) now belongs to the guard
-        guarded = GuardedProtocol(self._guard, self._make_handler())
+        guarded = GuardedProtocol(self._guard, self._make_handler(), self._take_back)
         transport.set_protocol(guarded)
         guarded.adopt(transport)
         if self._paused_writing:
@@ -304,6 +307,25 @@ class FastProtocol(BodySender, asyncio.Protocol):
             guarded.data_received(data)
         if self._eof and not guarded.eof_received():
             transport.close()
+
+    def _take_back(self, guarded: GuardedProtocol, data: bytes) -> bool:
+        """A new head begins on a connection aiohttp holds: take it back if aiohttp is idle on
+        it (handback), so one miss does not keep a viewer's connection off the fast path."""
+        transport = guarded.transport
+        if (transport is None or transport.is_closing() or self._live.draining
+                or not handback.idle(guarded.inner)):
+            return False
+        self._stats.taken_back += 1
+        self._paused_writing = guarded.release()
+        self._paused_reading = False  # resumed at the hand-off; aiohttp idle has not paused it
+        handback.detach(guarded.inner)
+        transport.set_protocol(self)
+        self._transport = transport
+        self._live.add(self)
+        self._progress = [(None, 0), time.monotonic()]
+        self._schedule_watchdog()
+        self.data_received(data)
+        return True
 
     # -- timers
 

@@ -172,9 +172,14 @@ class ConnectionGuard:
 class GuardedProtocol(asyncio.Protocol):
     """aiohttp's RequestHandler behind a guard: connection ceiling, head timeout, send timeout."""
 
-    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol) -> None:
+    def __init__(self, guard: ConnectionGuard, inner: asyncio.Protocol,
+                 reclaim: Reclaim | None = None) -> None:
         self._guard = guard
         self._inner = inner
+        # the fast path that handed this connection over, asked at each new head whether it
+        # takes the connection back (fasthttp): only while every head so far had no body
+        self._reclaim = reclaim
+        self._paused_writing = False
         self._transport: asyncio.Transport | None = None
         self._admitted = False
         self._head = bytearray()
@@ -207,6 +212,10 @@ class GuardedProtocol(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if not self._admitted:
             return
+        # between requests (no head begun, none with a body seen): the fast path may take back
+        if (self._reclaim is not None and self._scanning and self._head_timer is None
+                and self._reclaim(self, data)):
+            return
         if self._scanning:
             self._scan(data)
         self._inner.data_received(data)
@@ -215,12 +224,34 @@ class GuardedProtocol(asyncio.Protocol):
         return self._inner.eof_received() if self._admitted else None
 
     def pause_writing(self) -> None:
+        self._paused_writing = True
         if self._admitted:
             self._inner.pause_writing()
 
     def resume_writing(self) -> None:
+        self._paused_writing = False
         if self._admitted:
             self._inner.resume_writing()
+
+    @property
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport if self._admitted else None
+
+    @property
+    def inner(self) -> asyncio.Protocol:
+        return self._inner
+
+    def release(self) -> bool:
+        """Let go of the connection without closing or uncounting it (the fast path takes it
+        back, count included): stop the timers and forward nothing more. Returns whether the
+        transport is paused for writing, which the new owner must know."""
+        for timer in (self._head_timer, self._watchdog):
+            if timer is not None:
+                timer.cancel()
+        self._head_timer = self._watchdog = None
+        self._admitted = False
+        self._reclaim = None
+        return self._paused_writing
 
     def connection_lost(self, exc: Exception | None) -> None:
         for timer in (self._head_timer, self._watchdog):
@@ -289,6 +320,10 @@ class GuardedProtocol(asyncio.Protocol):
         self._progress_mark, self._progress_at = progress
         if alive:
             self._schedule_watchdog()
+
+
+#: asked with the guarded connection and the bytes that just arrived; True if it took both
+Reclaim = Callable[["GuardedProtocol", bytes], bool]
 
 
 class Front(Protocol):
