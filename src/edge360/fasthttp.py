@@ -214,7 +214,8 @@ class FastProtocol(BodySender, asyncio.Protocol):
                     transport.close()
                 return
             end += 4
-            request = self._parse(bytes(buf[:end]), self._peer)
+            raw_head = bytes(buf[:end])
+            request = self._parse(raw_head, self._peer)
             # the listener's answerer, read per request: a SIGHUP may have replaced it
             answer = self._live.answer(request) if request is not None else None
             if answer is None:
@@ -222,14 +223,14 @@ class FastProtocol(BodySender, asyncio.Protocol):
                 return
             del buf[:end]
             self._stats.answered += 1
-            self._write(answer, request)  # type: ignore[arg-type]
+            self._write(answer, request, raw_head)  # type: ignore[arg-type]
             transport = self._transport
         if transport is not None and not self._busy and not self._buf:
             self._arm(self._keepalive)
 
     # -- writing
 
-    def _write(self, answer: Answer, request: Request) -> None:
+    def _write(self, answer: Answer, request: Request, raw_head: bytes) -> None:
         transport = self._transport
         assert transport is not None
         self._cancel_timer()
@@ -253,7 +254,7 @@ class FastProtocol(BodySender, asyncio.Protocol):
         if answer.file is not None:
             self._busy = True
             self._task = self._loop.create_task(
-                self._send_file(transport, head, answer, request, close))
+                self._send_file(transport, head, answer, request, close, raw_head))
             return
         if body is None or len(body) <= CHUNK:
             transport.write(head + body if body else head)
@@ -287,6 +288,15 @@ class FastProtocol(BodySender, asyncio.Protocol):
             self._arm(self._keepalive)
 
     # -- hand-off to aiohttp
+
+    def _unanswer(self, raw_head: bytes) -> None:
+        self._busy = False
+        self._task = None
+        self._stats.answered -= 1
+        if self._transport is None:
+            return
+        self._buf[:0] = raw_head  # in front of whatever was pipelined behind it
+        self._hand_off()
 
     def _hand_off(self) -> None:
         transport = self._transport

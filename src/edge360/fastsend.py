@@ -25,6 +25,10 @@ class BodySender:
                 from_task: bool) -> None:
         raise NotImplementedError
 
+    def _unanswer(self, raw_head: bytes) -> None:
+        """Nothing was written for this request: let aiohttp answer it after all."""
+        raise NotImplementedError
+
     async def _wait_writable(self) -> None:
         if self._paused_writing:
             self._resume = asyncio.get_running_loop().create_future()
@@ -44,12 +48,18 @@ class BodySender:
         self._finish(answer, request, count, close, from_task=True)
 
     async def _send_file(self, transport: asyncio.Transport, head: bytes, answer: Answer,
-                         request: Request, close: bool) -> None:
+                         request: Request, close: bool, raw_head: bytes) -> None:
         assert answer.file is not None
         path, offset, count = answer.file
         loop = asyncio.get_running_loop()
         try:
             fh = await asyncio.to_thread(_open, path)
+        except OSError:
+            # gone (or unreadable) since the catalog saw it, and nothing written yet: aiohttp's
+            # handler answers it as it would without the fast path (404, or 500)
+            self._unanswer(raw_head)
+            return
+        try:
             try:
                 transport.write(head)
                 try:
