@@ -52,9 +52,13 @@ def check_send_progress(transport: asyncio.Transport, progress: list[Any],
     sock = transport.get_extra_info("socket")
     buffered = transport.get_write_buffer_size()
     pending = buffered > 0 or _kernel_queue(sock) > 0
-    mark = (_bytes_acked(sock), buffered)
     now = time.monotonic()
-    if not pending or mark != progress[0]:
+    if not pending:
+        # idle (most keep-alive connections, most of the time): no TCP_INFO read for them
+        progress[0], progress[1] = None, now
+        return True
+    mark = (_bytes_acked(sock), buffered)
+    if mark != progress[0]:
         progress[0], progress[1] = mark, now
     elif now - progress[1] >= send_timeout:
         # shutdown first: a kernel sendfile waiting for the socket to become writable then
