@@ -97,3 +97,34 @@ def test_access_log_is_one_json_line_per_request(tmp_path: Path) -> None:
     assert paths == ["/healthz", "/demo/master.m3u8", "/nope.m3u8"]
     assert [entry["status"] for entry in lines] == [200, 200, 404]
     assert "secret-value" not in str(lines)
+
+
+def test_access_log_never_blocks_serving_when_stderr_stalls() -> None:
+    """Nobody reads the server's stderr here (a log shipper that fell behind): the pipe fills
+    after 64 KiB, yet every request is answered; lines past the bounded buffer are dropped and
+    counted, and what was kept comes out whole once the pipe is read again."""
+    import http.client
+    sp = start_process(["serve", "--port", "0", "--access-log"])
+    try:
+        host, port = sp.base.removeprefix("http://").split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        agent = "player/" + "x" * 3000  # ~3.2 KB a line: 1,600 lines pass the 4 MiB bound
+        statuses = set()
+        for i in range(1600):
+            path = "/demo/master.m3u8?sid=viewer0001" if i % 2 else "/demo/360p/seg_00000.ts"
+            conn.request("GET", path, headers={"User-Agent": agent})
+            response = conn.getresponse()
+            response.read()
+            statuses.add(response.status)
+        assert statuses == {200}
+        conn.request("GET", "/metrics")
+        metrics = conn.getresponse().read().decode()
+        dropped = next(float(line.split()[1]) for line in metrics.splitlines()
+                       if line.startswith("edge360_access_log_dropped_total "))
+        assert dropped > 0
+        conn.close()
+    finally:
+        assert sp.stop() == 0
+    lines = [orjson.loads(line) for line in sp.stderr.splitlines() if line.startswith("{")]
+    assert 1000 < len(lines) < 1600 and len(lines) + dropped >= 1600
+    assert {entry["status"] for entry in lines} == {200}

@@ -7,18 +7,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 from aiohttp import web
 
+from edge360.accesslog import AccessLog
 from edge360.app import create_app
 from edge360.fasthttp import FastListener
 from edge360.fastpath import parse_query
+from edge360.middleware import runner_options
 from edge360.server import start_site
 from edge360.state import NODE
 from tests.edgekit import make_title, origin
@@ -35,8 +39,9 @@ async def node(flags: dict[str, Any]) -> AsyncIterator[tuple[str, FastListener |
     """A server as `edge360 serve` listens (GuardedSite, fast path per server.fastpath)."""
     config = make_config(flags)
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2,
-                           keepalive_timeout=config.limits.keepalive_timeout)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2,
+                           keepalive_timeout=config.limits.keepalive_timeout,
+                           **runner_options(app[NODE]))
     await runner.setup()
     site, fast = await start_site(runner, app, config, host="127.0.0.1", port=0)
     try:
@@ -444,3 +449,39 @@ async def test_edge_connection_comes_back_after_a_miss(tmp_path: Path) -> None:
                         break
                     await asyncio.sleep(0.01)
                 assert n.counters.connections_open == 0
+
+
+async def test_access_log_lines_agree(tmp_path: Path) -> None:
+    """With server.access_log the fast path stays on and writes the same lines aiohttp's
+    middleware writes for the same requests (timestamps and durations aside)."""
+    make_title(tmp_path)
+    flags = {"server.role": "origin", "origin.media": str(tmp_path), "server.access_log": True}
+    async with pair(flags) as ((on, fast, n_on), (off, n_off)):
+        logs = []
+        for n in (n_on, n_off):
+            r, w = os.pipe()
+            os.set_blocking(r, False)
+            n.access_log = AccessLog(n.counters, fd=w)
+            logs.append((r, w, n.access_log))
+        items = [("GET", f"/demo/master.m3u8?sid={SID}&token=secret-value",
+                  {"User-Agent": "player/1"}),
+                 ("GET", "/demo/v0/seg_000.ts", {"Range": "bytes=0-99"}),
+                 ("HEAD", f"/demo/v0/seg_001.ts?sid={SID}", {}),
+                 ("GET", "/demo/v0/nope.ts", {})]
+        answered = fast.stats.answered
+        await run_matrix(on, off, items)
+        assert fast.stats.answered - answered == 3  # the 404 is aiohttp's on both
+        lines = []
+        for r, w, log in logs:
+            log.close()
+            os.close(w)
+            data = b""
+            while chunk := os.read(r, 65536):
+                data += chunk
+            os.close(r)
+            lines.append([{k: v for k, v in orjson.loads(x).items() if k not in ("ts", "ms")}
+                          for x in data.splitlines()])
+        assert lines[0] == lines[1]
+        assert [x["status"] for x in lines[0]] == [200, 206, 200, 404]
+        assert lines[0][0]["query"] == f"sid={SID}&token=***"
+        assert 100 < lines[0][1]["bytes"] < 1000 and lines[0][0]["ua"] == "player/1"

@@ -22,6 +22,7 @@ from aiohttp import web
 from edge360.app import create_app
 from edge360.config import Config
 from edge360.limits import GuardedSite
+from edge360.middleware import runner_options
 from edge360.state import NODE, NodeState
 from tests.servers import make_config
 
@@ -37,8 +38,9 @@ class Guarded:
 async def guarded_server(config: Config, ssl_context: Any = None) -> AsyncIterator[Guarded]:
     """An in-process node listening through GuardedSite, as `edge360 serve` does."""
     app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2,
-                           keepalive_timeout=config.limits.keepalive_timeout)
+    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2,
+                           keepalive_timeout=config.limits.keepalive_timeout,
+                           **runner_options(app[NODE]))
     await runner.setup()
     site = GuardedSite(runner, config, app[NODE].counters, host="127.0.0.1", port=0,
                        ssl_context=ssl_context)

@@ -82,7 +82,7 @@ async def test_signed_master_plays_through(tiny_media: Path) -> None:
 
 
 async def test_access_log_never_carries_tokens_or_authorization(
-        tiny_media: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        tiny_media: Path, capfd: pytest.CaptureFixture[str]) -> None:
     cfg = origin_config(tiny_media, {"server.access_log": True}, env=REQUIRED)
     good, secret_bearer = token(), "Bearer very-secret-admin-value"
     async with guarded_server(cfg) as srv, aiohttp.ClientSession() as http:
@@ -90,7 +90,7 @@ async def test_access_log_never_carries_tokens_or_authorization(
             async with http.get(f"{srv.base}/tiny/master.m3u8?{q}",
                                 headers={"Authorization": secret_bearer}) as r:
                 await r.read()
-    err = capsys.readouterr().err
+    err = capfd.readouterr().err  # the log writes to file descriptor 2 from its own thread
     assert err.count('"path":"/tiny/master.m3u8"') == 3
     for secret in (good, good.rsplit(".", 1)[1], "forged-token-value", "very-secret-admin-value"):
         assert secret not in err

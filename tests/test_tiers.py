@@ -75,7 +75,16 @@ class Fleet:
         return sp
 
     def log(self, name: str) -> list[dict[str, Any]]:
-        lines = (self.tmp / f"{name}.log").read_text().splitlines()
+        """`name`'s access log once it has settled: the log thread writes a line just after its
+        answer went out, so wait (bounded) until the file stops growing."""
+        path = self.tmp / f"{name}.log"
+        size = -1
+        for _ in range(50):  # at most ~5 s
+            if path.stat().st_size == size:
+                break
+            size = path.stat().st_size
+            time.sleep(0.1)
+        lines = path.read_text().splitlines()
         return [orjson.loads(ln) for ln in lines if ln.startswith("{")]
 
     def stop(self) -> None:

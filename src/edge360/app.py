@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from aiohttp import web
 
 from edge360 import auth, limits, ops, origin, player
+from edge360.accesslog import AccessLog
 from edge360.clientaddr import TrustedProxies
 from edge360.config import Config
 from edge360.metrics import Counters, NodeCollector, TierGauge, TrackerView, make_registry
@@ -35,11 +36,13 @@ def load_auth_keys(config: Config) -> tuple[auth.Key, ...]:
 
 def build_node(config: Config, clock: Callable[[], float],
                tracker: TrackerView | None = None) -> NodeState:
+    counters = Counters()
     return NodeState(
         config=config, clock=clock,
         tracker=tracker if tracker is not None else new_tracker(config),
-        counters=Counters(), trusted=TrustedProxies(config.server.trusted_proxies),
-        started_at=clock(), auth_keys=load_auth_keys(config))
+        counters=counters, trusted=TrustedProxies(config.server.trusted_proxies),
+        started_at=clock(), auth_keys=load_auth_keys(config),
+        access_log=AccessLog(counters) if config.server.access_log else None)
 
 
 def create_app(config: Config, *, clock: Callable[[], float] = time.time,
@@ -51,6 +54,12 @@ def create_app(config: Config, *, clock: Callable[[], float] = time.time,
                           handler_args={"max_field_size": config.limits.max_header_bytes,
                                         "max_line_size": config.limits.max_header_bytes})
     app[NODE] = node
+    if node.access_log is not None:
+        log = node.access_log
+
+        async def close_log(_: web.Application) -> None:
+            log.close()  # the last lines, after every answer (cleanup runs after the drain)
+        app.on_cleanup.append(close_log)
     limits.install(app)
     app[TASKS] = TaskGroup()
     app[ops.EGRESS] = deque(maxlen=10)

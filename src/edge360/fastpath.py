@@ -93,8 +93,7 @@ class FastPath:
         cfg = self.node.config
         self.cors = cfg.origin.cors_origin
         self.max_ranges = cfg.limits.max_ranges
-        self.enabled = not (cfg.auth.required or cfg.limits.rate_per_ip > 0
-                            or cfg.server.access_log)
+        self.enabled = not (cfg.auth.required or cfg.limits.rate_per_ip > 0)
         self.origin = cfg.server.role == "origin"
         self.max_path = min(cfg.limits.max_header_bytes, 1024 if self.origin else 4096)
         self.prepared = Prepared()

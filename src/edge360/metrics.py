@@ -63,6 +63,7 @@ class Counters:
     prefetches: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     evictions: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections_open: int = 0
+    access_log_dropped: int = 0
 
     def add(self, other: Counters) -> None:
         """Fold another worker's counters into this one (node-wide figures)."""
@@ -75,6 +76,7 @@ class Counters:
         self.upstream_latency.total += other.upstream_latency.total
         self.coalesced_waiters += other.coalesced_waiters
         self.connections_open += other.connections_open
+        self.access_log_dropped += other.access_log_dropped
 
 
 #: label pairs a per-title counter keeps at most; later new pairs count under OTHER_LABEL, so a
@@ -101,6 +103,7 @@ def counters_to_dict(c: Counters) -> dict[str, Any]:
     out["latency"] = [c.upstream_latency.counts, c.upstream_latency.total]
     out["waiters"] = c.coalesced_waiters
     out["connections"] = c.connections_open
+    out["log_dropped"] = c.access_log_dropped
     return out
 
 
@@ -116,6 +119,7 @@ def counters_from_dict(d: dict[str, Any]) -> Counters:
         c.upstream_latency.total = float(total)
     c.coalesced_waiters = int(d.get("waiters", 0))
     c.connections_open = int(d.get("connections", 0))
+    c.access_log_dropped = int(d.get("log_dropped", 0))
     return c
 
 
@@ -257,6 +261,9 @@ class NodeCollector(Collector):
                                   value=c.coalesced_waiters)
         yield GaugeMetricFamily("edge360_connections_open", "Client connections open",
                                 value=c.connections_open)
+        yield CounterMetricFamily("edge360_access_log_dropped_total",
+                                  "Access log lines dropped because stderr fell behind",
+                                  value=c.access_log_dropped)
 
 
 def make_registry(collector: NodeCollector) -> CollectorRegistry:

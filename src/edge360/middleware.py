@@ -2,25 +2,27 @@
 
 Handlers raise Edge360Error subclasses (each carries its status and extra headers); anything else
 is a bug, logged once with its traceback and answered 500 with no detail. Every answer is counted
-by kind and code, and written as one JSON access-log line when the access log is on.
+by kind and code. The access log is aiohttp's access-logger hook (`runner_options`), called once
+the answer is written, writing through accesslog.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
+from aiohttp.web_request import BaseRequest
 
-from edge360.auth import redact_query
 from edge360.errors import Edge360Error
 from edge360.kinds import kind_of
 from edge360.limits import LIMITS
-from edge360.state import node_of
+from edge360.state import NodeState, node_of
 from edge360.viewers import address_of
 
 log = logging.getLogger("edge360")
@@ -60,25 +62,24 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = error_response(500, "internal error", None, cors)
     kind = kind_of(request.path)
     node.counters.requests[(kind, str(response.status))] += 1
-    if node.config.server.access_log:
-        _access_log(request, response, address, time.monotonic() - started)
     return response
 
 
-def _access_log(request: web.Request, response: web.StreamResponse, address: str,
-                seconds: float) -> None:
-    # the query goes through redact_query (token values become ***); no request header but the
-    # User-Agent is written, so an Authorization bearer never reaches the log
-    line = {
-        "ts": round(time.time(), 3),
-        "client": address,
-        "method": request.method,
-        "path": request.path,
-        "query": redact_query(request.query_string) if request.query_string else "",
-        "status": response.status,
-        "bytes": response.body_length if response.prepared else response.content_length,
-        "ms": round(seconds * 1000, 2),
-        "cache": response.headers.get("X-Cache"),
-        "ua": request.headers.get("User-Agent", ""),
-    }
-    sys.stderr.write(orjson.dumps(line).decode() + "\n")
+def runner_options(node: NodeState) -> dict[str, Any]:
+    """The access-log options of an AppRunner serving `node`'s app: aiohttp calls the logger
+    after each answer is written (so the byte count is what went out), parser refusals included;
+    the lines go to node.access_log (accesslog). None of it without server.access_log."""
+    if node.access_log is None:
+        return {"access_log": None}
+
+    class AccessLogger(AbstractAccessLogger):
+        def log(self, request: BaseRequest, response: web.StreamResponse, time: float) -> None:
+            if node.access_log is None:
+                return
+            node.access_log.request(
+                client=address_of(request, node), method=request.method, path=request.path,
+                query=request.query_string, status=response.status, sent=response.body_length,
+                seconds=time, cache=response.headers.get("X-Cache"),
+                ua=request.headers.get("User-Agent", ""))
+
+    return {"access_log": logging.getLogger("edge360.access"), "access_log_class": AccessLogger}

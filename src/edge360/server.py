@@ -35,6 +35,7 @@ from edge360.hub import HubClient, RemoteTracker
 from edge360.limits import LIMITS, GuardedSite
 from edge360.liveconfig import ConfigSource, merge_live, split_listen
 from edge360.metrics import Counters, TrackerView
+from edge360.middleware import runner_options
 from edge360.sessions import SessionTracker
 from edge360.state import NODE, NodeState
 from edge360.statefile import load_tracker, save_tracker
@@ -68,7 +69,7 @@ async def start_site(runner: web.AppRunner, app: web.Application, config: Config
     ssl_context = _ssl_context(config)
     fast = None
     if config.server.fastpath and ssl_context is None:
-        fast = FastListener(FastPath(app), config.limits.keepalive_timeout)
+        fast = FastListener(FastPath(app), config.limits.keepalive_timeout, app[NODE])
     site = GuardedSite(runner, config, app[NODE].counters, host=host, port=port,
                        ssl_context=ssl_context, reuse_port=reuse_port, front=fast, node=app[NODE])
     await site.start()
@@ -154,7 +155,7 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
         hub.counters = node.counters
         node.hub = hub
         tasks.spawn(hub.listen(), "hub-listen")
-    runner = web.AppRunner(app, handle_signals=False, access_log=None,
+    runner = web.AppRunner(app, handle_signals=False, **runner_options(node),
                            shutdown_timeout=config.server.drain_timeout,
                            keepalive_timeout=config.limits.keepalive_timeout)
     await runner.setup()

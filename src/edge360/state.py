@@ -13,6 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
+from edge360.accesslog import AccessLog
 from edge360.clientaddr import TrustedProxies
 from edge360.config import Config
 from edge360.metrics import Counters, TrackerView
@@ -37,6 +38,8 @@ class NodeState:
     hub: Any = None
     #: open connections' client addresses named by a PROXY header (transport -> address)
     proxied: dict[Any, str] = field(default_factory=dict)
+    #: the access log (accesslog.AccessLog) with server.access_log, else None
+    access_log: AccessLog | None = None
 
     async def refresh(self) -> None:
         """Bring node-wide figures up to date before reading them (a no-op with one worker)."""

@@ -42,7 +42,7 @@ class Viewer:
         return "&".join(parts)
 
 
-def address_of(request: web.Request, node: NodeState) -> str:
+def address_of(request: web.BaseRequest, node: NodeState) -> str:
     """The client's address: the PROXY header's source (proxyproto) or the TCP peer, then any
     forwarding headers when that address is a trusted proxy."""
     peer = (node.proxied.get(request.transport) if node.proxied else None) or request.remote or ""
