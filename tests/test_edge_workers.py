@@ -127,3 +127,37 @@ async def test_purge_stats_and_coalescing_are_node_wide(tmp_path: Path) -> None:
             assert edge.stop() == 0
     finally:
         assert origin.stop() == 0
+
+
+async def test_warm_fills_every_worker(tmp_path: Path) -> None:
+    """A warm-up taken by one worker fills every worker's memory tier (no disk tier here, so
+    nothing is shared): after it, each segment is a HIT whichever worker answers."""
+    make_title(tmp_path / "media")
+    origin = start_process(["serve", "--role", "origin", "--port", "0",
+                            "--media", str(tmp_path / "media")])
+    try:
+        edge = start_process(
+            ["serve", "--role", "edge", "--port", "0", "--upstream", origin.base,
+             "--workers", "2"], {"EDGE360_ADMIN_TOKEN": TOKEN})
+        try:
+            base = edge.base
+            async with fresh() as s, s.post(base + "/admin/warm", headers=AUTH,
+                                             data=orjson.dumps({"playlist": "/demo/master.m3u8"})
+                                             ) as r:
+                assert r.status == 200
+                answer = orjson.loads(await r.read())
+            assert answer["workers"] == 2 and answer["queued"] >= len(SEGMENTS)
+            for path in SEGMENTS:
+                for _ in range(100):  # bounded: the warm runs in the background
+                    held = await held_by_workers(base, path)
+                    if held.keys() == {0, 1} and all("memory" in t for t in held.values()):
+                        break
+                    await asyncio.sleep(0.05)
+                else:
+                    raise AssertionError(f"{path} not warm in both workers: {held}")
+            hits = [await fetch(base + path) for path in SEGMENTS for _ in range(4)]
+            assert {(st, xc) for st, xc, _ in hits} == {(200, "HIT")}
+        finally:
+            assert edge.stop() == 0
+    finally:
+        assert origin.stop() == 0

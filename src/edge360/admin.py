@@ -10,6 +10,9 @@ the edge's connect + read timeouts, and adds `"children": {url: N | "error: ..."
 A forwarded action carries CDN-Loop and Via like any upstream request, so a child list that leads
 back to a node is refused there (508) instead of going round.
 
+With `--workers N` a warm is node-wide too: the worker that takes it reads the playlists, then casts
+"warm" with the object list to every worker, each filling its own memory tier (the answer adds
+`"workers": N`, how many took the list).
 With `--workers N` a purge is node-wide whichever worker takes it: that worker casts "purge" through
 the hub to every worker (itself included); each empties its own memory tier and the shared disk
 tier (a file is deleted once, by whoever gets there first; the others drop it from their index),
@@ -60,7 +63,14 @@ async def _register_ops(app: web.Application) -> None:
     async def purge_op(args: dict[str, Any]) -> dict[str, Any]:
         keys, rest = await _purge_here(edge_of(node).store, args.get("prefix"), args.get("path"))
         return {"keys": sorted(keys)[:MAX_PURGE_KEYS], "rest": rest}
+
+    async def warm_op(args: dict[str, Any]) -> int:
+        items = [(str(p), (int(r[0]), int(r[1])) if r else None) for p, r in args["items"]]
+        state = edge_of(node)
+        state.tasks.spawn(state.prefetcher.warm(items), "warm")
+        return len(items)
     node.hub.handlers["purge"] = purge_op
+    node.hub.handlers["warm"] = warm_op
 
 
 async def _purge_here(store: EdgeStore, prefix: str | None,
@@ -225,8 +235,16 @@ async def warm(request: web.Request) -> web.Response:
             fetched += await _collect(state.prefetcher, master, items)
         except Edge360Error:
             continue
-    state.tasks.spawn(state.prefetcher.warm(list(items.items())), "warm")
-    return _json({"queued": fetched + len(items), **await _fan_out(request, state, "warm", data)})
+    if node.hub is not None:
+        # every worker fills its own memory tier (the disk tier is shared): each fetches what it
+        # finds in neither, so a warm costs up to one upstream fetch per object per worker
+        results = await node.hub.cast("warm", {"items": [[p, r] for p, r in items.items()]})
+        workers = {"workers": sum(1 for r in results if isinstance(r, int))}
+    else:
+        state.tasks.spawn(state.prefetcher.warm(list(items.items())), "warm")
+        workers = {}
+    return _json({"queued": fetched + len(items), **workers,
+                  **await _fan_out(request, state, "warm", data)})
 
 
 async def _masters(prefetcher: Prefetcher, prefix: str) -> list[str]:
