@@ -121,3 +121,51 @@ async def test_fetch_continues_when_first_waiter_leaves() -> None:
     release.set()
     assert await asyncio.wait_for(late.body(), 5) == b"ok"
     await tasks.close()
+
+
+async def test_an_unretained_flight_holds_a_window_not_the_body() -> None:
+    """Once the producer says the body will not be stored, the flight keeps only what its
+    slowest reader still needs, the producer waits for that reader beyond the window, a later
+    miss starts its own fetch, and a reader arriving after bytes were let go is refused."""
+    tasks = TaskGroup()
+    chunk = b"x" * 1000
+    produced = 0
+
+    async def produce(flight: Flight) -> None:
+        nonlocal produced
+        flight.set_head(Head(200, {}, 100 * len(chunk)))
+        flight.stop_retaining()
+        for _ in range(100):
+            flight.append(chunk)
+            produced += 1
+            await flight.room(window=5 * len(chunk))
+
+    c = Coalescer(tasks, max_waiters=10)
+    flight, leader = c.join("k", produce)
+    assert leader
+    await flight.wait_head()
+    reader = flight.stream()
+    got = [await anext(reader) for _ in range(3)]
+    for _ in range(50):  # bounded: let the producer run ahead as far as it may
+        await asyncio.sleep(0)
+    assert produced <= 9  # the window (5) plus what was handed out, not all 100
+    assert flight.size - flight.base <= 7 * len(chunk)
+    other, started = c.join("k", produce)
+    assert started and other is not flight  # no joining a relay whose start is gone
+    with pytest.raises(UpstreamError):
+        late = flight.stream(0)
+        await anext(late)
+    async for part in reader:
+        got.append(part)
+        assert flight.size - flight.base <= 7 * len(chunk)
+    assert b"".join(got) == chunk * 100
+    # the other flight's reader goes away: its producer gives up instead of filling memory
+    first = other.stream()
+    await anext(first)
+    await first.aclose()
+    for _ in range(50):
+        if other.done:
+            break
+        await asyncio.sleep(0)
+    assert other.done and isinstance(other.error, UpstreamError)
+    await tasks.close()

@@ -7,6 +7,13 @@ as they arrive, from the first byte, never after the whole object. There is no t
 waiters go upstream on their own; a herd beyond `max_waiters` is refused with 503 + Retry-After.
 A failed fetch reaches every waiter as the same error; a body that broke off ends every waiter's
 stream with that error, so their responses are cut short rather than ended cleanly.
+
+A flight keeps its whole body (late joiners start from byte 0, and the producer stores it) until
+its producer says the body will not be stored (`stop_retaining`): then it holds only what some
+reader still needs, at most RELAY_WINDOW bytes, and the producer waits (`room`) while the slowest
+reader catches up, so a huge uncacheable object costs a window of memory, not its size. Such a
+flight takes no new waiters (a later miss starts its own fetch), and one nobody reads any more
+is abandoned.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ from typing import Any
 
 from edge360.errors import Overloaded, UpstreamError
 from edge360.tasks import TaskGroup
+
+#: bytes an unretained flight holds at most before its producer waits for the slowest reader
+RELAY_WINDOW = 8 * 1024 * 1024
+#: seconds an unretained flight's full window waits for its first reader
+FIRST_READER = 10.0
 
 
 @dataclass(slots=True)
@@ -45,6 +57,14 @@ class Flight:
     error: BaseException | None = None
     #: whatever the producer wants to hand the waiters at the end (e.g. a stored entry)
     result: Any = None
+    #: False once the body will not be stored: only a window of it is kept (stop_retaining)
+    retain: bool = True
+    #: body offset of chunks[0] and how many chunks were dropped before it (unretained flights)
+    base: int = 0
+    dropped: int = 0
+    #: readers of an unretained flight: their next chunk index, by reader
+    _cursors: dict[object, int] = field(default_factory=dict)
+    _read: bool = False  # a reader has streamed from this flight
     _changed: asyncio.Event = field(default_factory=asyncio.Event)
 
     # -- producer side ---------------------------------------------------------------------
@@ -58,6 +78,37 @@ class Flight:
             self.chunks.append(chunk)
             self.size += len(chunk)
             self._wake()
+
+    def stop_retaining(self) -> None:
+        """The body will not be stored: keep only what readers still need from now on."""
+        self.retain = False
+        self._trim()
+
+    async def room(self, window: int = RELAY_WINDOW, first_reader: float = FIRST_READER) -> None:
+        """An unretained flight's producer waits here while more than `window` bytes are held
+        for the slowest reader. With no reader left it gives up (nobody wants the bytes); before
+        the first reader came it waits `first_reader` seconds for one."""
+        while not self.retain and self.size - self.base > window:
+            if not self._cursors:
+                if self._read:
+                    raise UpstreamError("every reader went away", kind="abandoned")
+                try:
+                    await asyncio.wait_for(self._changed.wait(), first_reader)
+                except TimeoutError:
+                    raise UpstreamError("nobody came to read", kind="abandoned") from None
+                continue
+            await self._changed.wait()
+
+    def _trim(self) -> None:
+        if self.retain:
+            return
+        keep = min(self._cursors.values(), default=self.dropped + len(self.chunks))
+        drop = keep - self.dropped
+        if drop > 0:
+            self.base += sum(len(c) for c in self.chunks[:drop])
+            del self.chunks[:drop]
+            self.dropped = keep
+            self._wake()  # the producer may have room now
 
     def finish(self, error: BaseException | None = None) -> None:
         if not self.done:
@@ -82,20 +133,34 @@ class Flight:
 
     async def stream(self, start: int = 0) -> AsyncIterator[bytes]:
         """Body bytes from offset `start` on, as they arrive. Ends cleanly only when the
-        whole body arrived; raises the fetch's error if it broke off."""
-        index, offset = 0, 0  # chunk index and its offset in the body
-        while True:
-            while index < len(self.chunks):
-                chunk = self.chunks[index]
-                end = offset + len(chunk)
-                if end > start:
-                    yield chunk[max(0, start - offset):] if start > offset else chunk
-                index, offset = index + 1, end
-            if self.done:
-                if self.error is not None:
-                    raise self.error
-                return
-            await self._changed.wait()
+        whole body arrived; raises the fetch's error if it broke off (or, on an unretained
+        flight, if the bytes from `start` were already let go)."""
+        if start < self.base:
+            raise UpstreamError("joined an uncached relay too late", kind="abandoned")
+        me = object()
+        index, offset = self.dropped, self.base  # absolute chunk index and its body offset
+        self._cursors[me] = index
+        self._read = True
+        self._wake()  # a producer may be waiting for its first reader
+        try:
+            while True:
+                while index - self.dropped < len(self.chunks):
+                    chunk = self.chunks[index - self.dropped]
+                    end = offset + len(chunk)
+                    if end > start:
+                        yield chunk[max(0, start - offset):] if start > offset else chunk
+                    index, offset = index + 1, end
+                    if not self.retain:
+                        self._cursors[me] = index
+                        self._trim()
+                if self.done:
+                    if self.error is not None:
+                        raise self.error
+                    return
+                await self._changed.wait()
+        finally:
+            del self._cursors[me]
+            self._trim()
 
     async def body(self) -> bytes:
         """The whole body once the fetch ended (raises its error if it failed)."""
@@ -103,6 +168,8 @@ class Flight:
             await self._changed.wait()
         if self.error is not None:
             raise self.error
+        if self.base:
+            raise UpstreamError("the body of an uncached relay is not kept", kind="abandoned")
         return b"".join(self.chunks)
 
 
@@ -131,7 +198,7 @@ class Coalescer:
         `producer(flight)` in the background. Raises Overloaded when the key already has
         `max_waiters` waiters (never a second fetch) or too many keys are in flight."""
         flight = self._flights.get(key)
-        if flight is not None:
+        if flight is not None and flight.retain:
             if flight.waiters >= self.max_waiters:
                 raise Overloaded("too many waiters for one object", retry_after=1)
             flight.waiters += 1

@@ -125,6 +125,8 @@ class Fetcher:
         limit = max(self.config.cache_memory_bytes, self.config.cache_disk_bytes
                     if self.config.cache_dir else 0)
         storable = reason is None and (length is None or length <= limit)
+        if not storable and t.kind != "playlist":
+            flight.stop_retaining()  # relayed, never stored: hold a window, not the body
         obj = None
         writer: DiskWriter | None = None
         if storable and length is not None and length <= self.config.piece_bytes \
@@ -144,6 +146,9 @@ class Fetcher:
                     await asyncio.to_thread(writer.write, chunk)
                 if storable and total > limit:
                     storable = False
+                    if t.kind != "playlist":
+                        flight.stop_retaining()
+                await flight.room()
             if length is not None and total != length:
                 raise self._truncated("body shorter than its Content-Length")
         except BaseException:
@@ -300,6 +305,7 @@ class Fetcher:
             if method == "HEAD":
                 resp.close()
                 return
+            flight.stop_retaining()  # an uncached exchange: nothing of it is kept
             await self._read_exact(flight, resp, resp.content_length)
         return produce
 
@@ -313,6 +319,7 @@ class Fetcher:
             if length is not None and total > length:
                 raise self._truncated("body longer than declared")
             flight.append(chunk)
+            await flight.room()
         if length is not None and total != length:
             raise self._truncated("body shorter than declared")
 

@@ -147,19 +147,27 @@ async def serve_pieced(request: web.Request, length: int, etag: str | None,
 async def serve_flight(request: web.Request, flight: Flight, head: Head,
                        headers: dict[str, str], max_ranges: int) -> Served:
     """Answer a GET/HEAD from a 200 whose body is still arriving: the plain and single-range
-    answers are streamed as the bytes come; a multipart answer waits for the whole body."""
+    answers are streamed as the bytes come; a multipart answer waits for the whole body.
+    A body that is not kept (coalescer.stop_retaining: too big to store, or uncacheable) is
+    never waited for whole: what would need it (multiple ranges, a range of a body of unknown
+    length) gets the whole body streamed with 200, as RFC 9110 §14.2 lets a server ignore Range."""
     etag = head.headers.get("etag")
     last_modified = parse_http_date(head.headers.get("last-modified"))
     early = _preconditions(request, etag, last_modified, headers)
     if early is not None:
         return early
     length = head.length
-    if length is None and "Range" in request.headers:
-        body = await flight.body()
-        rep = Representation(headers=headers, length=len(body), etag=etag,
-                             last_modified=last_modified, body=body)
-        return await serve(request, rep, max_ranges=max_ranges, conditional=False)
-    plan = FULL if length is None else _plan(request, length, etag, last_modified, max_ranges)
+    plan: RangePlan = FULL
+    if length is None:
+        if "Range" in request.headers and flight.retain:
+            body = await flight.body()
+            rep = Representation(headers=headers, length=len(body), etag=etag,
+                                 last_modified=last_modified, body=body)
+            return await serve(request, rep, max_ranges=max_ranges, conditional=False)
+    else:
+        plan = _plan(request, length, etag, last_modified, max_ranges)
+        if isinstance(plan, Multi) and not flight.retain:
+            plan = FULL
     if isinstance(plan, Multi):
         body = await flight.body()
         rep = Representation(headers=headers, length=len(body), etag=etag,
