@@ -155,3 +155,38 @@ async def test_a_huge_uncacheable_body_is_relayed_through_a_window() -> None:
             rest = await r.content.read()
         assert first + rest == body
         assert fake.count("/big/file.ts") == 2
+
+
+async def test_invalidation_removes_a_pieced_object_from_both_tiers(tmp_path: Path) -> None:
+    """A POST passed through removes the stored head and each of its pieces by exact key, from
+    memory and from the disk tier (no directory scan), and the next GET fetches afresh."""
+    big = tmp_path / "big.ts"
+    big.write_bytes(bytes(range(256)) * 1024)  # 256 KiB: four 64 KiB pieces
+
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.method == "POST":
+            return web.Response(status=204)
+        return web.FileResponse(big, headers={"Cache-Control": "max-age=600"})
+
+    disk = tmp_path / "disk"
+    env = {"EDGE360_EDGE_PASS_METHODS": "POST", "EDGE360_ADMIN_TOKEN": "adm1n",
+           "EDGE360_EDGE_CACHE_DIR": str(disk), "EDGE360_EDGE_PIECE_BYTES": "65536"}
+    auth = {"Authorization": "Bearer adm1n"}
+    async with fake_upstream(upstream) as (u, fake), edge([u], env) as e, \
+            aiohttp.ClientSession() as s:
+        st, _, body = await get(s, e + "/t/big.ts", {"Range": "bytes=0-262143"})
+        assert st == 206 and body == big.read_bytes()
+        async with s.get(e + "/admin/cache?path=/t/big.ts", headers=auth) as r:
+            before = await r.json()
+        assert set(before["tiers"]) == {"memory", "disk"}
+        files = sum(1 for p in disk.rglob("*") if p.is_file())
+        assert files >= 5  # the head and four pieces
+        async with s.post(e + "/t/big.ts", data=b"{}") as r:
+            assert r.status == 204
+        async with s.get(e + "/admin/cache?path=/t/big.ts", headers=auth) as r:
+            assert (await r.json())["tiers"] == []
+        assert sum(1 for p in disk.rglob("*") if p.is_file()) == files - 5
+        fetched = fake.count("/t/big.ts")
+        st, h, body = await get(s, e + "/t/big.ts", {"Range": "bytes=0-99"})
+        assert (st, h["X-Cache"], body) == (206, "MISS", big.read_bytes()[:100])
+        assert fake.count("/t/big.ts") > fetched

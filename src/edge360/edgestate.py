@@ -111,10 +111,15 @@ class EdgeState:
         finally:
             resp.close()
         if invalidation.invalidates(request.method, resp.status):
+            # the request's own stored object by its cache key; a same-host Location or
+            # Content-Location by its path, with every variant of its key params when the key
+            # has any (the only case that needs a scan)
+            await self.store.invalidate(t.key)
             for path in invalidation.invalidated_paths(t.upstream, resp.headers, request.host):
                 target = path.split("?", 1)[0]
-                await self.store.purge(target)
-                await self.store.purge_prefix(target + "?")
+                await self.store.invalidate(target)
+                if self.config.cache_key_params:
+                    await self.store.purge_prefix(target + "?")
         headers = {**client_headers(resp.headers),
                    **cors_headers(self.node.config.origin.cors_origin)}
         return web.Response(status=resp.status, headers=headers, body=bytes(data))

@@ -200,6 +200,32 @@ class EdgeStore:
             removed = bool(await asyncio.to_thread(disk.pop_prefix, key + "\x00")) or removed
         return int(removed)
 
+    async def invalidate(self, key: str) -> int:
+        """Remove one object without scanning anything (RFC 9111 §4.4 invalidation, which may
+        come with every unsafe request): its head from both tiers by key, and its pieces by
+        their exact keys when the head is known. A piece whose head is gone can never be
+        served (every piece key carries its head's version); eviction reclaims it."""
+        heads = [self.peek(key)]
+        if heads[0] is None and self.disk is not None:
+            found = await asyncio.to_thread(self._disk_read, key, False)
+            heads = [StoredObject.decode(found[0]) if found is not None else None]
+        obj = heads[0]
+        piece_keys = [obj.piece_key(key, n) for n in range(obj.pieces())] \
+            if obj is not None and obj.pieced else []
+        removed = self.memory.pop(key) is not None
+        removed = self._negative.pop(key, None) is not None or removed
+        for pk in piece_keys:
+            self.memory.pop(pk)
+        if self.disk is not None:
+            disk = self.disk
+
+            def drop_files() -> bool:
+                for pk in piece_keys:
+                    disk.pop(pk)
+                return disk.pop(key)
+            removed = await asyncio.to_thread(drop_files) or removed
+        return int(removed)
+
     async def purge_prefix(self, prefix: str) -> int:
         """Remove every object whose key starts with `prefix`; returns how many objects."""
         keys = {k.split("\x00", 1)[0] for k in self.memory.pop_prefix(prefix)}
