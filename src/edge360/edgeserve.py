@@ -147,20 +147,18 @@ async def serve_pieced(request: web.Request, length: int, etag: str | None,
 async def serve_flight(request: web.Request, flight: Flight, head: Head,
                        headers: dict[str, str], max_ranges: int) -> Served:
     """Answer a GET/HEAD from a 200 whose body is still arriving: the plain and single-range
-    answers are streamed as the bytes come; a multipart answer waits for the whole body."""
+    answers are streamed as the bytes come; a multipart answer, or a range of a body whose length
+    was not announced, waits for the whole body."""
     etag = head.headers.get("etag")
     last_modified = parse_http_date(head.headers.get("last-modified"))
     early = _preconditions(request, etag, last_modified, headers)
     if early is not None:
         return early
     length = head.length
-    if length is None and "Range" in request.headers:
-        body = await flight.body()
-        rep = Representation(headers=headers, length=len(body), etag=etag,
-                             last_modified=last_modified, body=body)
-        return await serve(request, rep, max_ranges=max_ranges, conditional=False)
-    plan = FULL if length is None else _plan(request, length, etag, last_modified, max_ranges)
-    if isinstance(plan, Multi):
+    plan: RangePlan | None = None  # None: a range of a body whose length is not known yet
+    if length is not None or "Range" not in request.headers:
+        plan = FULL if length is None else _plan(request, length, etag, last_modified, max_ranges)
+    if plan is None or isinstance(plan, Multi):
         body = await flight.body()
         rep = Representation(headers=headers, length=len(body), etag=etag,
                              last_modified=last_modified, body=body)
