@@ -15,7 +15,8 @@ import sys
 import time
 from typing import Any
 
-from edge360.playlist import CompiledPlaylist, is_absolute
+from edge360.playlist import is_absolute
+from edge360.playlistrewrite import CompiledPlaylist
 from edge360.sessions import new_sid
 
 

@@ -6,9 +6,10 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parent.parent / "src" / "edge360"
-PURE = {"errors", "config", "kinds", "paths", "ranges", "conditional", "cachecontrol", "policy",
-        "storedfields", "invalidation",
-        "playlist", "sessions", "auth", "clientaddr", "ratelimit", "hashing", "replay.model"}
+PURE = {"errors", "config", "configvalues", "kinds", "paths", "ranges", "conditional",
+        "cachecontrol", "structuredfields", "policy", "storedfields", "invalidation",
+        "playlist", "playlistrewrite", "sessions", "viewerrules", "auth", "clientaddr",
+        "ratelimit", "hashing", "replay.model"}
 STATE = {"cache", "diskcache", "diskformat"}
 IMPURE_LIBS = {"asyncio", "aiohttp", "uvloop", "aiofiles", "prometheus_client", "httptools"}
 

@@ -1,4 +1,5 @@
-"""Tests of edge360.playlist: classification, the per-viewer rewrite, segments and escapes."""
+"""Tests of edge360.playlist (classification, segments, escapes) and of the per-viewer rewrite
+built on its scan (edge360.playlistrewrite)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ from hypothesis import strategies as st
 
 from edge360.errors import BadRequest, InvalidMedia
 from edge360.playlist import (
-    CompiledPlaylist,
     Segment,
     byterange_boundaries,
     escapes_title,
@@ -21,6 +21,7 @@ from edge360.playlist import (
     target_duration,
     uris,
 )
+from edge360.playlistrewrite import CompiledPlaylist
 
 MASTER = """#EXTM3U
 #EXT-X-VERSION:7

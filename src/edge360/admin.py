@@ -109,14 +109,19 @@ def _authorize(request: web.Request, node: NodeState) -> None:
         raise Forbidden("admin token missing or wrong")
 
 
-async def _body(request: web.Request) -> dict[str, Any]:
+async def _command(request: web.Request) -> tuple[NodeState, EdgeState, dict[str, Any]]:
+    """An admin POST (purge, warm) made ready: the token checked, a forwarding loop refused (the
+    command fans out to children, which could name us), then its JSON object body read."""
+    node = node_of(request)
+    _authorize(request, node)
+    check_loop(request)
     try:
         data = orjson.loads(await request.read())
     except orjson.JSONDecodeError:
         raise BadRequest("body is not JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
-    return data
+    return node, edge_of(node), data
 
 
 def _path_arg(data: dict[str, Any], name: str) -> str | None:
@@ -130,11 +135,7 @@ def _path_arg(data: dict[str, Any], name: str) -> str | None:
 
 async def purge(request: web.Request) -> web.Response:
     """{"prefix": "/demo/"} or {"path": "/demo/master.m3u8"} -> {"purged": N} (+ "children")."""
-    node = node_of(request)
-    _authorize(request, node)
-    check_loop(request)
-    data = await _body(request)
-    state = edge_of(node)
+    node, state, data = await _command(request)
     store = state.store
     prefix, path = _path_arg(data, "prefix"), _path_arg(data, "path")
     if node.hub is not None and (prefix is not None or path is not None):
@@ -219,11 +220,7 @@ async def _collect(prefetcher: Prefetcher, path: str, out: dict[str, tuple[int, 
 
 async def warm(request: web.Request) -> web.Response:
     """{"playlist": "/demo/master.m3u8"} or {"prefix": "/demo/"} -> {"queued": N}."""
-    node = node_of(request)
-    _authorize(request, node)
-    check_loop(request)
-    data = await _body(request)
-    state = edge_of(node)
+    node, state, data = await _command(request)
     name, prefix = _path_arg(data, "playlist"), _path_arg(data, "prefix")
     if name is None and prefix is None:
         raise BadRequest("give playlist or prefix")

@@ -12,9 +12,10 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Final, TypeAlias
+from typing import Final
 
 from edge360.conditional import parse_http_date
+from edge360.structuredfields import parse_dictionary
 
 #: RFC 9111 §1.2.2: a delta-seconds too large to represent is passed on as 2^31.
 MAX_DELTA: Final = 2**31
@@ -160,111 +161,6 @@ def parse_cache_control(value: str | None, source: str = "cache-control") -> Dir
     return b.build(source)
 
 
-# --- RFC 8941 Structured Field Dictionary, the syntax of targeted fields (RFC 9213 §2.1) -------
-
-_SF_KEY: Final = re.compile(r"[a-z*][a-z0-9_.*-]*")
-_SF_INT: Final = re.compile(r"-?[0-9]{1,15}(?![0-9.])")
-_SF_DEC: Final = re.compile(r"-?[0-9]{1,12}\.[0-9]{1,3}(?![0-9.])")
-_SF_STRING: Final = re.compile(r'"((?:[\x20\x21\x23-\x5b\x5d-\x7e]|\\["\\])*)"')
-_SF_TOKEN: Final = re.compile(r"[A-Za-z*][!#$%&'*+.^_`|~0-9A-Za-z:/-]*")
-_SF_BYTES: Final = re.compile(r":[A-Za-z0-9+/=]*:")
-_SF_BOOL: Final = re.compile(r"\?[01]")
-
-SfValue: TypeAlias = int | float | str | bool | bytes | list["SfValue"]
-
-
-class _SfError(ValueError):
-    """The field is not a valid Structured Field; RFC 9213 §2.1 says ignore it."""
-
-
-class _SfParser:
-    def __init__(self, text: str) -> None:
-        self.s, self.i = text, 0
-
-    def _ows(self) -> None:
-        while self.i < len(self.s) and self.s[self.i] in " \t":
-            self.i += 1
-
-    def _re(self, pattern: re.Pattern[str]) -> re.Match[str] | None:
-        m = pattern.match(self.s, self.i)
-        if m is not None:
-            self.i = m.end()
-        return m
-
-    def bare_item(self) -> SfValue:
-        if m := self._re(_SF_DEC):
-            return float(m.group(0))
-        if m := self._re(_SF_INT):
-            return int(m.group(0))
-        if m := self._re(_SF_STRING):
-            return re.sub(r"\\(.)", r"\1", m.group(1))
-        if m := self._re(_SF_BOOL):
-            return m.group(0) == "?1"
-        if m := self._re(_SF_BYTES):
-            return m.group(0).encode()
-        if m := self._re(_SF_TOKEN):
-            return m.group(0)
-        raise _SfError(f"bad item at {self.i}")
-
-    def parameters(self) -> None:
-        # Parameters carry no meaning for cache directives (RFC 9213 §2.1); parse and drop them.
-        while self.i < len(self.s) and self.s[self.i] == ";":
-            self.i += 1
-            while self.i < len(self.s) and self.s[self.i] == " ":
-                self.i += 1
-            if not self._re(_SF_KEY):
-                raise _SfError("bad parameter key")
-            if self.i < len(self.s) and self.s[self.i] == "=":
-                self.i += 1
-                self.bare_item()
-
-    def member_value(self) -> SfValue:
-        if self.i < len(self.s) and self.s[self.i] == "(":
-            self.i += 1
-            items: list[SfValue] = []
-            # Every pass consumes an item or the closing parenthesis, or raises.
-            while True:
-                while self.i < len(self.s) and self.s[self.i] == " ":
-                    self.i += 1
-                if self.i < len(self.s) and self.s[self.i] == ")":
-                    self.i += 1
-                    break
-                items.append(self.bare_item())
-                self.parameters()
-                if self.i < len(self.s) and self.s[self.i] not in " )":
-                    raise _SfError("bad inner list")
-            self.parameters()
-            return items
-        item = self.bare_item()
-        self.parameters()
-        return item
-
-    def dictionary(self) -> list[tuple[str, SfValue]]:
-        self.s = self.s.strip(" ")
-        out: list[tuple[str, SfValue]] = []
-        while self.i < len(self.s):
-            key = self._re(_SF_KEY)
-            if key is None:
-                raise _SfError("bad key")
-            value: SfValue = True
-            if self.i < len(self.s) and self.s[self.i] == "=":
-                self.i += 1
-                value = self.member_value()
-            else:
-                self.parameters()
-            out.append((key.group(0), value))
-            self._ows()
-            if self.i >= len(self.s):
-                break
-            if self.s[self.i] != ",":
-                raise _SfError("expected a comma")
-            self.i += 1
-            self._ows()
-            if self.i >= len(self.s):
-                raise _SfError("trailing comma")
-        return out
-
-
 def parse_targeted(value: str | None, source: str = CDN_CACHE_CONTROL) -> Directives | None:
     """Parse a targeted field (RFC 9213 §2.1: an RFC 8941 Dictionary); None when it is empty or
     does not parse, so the cache falls back to the next field.
@@ -274,9 +170,8 @@ def parse_targeted(value: str | None, source: str = CDN_CACHE_CONTROL) -> Direct
     """
     if value is None or not value.strip(" \t"):
         return None
-    try:
-        members = _SfParser(value).dictionary()
-    except _SfError:
+    members = parse_dictionary(value)
+    if members is None:
         return None
     last = dict(members)
     b = _Builder()

@@ -19,6 +19,7 @@ from edge360.conditional import http_date, make_etag
 from edge360.config import OriginConfig
 from edge360.kinds import MediaType, media_type
 from edge360.paths import is_inside
+from edge360.playlistrewrite import CompiledPlaylist
 from edge360.titles import TitleInfo, scan_media_root
 
 #: files up to this size are kept in memory (playlists, keys, subtitles, small segments)
@@ -41,7 +42,7 @@ class MediaFile:
     cache_control: str
     is_master: bool = False
     body: bytes | None = None  # in memory when small
-    compiled: playlist.CompiledPlaylist | None = None  # playlists, for per-viewer rewriting
+    compiled: CompiledPlaylist | None = None  # playlists, for per-viewer rewriting
     #: seconds of media per segment file, or per byte offset for single-file renditions
     durations: dict[int, float] = field(default_factory=dict)
 
@@ -121,7 +122,7 @@ def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
             if mt.kind == "playlist" and body is not None:
                 text = body.decode("utf-8", "replace")
                 cache_control = _playlist_cache_control(text, is_master, config)
-                compiled = playlist.CompiledPlaylist.compile(text)
+                compiled = CompiledPlaylist.compile(text)
             elif mt.kind == "segment":
                 cache_control = f"public, max-age={config.vod_max_age}, immutable"
             else:

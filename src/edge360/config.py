@@ -1,169 +1,39 @@
 """The one configuration object: defaults, then a TOML file, then EDGE360_* environment, then flags.
 
-Every key is declared once in SCHEMA with its parser; a value that does not parse raises ConfigError
-naming `section.key`, so the command line prints one line and exits 2. The result is frozen.
+Every key is declared once, in its section's dataclass, with its parser (configvalues); a value that
+does not parse raises ConfigError naming `section.key`, so the command line prints one line and
+exits 2. The result is frozen.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
-import math
 import os
-import re
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edge360.configvalues import (
+    BadValue,
+    Parser,
+    boolean,
+    choice,
+    cidr,
+    integer,
+    key_params,
+    listen_address,
+    method,
+    number,
+    optional_path,
+    size,
+    string_list,
+    text,
+    url,
+    workers,
+)
 from edge360.errors import ConfigError
-
-Parser = Callable[[Any], Any]
-
-_SIZE_UNITS = {
-    "": 1, "b": 1, "k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2,
-    "mib": 1024**2, "g": 1000**3, "gb": 1000**3, "gib": 1024**3, "t": 1000**4, "tb": 1000**4,
-    "tib": 1024**4,
-}
-_SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
-
-
-class _Bad(Exception):
-    """Raised by a parser with the description of what it expected."""
-
-
-def _describe(value: Any) -> str:
-    return repr(value) if isinstance(value, str) else str(value)
-
-
-def integer(lo: int, hi: int) -> Parser:
-    def parse(v: Any) -> int:
-        if isinstance(v, bool):
-            raise _Bad(f"expected an integer {lo}-{hi}, got {_describe(v)}")
-        if isinstance(v, str) and re.fullmatch(r"\s*-?\d+\s*", v):
-            v = int(v)
-        if not isinstance(v, int) or not lo <= v <= hi:
-            raise _Bad(f"expected an integer {lo}-{hi}, got {_describe(v)}")
-        return v
-    return parse
-
-
-def number(lo: float, hi: float) -> Parser:
-    def parse(v: Any) -> float:
-        if isinstance(v, bool):
-            raise _Bad(f"expected a number {lo:g}-{hi:g}, got {_describe(v)}")
-        if isinstance(v, str):
-            try:
-                v = float(v)
-            except ValueError:
-                raise _Bad(f"expected a number {lo:g}-{hi:g}, got {_describe(v)}") from None
-        if not isinstance(v, int | float) or math.isnan(v) or not lo <= v <= hi:
-            raise _Bad(f"expected a number {lo:g}-{hi:g}, got {_describe(v)}")
-        return float(v)
-    return parse
-
-
-def boolean(v: Any) -> bool:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(v, str) and v.strip().lower() in ("0", "false", "no", "off", ""):
-        return False
-    raise _Bad(f"expected true or false, got {_describe(v)}")
-
-
-def text(v: Any) -> str:
-    if not isinstance(v, str):
-        raise _Bad(f"expected a string, got {_describe(v)}")
-    if "\x00" in v:
-        raise _Bad("expected a string without NUL")
-    return v
-
-
-def choice(*options: str) -> Parser:
-    def parse(v: Any) -> str:
-        if not isinstance(v, str) or v not in options:
-            raise _Bad(f"expected one of {', '.join(options)}, got {_describe(v)}")
-        return v
-    return parse
-
-
-def size(lo: int = 0, hi: int = 1 << 50) -> Parser:
-    def parse(v: Any) -> int:
-        if isinstance(v, int) and not isinstance(v, bool):
-            n = v
-        elif isinstance(v, str) and (m := _SIZE_RE.match(v)) and m.group(2).lower() in _SIZE_UNITS:
-            n = int(float(m.group(1)) * _SIZE_UNITS[m.group(2).lower()])
-        else:
-            raise _Bad(f"expected a size in bytes such as 512MiB, got {_describe(v)}")
-        if not lo <= n <= hi:
-            raise _Bad(f"expected a size between {lo} and {hi} bytes, got {_describe(v)}")
-        return n
-    return parse
-
-
-def string_list(item: Parser = text) -> Parser:
-    def parse(v: Any) -> tuple[Any, ...]:
-        if isinstance(v, str):  # the environment's comma-separated form
-            v = [p.strip() for p in v.split(",") if p.strip()]
-        if not isinstance(v, list | tuple):
-            raise _Bad(f"expected a list, got {_describe(v)}")
-        return tuple(item(x) for x in v)
-    return parse
-
-
-def url(v: Any) -> str:
-    s = text(v).rstrip("/")
-    if not re.fullmatch(r"https?://[^/\s?#]+(/[^\s?#]*)?", s):
-        raise _Bad(f"expected an http:// or https:// URL, got {_describe(v)}")
-    return s
-
-
-def cidr(v: Any) -> str:
-    s = text(v)
-    try:
-        return str(ipaddress.ip_network(s, strict=False))
-    except ValueError:
-        raise _Bad(f"expected an address or CIDR, got {_describe(v)}") from None
-
-
-def method(v: Any) -> str:
-    s = text(v).upper()
-    # RFC 9110 §9.1: a method is a token (e.g. M-SEARCH); GET and HEAD are always served
-    if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Z-]{1,32}", s) or s in ("GET", "HEAD"):
-        raise _Bad(f"expected an HTTP method other than GET/HEAD, got {_describe(v)}")
-    return s
-
-
-def workers(v: Any) -> int:
-    if v == "auto":
-        return os.cpu_count() or 1
-    return integer(1, 256)(v)  # type: ignore[no-any-return]
-
-
-def listen_address(v: Any) -> str:
-    """"host:port" ("[v6]:port" for IPv6); "" = off."""
-    s = text(v).strip()
-    if not s:
-        return ""
-    host, sep, port = s.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    if not sep or not host or not port.isdigit() or int(port) > 65535 or " " in host:
-        raise _Bad(f"expected host:port, got {_describe(v)}")
-    return s
-
-
-def key_params(v: Any) -> tuple[str, ...]:
-    if v == "*":
-        return ("*",)
-    return string_list()(v)  # type: ignore[no-any-return]
-
-
-def optional_path(v: Any) -> str:
-    return text(v)
 
 
 def _f(default: Any, parser: Parser, doc: str, *, secret: bool = False) -> Any:
@@ -300,7 +170,7 @@ def _parse_value(section: str, key: str, value: Any) -> Any:
         raise ConfigError(f"{section}.{key}", "unknown key")
     try:
         return fields[key].metadata["parse"](value)
-    except _Bad as e:
+    except BadValue as e:
         raise ConfigError(f"{section}.{key}", str(e)) from None
 
 

@@ -32,10 +32,9 @@ from edge360.errors import (
     UpstreamError,
     UpstreamTimeout,
 )
-from edge360.kinds import OTHER, kind_of
+from edge360.kinds import OTHER
 from edge360.metrics import bounded
 from edge360.paths import split_request_path
-from edge360.playlist import VIEWER_PARAMS
 from edge360.ranges import ByteRange, Multi, resolve_range
 from edge360.responses import (
     Representation,
@@ -48,7 +47,8 @@ from edge360.responses import (
 )
 from edge360.state import NodeState, node_of
 from edge360.upstream import fold
-from edge360.viewers import Viewer, check_loop, check_token, identify, is_child_cache, touch
+from edge360.viewerrules import VIEWER_PARAMS, Viewer
+from edge360.viewers import check_loop, check_token, identify, is_child_cache, touch
 
 Found = tuple[StoredObject, bytes | None]
 RESULTS = {"HIT": "hit", "MISS": "miss", "STALE": "stale"}
@@ -119,9 +119,8 @@ def account(state: EdgeState, t: Target, viewer: Viewer | None, child: bool, res
     state.counters.cache_requests[RESULTS.get(result, result.lower())] += 1
     state.counters.cache_bytes[RESULTS.get(result, result.lower())] += body_bytes
     rendition = state.index.rendition_of(t.path, t.title, offset, is_playlist=t.kind == "playlist")
-    if viewer is not None and status in (200, 206, 304):
-        touch(state.node, viewer, title=t.title,
-              rendition=None if t.kind == "playlist" else rendition, nbytes=body_bytes)
+    touch(state.node, viewer, status, title=t.title, rendition=rendition,
+          playlist=t.kind == "playlist", nbytes=body_bytes)
     counters = state.counters
     if body_bytes:
         counters.egress[bounded(counters.egress, (t.title, rendition))] += body_bytes
@@ -143,11 +142,8 @@ def _target(request: web.Request, state: EdgeState) -> Target:
     if not segments:
         raise NotFound("/")
     key = cache_key(raw_path, list(request.query.items()), state.config.cache_key_params)
-    query = key[len(raw_path) + 1:] if len(key) > len(raw_path) else ""
-    return Target(key=key, path=raw_path, upstream=raw_path + (f"?{query}" if query else ""),
-                  kind=kind_of(raw_path), title=segments[0],
-                  request_headers=fold(request.headers.items()),
-                  cdn_loop=request.headers.get("CDN-Loop"))
+    return Target.of(key, raw_path, segments[0], fold(request.headers.items()),
+                     request.headers.get("CDN-Loop"))
 
 
 async def _answer(request: web.Request, state: EdgeState, t: Target, child: bool,

@@ -25,7 +25,7 @@ from edge360.config import EdgeConfig
 from edge360.diskcache import DiskWriter
 from edge360.edgestore import MAX_NEGATIVE_BODY, EdgeStore, Negative, StoredObject, new_version
 from edge360.errors import UpstreamError
-from edge360.kinds import OTHER
+from edge360.kinds import OTHER, kind_of
 from edge360.metrics import Counters
 from edge360.ranges import parse_content_range
 from edge360.storedfields import forwarded_request_fields
@@ -46,6 +46,19 @@ class Target:
     title: str
     request_headers: dict[str, str]  # the client's, lower-cased (Vary, no-store, Authorization)
     cdn_loop: str | None
+
+    @classmethod
+    def of(cls, key: str, path: str, title: str, request_headers: dict[str, str] | None = None,
+           cdn_loop: str | None = None) -> Target:
+        """The target of the object cached under `key` (`path`, then "?" and the key params when
+        there are any): the parent is asked for exactly that, so a viewer's sid, token or CMCD
+        never goes upstream. Without request headers it describes an object no client field
+        steers (a fast-path hit, a prefetch, a warm-up)."""
+        query = key[len(path) + 1:] if len(key) > len(path) else ""
+        return cls(key=key, path=path, upstream=path + (f"?{query}" if query else ""),
+                   kind=kind_of(path), title=title,
+                   request_headers={} if request_headers is None else request_headers,
+                   cdn_loop=cdn_loop)
 
 
 class Fetcher:

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 from edge360 import playlist
 from edge360.errors import InvalidMedia
-from edge360.playlist import CompiledPlaylist, Segment
+from edge360.playlist import Segment
+from edge360.playlistrewrite import CompiledPlaylist
 
 MAX_PLAYLISTS = 10_000
 MAX_SEGMENTS = 500_000

@@ -157,18 +157,12 @@ async def serve_flight(request: web.Request, flight: Flight, head: Head,
     if early is not None:
         return early
     length = head.length
-    plan: RangePlan = FULL
-    if length is None:
-        if "Range" in request.headers and flight.retain:
-            body = await flight.body()
-            rep = Representation(headers=headers, length=len(body), etag=etag,
-                                 last_modified=last_modified, body=body)
-            return await serve(request, rep, max_ranges=max_ranges, conditional=False)
-    else:
-        plan = _plan(request, length, etag, last_modified, max_ranges)
-        if isinstance(plan, Multi) and not flight.retain:
-            plan = FULL
-    if isinstance(plan, Multi):
+    plan: RangePlan | None = None  # None: a range of a body whose length is not known yet
+    if length is not None or "Range" not in request.headers:
+        plan = FULL if length is None else _plan(request, length, etag, last_modified, max_ranges)
+    if not flight.retain and (plan is None or isinstance(plan, Multi)):
+        plan = FULL  # a body that is not kept is never waited for whole: Range ignored
+    if plan is None or isinstance(plan, Multi):
         body = await flight.body()
         rep = Representation(headers=headers, length=len(body), etag=etag,
                              last_modified=last_modified, body=body)

@@ -27,18 +27,17 @@ from edge360.edgeserve import client_headers
 from edge360.edgestate import EdgeState
 from edge360.edgestore import StoredObject
 from edge360.fastwire import Answer, Prepared, Request, encode_fields, plan_range
-from edge360.kinds import kind_of
 from edge360.responses import cors_headers
 from edge360.state import NodeState
 from edge360.upstream import fold
-from edge360.viewers import Viewer
+from edge360.viewerrules import Viewer
 
 _AGE = "\x00age\x00"
 #: margin before the freshness deadline from which policy.decide is asked again (float rounding)
 _MARGIN = 1e-3
 #: Vary selections remembered per held object
 _MAX_VARY = 64
-ViewerOf = Callable[[Request, str, list[tuple[str, str]], bool], tuple[Viewer, bool] | None]
+ViewerOf = Callable[[Request, str, list[tuple[str, str]], bool], Viewer | None]
 
 
 class Held:
@@ -114,9 +113,7 @@ class EdgeHits:
         if obj is None or obj.stored.status != 200:
             self.held.put(id(meta), meta)
             return None
-        qkey = key[len(path) + 1:] if len(key) > len(path) else ""
-        t = Target(key=key, path=path, upstream=path + (f"?{qkey}" if qkey else ""),
-                   kind=kind_of(path), title=title, request_headers={}, cdn_loop=None)
+        t = Target.of(key, path, title)
         held = Held(key, meta, obj, t)
         if not obj.pieced or t.kind != "playlist":
             held.before, held.after, held.defaults = self._blocks(self._stored_headers(obj))
@@ -149,10 +146,9 @@ class EdgeHits:
             if decision.action is not policy.Action.FRESH:
                 return None
         kind = t.kind
-        who = self.viewer(req, path, query, kind == "playlist")
-        if who is None:
+        viewer = self.viewer(req, path, query, kind == "playlist")
+        if viewer is None:
             return None
-        viewer, minted = who
         rng = fields.get("range")
         head = req.method == "HEAD"
         before, after, defaults = held.before, held.after, held.defaults
@@ -167,7 +163,7 @@ class EdgeHits:
                 out, _ = edge_mod.rewrite_playlist(state, t, obj.version, body, headers, viewer,
                                                    gzip_ok)
                 found = (entry.meta, out, *self._blocks(headers))
-                if not minted:
+                if not viewer.minted:
                     self.prepared.put(ident, found)
             _, body, before, after, defaults = found
         length = obj.length if obj.pieced else len(body)

@@ -16,7 +16,8 @@ non-loopback address goes to aiohttp while the per-address session limit is on, 
 window is only ever counted once.
 
 The shared decisions are the handlers' own functions (origin.render_playlist/account,
-edge.rewrite_playlist/account, responses' header rules, ranges.resolve_range, policy.decide);
+edge.rewrite_playlist/account, responses' header rules, ranges.resolve_range, policy.decide,
+and the viewer rules: viewerrules.identify and opens_counted_session, as viewers and limits use);
 header blocks are built once per object (per viewer for rewritten playlists, in a bounded cache)
 and only Content-Range, Content-Length, Age and Date are added per request (a whole 200 at the
 edge: once per object and Age).
@@ -30,15 +31,14 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from edge360 import origin as origin_mod
-from edge360 import sessions
 from edge360.clientaddr import client_address
 from edge360.errors import Edge360Error
 from edge360.fastedge import EdgeHits
 from edge360.fastwire import Answer, Prepared, Request, encode_fields, plan_range
-from edge360.limits import LIMITS, is_loopback
+from edge360.limits import LIMITS
 from edge360.paths import split_request_path
 from edge360.state import NODE, NodeState
-from edge360.viewers import Viewer
+from edge360.viewerrules import Viewer, identify, opens_counted_session
 
 _TARGET = re.compile(r"/[A-Za-z0-9/._~-]*(?:\?[A-Za-z0-9._~=&-]+)?")
 _SLOW_FIELDS = frozenset({
@@ -57,13 +57,6 @@ def parse_query(query: str) -> list[tuple[str, str]] | None:
             return None
         out.append((name, value))
     return out
-
-
-def first(pairs: list[tuple[str, str]], name: str) -> str | None:
-    for k, v in pairs:
-        if k == name:
-            return v
-    return None
 
 
 def routed_elsewhere(app: web.Application) -> tuple[frozenset[str], tuple[str, ...]]:
@@ -121,30 +114,21 @@ class FastPath:
         except Edge360Error:
             return None  # aiohttp answers it, through the same error handling as always
 
-    # -- who is asking (viewers.identify, limits.Limits.check)
+    # -- who is asking (viewers.identify, limits.Limits.check: the same viewerrules)
 
     def _viewer(self, req: Request, path: str, query: list[tuple[str, str]],
-                opens: bool) -> tuple[Viewer, bool] | None:
-        """The viewer as viewers.identify finds it, and whether its sid was minted just now;
-        None: the request must go to aiohttp."""
+                opens: bool) -> Viewer | None:
+        """The viewer as viewers.identify finds it; None: the request must go to aiohttp."""
         node = self.node
-        sid = first(query, "sid")
-        if sid is not None and not sessions.valid_sid(sid):
-            sid = None
-        token = first(query, "token") or None
         address = req.peer
         if node.trusted:
             address = client_address(req.peer, CIMultiDict(req.headers), node.trusted)
-        key, explicit = sessions.identity(sid, first(query, "CMCD"),
-                                          req.fields.get("cmcd-session"), address,
-                                          req.fields.get("user-agent", ""))
-        if (not explicit and self.limits.session_opens.limit and path.endswith(".m3u8")
-                and not is_loopback(address)):
+        # the first of a repeated name counts, as in aiohttp's request.query
+        params = dict(reversed(query))
+        if self.limits.session_opens.limit and opens_counted_session(
+                path, req.method, params, req.fields, address):
             return None  # the session-open window would count it here and again in aiohttp
-        if not explicit and opens:
-            fresh = sessions.new_sid()
-            return Viewer(key=fresh, sid=fresh, token=token, address=address), True
-        return Viewer(key=key, sid=key if explicit else None, token=token, address=address), False
+        return identify(params, req.fields, address, opens=opens)
 
     # -- the origin
 
@@ -153,10 +137,9 @@ class FastPath:
         if mf is None:
             return None
         is_playlist = mf.compiled is not None
-        who = self._viewer(req, path, query, is_playlist)
-        if who is None:
+        viewer = self._viewer(req, path, query, is_playlist)
+        if viewer is None:
             return None
-        viewer, minted = who
         rng = req.fields.get("range")
         body: bytes | None
         if is_playlist:
@@ -169,7 +152,7 @@ class FastPath:
                 body, etag = origin_mod.render_playlist(mf, params, headers, gzip_ok)
                 headers["ETag"] = etag or ""
                 found = (mf, body, encode_fields(headers) + b"Accept-Ranges: bytes\r\n")
-                if not minted:
+                if not viewer.minted:
                     self.prepared.put(ident, found)  # a sid the viewer carries: asked again
             _, body, prefix = found
         else:

@@ -11,7 +11,6 @@ reader that stopped reading can be cut off). Everything else is forwarded untouc
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import math
 import socket
@@ -23,7 +22,6 @@ from typing import Any, Protocol, cast
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from edge360 import sessions
 from edge360.config import Config
 from edge360.errors import TooManyRequests
 from edge360.metrics import Counters
@@ -31,6 +29,7 @@ from edge360.proxyproto import ProxyGate, ProxyStats
 from edge360.ratelimit import TokenBucketLimiter, WindowCounter
 from edge360.sendprogress import check_send_progress
 from edge360.state import NODE, NodeState
+from edge360.viewerrules import opens_counted_session
 
 #: paths monitoring polls: never rate limited, so a throttled address cannot blind the dashboards
 EXEMPT_PREFIXES = ("/healthz", "/metrics", "/api/")
@@ -44,23 +43,6 @@ _BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nConnection: clo
 
 def is_exempt(path: str) -> bool:
     return path.startswith(EXEMPT_PREFIXES)
-
-
-def is_loopback(address: str) -> bool:
-    try:
-        return ipaddress.ip_address(address).is_loopback
-    except ValueError:
-        return False
-
-
-def opens_fresh_session(request: web.Request) -> bool:
-    """Whether the request is a playlist that carries no session id, so that serving it opens a
-    session under a fresh sid (CONTRACT, Sessions): the cheap way to inflate the session count."""
-    if not request.path.endswith(".m3u8") or request.method not in ("GET", "HEAD"):
-        return False
-    _, explicit = sessions.identity(request.query.get("sid"), request.query.get("CMCD"),
-                                    request.headers.get("CMCD-Session"), "", "")
-    return not explicit
 
 
 class Limits:
@@ -81,15 +63,16 @@ class Limits:
 
     def check(self, request: web.Request, address: str, now: float) -> None:
         """Raise TooManyRequests (Retry-After rounded up) when `address` is over its request
-        rate, or over the sessions it may open a minute. Loopback is exempt from the session
-        bound: a load test from one machine (`edge360 replay`) is many viewers on 127.0.0.1."""
+        rate, or over the sessions it may open a minute (viewerrules.opens_counted_session)."""
         if is_exempt(request.path):
             return
         wait = self.rate.check(address, now)
         if wait > 0:
             raise TooManyRequests(math.ceil(wait))
-        if (self.session_opens.limit and opens_fresh_session(request)
-                and not is_loopback(address) and not self.session_opens.allow(address, now)):
+        if (self.session_opens.limit
+                and opens_counted_session(request.path, request.method, request.query,
+                                          request.headers, address)
+                and not self.session_opens.allow(address, now)):
             raise TooManyRequests(math.ceil(SESSION_WINDOW))
 
 

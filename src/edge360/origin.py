@@ -29,7 +29,8 @@ from edge360.responses import (
     serve,
 )
 from edge360.state import NodeState, node_of
-from edge360.viewers import Viewer, check_loop, check_token, identify, is_child_cache, touch
+from edge360.viewerrules import Viewer
+from edge360.viewers import check_loop, check_token, identify, is_child_cache, touch
 
 log = logging.getLogger("edge360.origin")
 
@@ -122,9 +123,8 @@ def account(node: NodeState, mf: MediaFile, viewer: Viewer | None, status: int,
             body_bytes: int, seconds: float, range_header: str) -> None:
     """Count a served answer: the viewer's session, egress, a segment sent later than its
     duration. Shared by `handle` and the fast path."""
-    if viewer is not None and status in (200, 206, 304):
-        touch(node, viewer, title=mf.title,
-              rendition=None if mf.compiled is not None else mf.rendition, nbytes=body_bytes)
+    touch(node, viewer, status, title=mf.title, rendition=mf.rendition,
+          playlist=mf.compiled is not None, nbytes=body_bytes)
     counters = node.counters
     if body_bytes:
         counters.egress[(mf.title, mf.rendition)] += body_bytes

@@ -1,9 +1,9 @@
-"""HLS playlist text: parse (m3u8, for validation), scan (fast, for the edge), rewrite per viewer.
+"""HLS playlist text: parse (m3u8, for validation) and scan (fast, for the edge and the rewrite).
 
 This is the only module that imports m3u8. m3u8 is thorough but slow, so it is used where a title
-is checked once (`parse_master`, `parse_media`); the per-request work (`CompiledPlaylist.render`,
-`segments`, `escapes_title`) is a line scanner that follows RFC 8216 §4.1: a playlist is lines,
-each a URI, a blank, or a tag/comment starting with "#".
+is checked once (`parse_master`, `parse_media`); the per-request work (`segments`, `escapes_title`,
+the `uri_spans` that playlistrewrite fills per viewer) is a line scanner that follows RFC 8216
+§4.1: a playlist is lines, each a URI, a blank, or a tag/comment starting with "#".
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 import m3u8
 
-from edge360.errors import BadRequest, InvalidMedia
+from edge360.errors import InvalidMedia
 
 Kind = Literal["master", "media"]
 
@@ -30,16 +30,12 @@ URI_TAGS = frozenset({
 #: tags that appear only in a master playlist (RFC 8216 §4.3.4)
 _MASTER_TAGS = ("#EXT-X-STREAM-INF", "#EXT-X-I-FRAME-STREAM-INF", "#EXT-X-MEDIA:",
                 "#EXT-X-SESSION-DATA", "#EXT-X-SESSION-KEY")
-#: query parameters that identify one viewer: never copied from an upstream URI to another viewer
-VIEWER_PARAMS = frozenset({"sid", "token", "CMCD"})
 
 # An attribute list is AttributeName=AttributeValue pairs separated by commas; a quoted-string may
 # contain commas but never a double quote (RFC 8216 §4.2), so this tokenizer never splits in one.
 _ATTR_RE = re.compile(r'([A-Z0-9-]+)=("[^"\r\n]*"|[^,\r\n]*)')
 _SCHEME_RE = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _BYTERANGE_RE = re.compile(r"\s*(\d+)(?:@(\d+))?\s*")
-# params are inserted verbatim into URI lines and quoted attributes: no quote, space, #, or newline
-_SAFE_PARAMS_RE = re.compile(r"[A-Za-z0-9\-._~%!$&'()*+,;=:@/?]*")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +106,7 @@ def _tag_name(line: str) -> str:
     return line.split(":", 1)[0]
 
 
-def _uri_spans(line: str) -> Iterator[tuple[int, int]]:
+def uri_spans(line: str) -> Iterator[tuple[int, int]]:
     """Spans of the URIs a line carries: the whole line, or the inside of a URI="..." attribute."""
     if not line or line.isspace():
         return
@@ -125,7 +121,7 @@ def _uri_spans(line: str) -> Iterator[tuple[int, int]]:
 def uris(text: str) -> Iterator[str]:
     """Every URI the playlist references, in order."""
     for line in _lines(text):
-        for start, end in _uri_spans(line):
+        for start, end in uri_spans(line):
             yield line[start:end]
 
 
@@ -256,67 +252,6 @@ def byterange_boundaries(segments: Iterable[Segment]) -> dict[str, list[int]]:
         if seg.init_path is not None and seg.init_range is not None:
             found.setdefault(seg.init_path, set()).add(seg.init_range[0])
     return {path: sorted(offsets) for path, offsets in found.items()}
-
-
-# ---------------------------------------------------------------- per-viewer rewrite
-
-def _clean_query(query: str) -> str:
-    """The query without viewer parameters (sid, token, CMCD) an upstream may have left in."""
-    return "&".join(p for p in query.split("&") if p.split("=", 1)[0] not in VIEWER_PARAMS)
-
-
-class CompiledPlaylist:
-    """A playlist split once into literal chunks and URI slots, so that each viewer's copy is one
-    bytes.join: chunk0 + params + chunk1 + params + ... . Absolute URIs (scheme or //host) are left
-    alone: they may be data:/skd: key URIs or another host that must not learn the viewer's sid."""
-
-    __slots__ = ("_chunks", "_plain", "slots")
-
-    def __init__(self, chunks: list[bytes], plain: bytes) -> None:
-        self._chunks = chunks
-        self._plain = plain
-        #: how many URIs get the params
-        self.slots = len(chunks) - 1
-
-    @classmethod
-    def compile(cls, text: str) -> CompiledPlaylist:
-        chunks: list[str] = []
-        current: list[str] = []
-        removed = False  # whether a viewer parameter was dropped: then render("") differs
-        lines = text.split("\n")
-        for index, raw in enumerate(lines):
-            line = raw.rstrip("\r")
-            pos = 0
-            for start, end in _uri_spans(line):
-                uri = line[start:end]
-                if is_absolute(uri):
-                    continue
-                base, hashmark, fragment = uri.partition("#")
-                path, question, query = base.partition("?")
-                cleaned = _clean_query(query) if question else ""
-                removed = removed or cleaned != query
-                query = cleaned
-                current.append(line[pos:start] + path + ("?" + query + "&" if query else "?"))
-                chunks.append("".join(current))
-                current = [hashmark + fragment]
-                pos = end
-            current.append(line[pos:] + raw[len(line):])
-            if index < len(lines) - 1:
-                current.append("\n")
-        chunks.append("".join(current))
-        if removed:
-            plain = "".join(c[:-1] if i < len(chunks) - 1 else c for i, c in enumerate(chunks))
-        else:
-            plain = text
-        return cls([c.encode() for c in chunks], plain.encode())
-
-    def render(self, params: str) -> bytes:
-        """The playlist with `params` (an encoded query such as "sid=abc&token=x") on every URI."""
-        if not params:
-            return self._plain
-        if _SAFE_PARAMS_RE.fullmatch(params) is None:
-            raise BadRequest("session parameters carry characters a playlist cannot hold")
-        return params.encode().join(self._chunks)
 
 
 # ---------------------------------------------------------------- m3u8 parsing (validation)

@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 from edge360.edgefetch import Target
 from edge360.errors import Edge360Error
-from edge360.kinds import kind_of
 
 if TYPE_CHECKING:
     from edge360.edgestate import EdgeState
@@ -28,8 +27,7 @@ WARM_CONCURRENCY = 8
 def target_for(path: str) -> Target:
     """An upstream target for a path the edge found in a playlist (no viewer, no query)."""
     title = path.split("/", 2)[1] if path.count("/") >= 2 else ""
-    return Target(key=path, path=path, upstream=path, kind=kind_of(path), title=title,
-                  request_headers={}, cdn_loop=None)
+    return Target.of(path, path, title)
 
 
 class Prefetcher:

@@ -65,18 +65,27 @@ def fallback_key(address: str, user_agent: str) -> str:
     return "~" + base64.urlsafe_b64encode(digest).decode()
 
 
-def identity(query_sid: str | None, cmcd_query: str | None, cmcd_header: str | None,
-             address: str, user_agent: str) -> tuple[str, bool]:
-    """(session key, explicit) by the CONTRACT precedence: `sid` query > CMCD query sid >
-    CMCD-Session header sid > address + User-Agent. Invalid ids count as absent. `explicit` is
-    False for the fallback key, which must never be written into a playlist."""
+def explicit_sid(query_sid: str | None, cmcd_query: str | None,
+                 cmcd_header: str | None) -> str | None:
+    """The session id a request carries, by the CONTRACT precedence: `sid` query > CMCD query sid
+    > CMCD-Session header sid; invalid ids count as absent. None: it carries none."""
     if valid_sid(query_sid):
-        assert query_sid is not None
-        return query_sid, True
+        return query_sid
     for value in (cmcd_query, cmcd_header):
         sid = cmcd_sid(value)
         if sid is not None:
-            return sid, True
+            return sid
+    return None
+
+
+def identity(query_sid: str | None, cmcd_query: str | None, cmcd_header: str | None,
+             address: str, user_agent: str) -> tuple[str, bool]:
+    """(session key, explicit): the id the request carries (explicit_sid), else address +
+    User-Agent. `explicit` is False for the fallback key, which must never be written into a
+    playlist."""
+    sid = explicit_sid(query_sid, cmcd_query, cmcd_header)
+    if sid is not None:
+        return sid, True
     return fallback_key(address, user_agent), False
 
 

@@ -1,45 +1,25 @@
-"""Who is asking: the viewer behind a content request (session key, sid, token, address) and the
-child-cache check, shared by the origin and the edge so both count viewers by the same rules.
+"""Who is asking, for the aiohttp handlers of both roles: the viewer behind a content request
+(session key, sid, token, address), the child-cache, loop and token checks, and the session touch.
 
-Rules come from CONTRACT.md (Sessions, Tiers): `sid` query > CMCD query sid > CMCD-Session header >
-address + User-Agent; a playlist asked for without an id opens a session under a new sid; a child
-edge that proves the peer token opens no session and gets playlists unrewritten.
+The viewer rules themselves (CONTRACT.md, Sessions) are `viewerrules`', applied here to aiohttp's
+request; the fast path applies the same functions to its own. A child edge that proves the peer
+token (CONTRACT.md, Tiers) opens no session and gets playlists unrewritten.
 """
 
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
-from urllib.parse import quote
 
 from aiohttp import web
 
-from edge360 import auth, sessions
+from edge360 import auth, viewerrules
 from edge360.clientaddr import client_address
 from edge360.errors import LoopDetected
 from edge360.state import NODE, NodeState
+from edge360.viewerrules import Viewer
 
 #: how many edge360 hops a request may have passed before we call it a forwarding loop (RFC 8586)
 MAX_HOPS = 8
-
-
-@dataclass(slots=True)
-class Viewer:
-    """A viewer as seen by one request."""
-
-    key: str  # the tracker key
-    sid: str | None  # the sid carried into playlist URIs (None: nothing to carry)
-    token: str | None  # the signed token carried into playlist URIs
-    address: str
-
-    def params(self) -> str:
-        """The query fragment appended to every URI of a playlist served to this viewer."""
-        parts = []
-        if self.sid:
-            parts.append("sid=" + self.sid)  # valid sids are URL-safe by their pattern
-        if self.token:
-            parts.append("token=" + quote(self.token, safe=""))
-        return "&".join(parts)
 
 
 def address_of(request: web.BaseRequest, node: NodeState) -> str:
@@ -52,21 +32,10 @@ def address_of(request: web.BaseRequest, node: NodeState) -> str:
 
 
 def identify(request: web.Request, node: NodeState, *, opens: bool) -> Viewer:
-    """The viewer of a content request. `opens`: a playlist request, which opens a session under a
-    fresh sid when it carries no usable id (so the rewritten URIs can carry it)."""
-    query = request.query
-    sid = query.get("sid")  # where sid appears twice, the first counts
-    if sid is not None and not sessions.valid_sid(sid):
-        sid = None  # treated as absent and never echoed back
-    token = query.get("token") or None
-    address = address_of(request, node)
-    key, explicit = sessions.identity(
-        sid, query.get("CMCD"), request.headers.get("CMCD-Session"), address,
-        request.headers.get("User-Agent", ""))
-    if not explicit and opens:
-        fresh = sessions.new_sid()
-        return Viewer(key=fresh, sid=fresh, token=token, address=address)
-    return Viewer(key=key, sid=key if explicit else None, token=token, address=address)
+    """The viewer of a content request (viewerrules.identify). `opens`: a playlist request, which
+    opens a session under a fresh sid when it carries no usable id."""
+    return viewerrules.identify(request.query, request.headers, address_of(request, node),
+                                opens=opens)
 
 
 def is_peer(request: web.Request, node: NodeState) -> bool:
@@ -122,8 +91,11 @@ def check_token(request: web.Request, node: NodeState, path: str) -> None:
                 now=node.clock())
 
 
-def touch(node: NodeState, viewer: Viewer, *, title: str, rendition: str | None,
-          nbytes: int = 0) -> bool:
-    """Count a served content request in the viewer's session; True when it opened one."""
-    return node.tracker.touch(viewer.key, node.clock(), title=title, rendition=rendition,
-                              nbytes=nbytes)
+def touch(node: NodeState, viewer: Viewer | None, status: int, *, title: str,
+          rendition: str | None, playlist: bool, nbytes: int = 0) -> bool:
+    """Count an answer in the viewer's session when it counts (viewerrules.counted); a playlist
+    keeps the session's rendition label. True when it opened a session."""
+    if viewer is None or not viewerrules.counted(status):
+        return False
+    return node.tracker.touch(viewer.key, node.clock(), title=title,
+                              rendition=None if playlist else rendition, nbytes=nbytes)
