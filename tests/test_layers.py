@@ -8,7 +8,8 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parent.parent / "src" / "edge360"
 PURE = {"errors", "config", "kinds", "paths", "ranges", "conditional", "cachecontrol", "policy",
         "storedfields", "invalidation",
-        "playlist", "sessions", "auth", "clientaddr", "ratelimit", "hashing", "replay.model"}
+        "playlist", "sessions", "auth", "clientaddr", "ratelimit", "hashing", "replay.model",
+        "replay.hls"}
 STATE = {"cache", "diskcache", "diskformat"}
 IMPURE_LIBS = {"asyncio", "aiohttp", "uvloop", "aiofiles", "prometheus_client", "httptools"}
 
