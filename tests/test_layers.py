@@ -9,7 +9,7 @@ SRC = Path(__file__).resolve().parent.parent / "src" / "edge360"
 PURE = {"errors", "config", "configvalues", "kinds", "paths", "ranges", "conditional",
         "cachecontrol", "structuredfields", "policy", "storedfields", "invalidation",
         "playlist", "playlistrewrite", "sessions", "viewerrules", "auth", "clientaddr",
-        "ratelimit", "hashing", "replay.model"}
+        "ratelimit", "hashing", "replay.model", "replay.hls"}
 STATE = {"cache", "diskcache", "diskformat"}
 IMPURE_LIBS = {"asyncio", "aiohttp", "uvloop", "aiofiles", "prometheus_client", "httptools"}
 

@@ -7,8 +7,12 @@ carries the `sid` the server put into the playlist URIs (or its own when the ser
 sends `Range` for EXT-X-BYTERANGE renditions. It measures start-up time, stalls and request latency
 and records the ground truth of its session: its first and last answered request.
 
-Playlists are read with a small line parser (RFC 8216 §4.3 tags the player needs) rather than m3u8,
-which stays in playlist.py; the player only needs URIs, bandwidths, durations and byte ranges.
+A live or event playlist (no EXT-X-ENDLIST) is followed as RFC 8216 §6.3.3-6.3.5 asks: join three
+target durations from the end, reload every target duration (half of one after a reload that
+changed nothing), fetch each new segment once by media sequence number, jump to the live edge when
+the window has slid past the next one (counted as a skip), and play out once EXT-X-ENDLIST appears.
+
+Playlists are read by replay/hls.py, a small line parser of the tags a player needs.
 """
 
 from __future__ import annotations
@@ -21,135 +25,35 @@ import secrets
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from urllib.parse import parse_qs, urljoin, urlsplit
 
 import aiohttp
 
+from edge360.replay.hls import (
+    MediaPlaylist,
+    PlaylistError,
+    Segment,
+    parse_master,
+    parse_media,
+    sid_of,
+    variant_names,
+    with_sid,
+)
 from edge360.replay.model import Viewer
 from edge360.replay.report import Histogram
+
+# the parsers' old home: benchmarks/locustfile.py and the tests import them from here
+__all__ = ["BURST", "HEADROOM", "LINKS", "MediaPlaylist", "PlayerConfig", "PlaylistError",
+           "Segment", "Stats", "VirtualPlayer", "parse_master", "parse_media", "sid_of",
+           "variant_names", "with_sid"]
 
 # (share of viewers, link speed bit/s) per TRAFFIC.md: fibre, good, fair, slow mobile
 LINKS: tuple[tuple[float, float], ...] = ((0.25, 25e6), (0.35, 8e6), (0.25, 4e6), (0.15, 1.5e6))
 BURST = 3                 # segments fetched back to back at start-up
 SWITCH_PROBABILITY = 0.02  # per segment: the simulated link changes
 HEADROOM = 0.8            # a player picks a rendition whose bandwidth fits 80 % of its link
-_SID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
-
-
-class PlaylistError(Exception):
-    """A playlist the player cannot use (not HLS, no variants, no segments)."""
-
-
-@dataclass(frozen=True)
-class Segment:
-    duration: float
-    url: str
-    byterange: tuple[int, int] | None   # (first byte, last byte) inclusive, for a Range header
-
-
-@dataclass(frozen=True)
-class MediaPlaylist:
-    segments: tuple[Segment, ...]
-    ended: bool
-
-    @property
-    def starts(self) -> list[float]:
-        out: list[float] = []
-        t = 0.0
-        for s in self.segments:
-            out.append(t)
-            t += s.duration
-        return out
-
-
-def parse_master(text: str, base: str) -> list[tuple[int, str]]:
-    """(bandwidth, absolute URI) of every variant, sorted by bandwidth."""
-    lines = [ln.strip() for ln in text.splitlines()]
-    if not lines or not lines[0].startswith("#EXTM3U"):
-        raise PlaylistError("not an HLS playlist (no #EXTM3U)")
-    variants: list[tuple[int, str]] = []
-    pending: int | None = None
-    for ln in lines:
-        if ln.startswith("#EXT-X-STREAM-INF:"):
-            pending = _attr_int(ln, "BANDWIDTH")
-        elif pending is not None and ln and not ln.startswith("#"):
-            variants.append((pending, urljoin(base, ln)))
-            pending = None
-    if not variants:
-        raise PlaylistError("not a master playlist (no EXT-X-STREAM-INF)")
-    return sorted(variants)
-
-
-def variant_names(text: str, base: str) -> dict[str, str]:
-    """A readable name per variant URI for the report's rendition mix: '1080p 5.0 Mbit/s'."""
-    names: dict[str, str] = {}
-    pending: str | None = None
-    for ln in (raw.strip() for raw in text.splitlines()):
-        if ln.startswith("#EXT-X-STREAM-INF:"):
-            res = next((p.split("=", 1)[1] for p in ln.split(":", 1)[1].split(",")
-                        if p.strip().startswith("RESOLUTION=")), "")
-            height = res.partition("x")[2].strip('"')
-            mbit = f"{_attr_int(ln, 'BANDWIDTH') / 1e6:.1f} Mbit/s"
-            pending = f"{height}p {mbit}" if height.isdigit() else mbit
-        elif pending is not None and ln and not ln.startswith("#"):
-            names[urljoin(base, ln)] = pending
-            pending = None
-    return names
-
-
-def _attr_int(line: str, name: str) -> int:
-    for part in line.split(":", 1)[1].split(","):
-        key, _, value = part.partition("=")
-        if key.strip() == name:
-            try:
-                return int(value.strip().strip('"'))
-            except ValueError:
-                return 0
-    return 0
-
-
-def parse_media(text: str, base: str) -> MediaPlaylist:
-    """Segments with durations and resolved byte ranges (an offset-less range follows the last)."""
-    if not text.startswith("#EXTM3U"):
-        raise PlaylistError("media playlist without #EXTM3U")
-    segments: list[Segment] = []
-    duration: float | None = None
-    brange: tuple[int, int | None] | None = None
-    next_offset: dict[str, int] = {}
-    ended = False
-    for raw in text.splitlines():
-        ln = raw.strip()
-        if ln.startswith("#EXTINF:"):
-            duration = float(ln[8:].split(",", 1)[0] or 0)
-        elif ln.startswith("#EXT-X-BYTERANGE:"):
-            n_text, _, at_text = ln[17:].partition("@")
-            brange = (int(n_text), int(at_text) if at_text else None)
-        elif ln.startswith("#EXT-X-ENDLIST"):
-            ended = True
-        elif ln and not ln.startswith("#") and duration is not None:
-            url = urljoin(base, ln)
-            rng: tuple[int, int] | None = None
-            if brange is not None:
-                length, off = brange
-                start = off if off is not None else next_offset.get(url, 0)
-                next_offset[url] = start + length
-                rng = (start, start + length - 1)
-            segments.append(Segment(duration=duration, url=url, byterange=rng))
-            duration, brange = None, None
-    if not segments:
-        raise PlaylistError("media playlist without segments")
-    return MediaPlaylist(segments=tuple(segments), ended=ended)
-
-
-def sid_of(url: str) -> str | None:
-    values = parse_qs(urlsplit(url).query).get("sid")
-    if values and 8 <= len(values[0]) <= 64 and set(values[0]) <= _SID_CHARS:
-        return values[0]
-    return None
-
-
-def with_sid(url: str, sid: str) -> str:
-    return f"{url}{'&' if urlsplit(url).query else '?'}sid={sid}"
+#: a bound on a live viewer's steps (segment fetches and reloads) besides its watch time: a
+#: server answering zero-length segments at once cannot spin it
+MAX_LIVE_STEPS = 1_000_000
 
 
 @dataclass
@@ -165,6 +69,8 @@ class Stats:
     stall_s: float = 0.0
     played_s: float = 0.0
     running: int = 0
+    reloads: int = 0          # live playlists: media playlist reloads
+    live_skips: int = 0       # live playlists: jumps to the live edge after falling behind
     #: ground truth per viewer that got an answer: (first answered request, last answered request)
     truth: list[tuple[float, float]] = field(default_factory=list)
     #: when finished viewers stop counting (last request + idle timeout), in finishing order
@@ -197,6 +103,7 @@ class PlayerConfig:
     loop: bool
     seed: int
     mix_bucket_s: float = 1.0     # real seconds per rendition-mix bucket
+    switch_probability: float = SWITCH_PROBABILITY   # tests raise it to force switches
 
 
 class VirtualPlayer:
@@ -209,6 +116,10 @@ class VirtualPlayer:
         self.own_sid: str | None = None
         self.first: float | None = None
         self.last = 0.0
+        # what the master playlist said, set by _play
+        self.variants: list[tuple[int, str]] = []
+        self.names: dict[str, str] = {}
+        self.bandwidth: dict[str, int] = {}
 
     async def run(self) -> None:
         st = self.stats
@@ -296,18 +207,23 @@ class VirtualPlayer:
         if not isinstance(body, str):
             return
         try:
-            variants = parse_master(body, cfg.master_url)
+            self.variants = parse_master(body, cfg.master_url)
         except PlaylistError:
             self.stats.error("bad_playlist")
             return
-        if sid_of(variants[0][1]) is None:
+        if sid_of(self.variants[0][1]) is None:
             # the server does not hand out sessions: carry our own valid sid so it can count us
             self.own_sid = secrets.token_urlsafe(12)
-        names = variant_names(body, cfg.master_url)
-        bandwidth = {url: bw for bw, url in variants}
-        rendition = self._pick(variants)
+        self.names = variant_names(body, cfg.master_url)
+        self.bandwidth = {url: bw for bw, url in self.variants}
+        rendition = self._pick(self.variants)
+        loaded = time.monotonic()
         playlist = await self._media(rendition)
         if playlist is None:
+            return
+        buffer = _Buffer(self.stats, cfg.speed, started, watching=v.offset_s > 0)
+        if playlist.live:
+            await self._follow(rendition, playlist, loaded, buffer)
             return
         starts = playlist.starts
         total = starts[-1] + playlist.segments[-1].duration
@@ -316,49 +232,143 @@ class VirtualPlayer:
         if offset >= total:
             return                      # already past the end of a title it does not loop
         content = 0.0                   # simulated seconds fetched
-        dry_at: float | None = None     # real time the buffer runs dry
-        fetched = 0
         while content < max(v.watch_s, 1e-9):
             if index >= len(playlist.segments):
                 if not cfg.loop:
                     return
                 index = 0
-            if fetched >= BURST and dry_at is not None:
-                # steady state: keep BURST-1 segments of buffer ahead of the play head
-                goal = (BURST - 1) * playlist.segments[index].duration / cfg.speed
-                delay = dry_at - goal - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
+            due = buffer.due(playlist.segments[index].duration)
+            if due is not None and (delay := due - time.monotonic()) > 0:
+                await asyncio.sleep(delay)
             seg = playlist.segments[index]
-            got = await self._fetch(seg.url, text=False, brange=seg.byterange)
-            now = time.monotonic()
             index += 1
             content += seg.duration
-            fetched += 1
-            if got is None:
+            if not await self._segment(seg, rendition, buffer):
                 continue
-            play = seg.duration / cfg.speed
-            self.stats.played_s += seg.duration
-            self.stats.fetched(int(now // cfg.mix_bucket_s),
-                               names.get(rendition, f"{bandwidth[rendition] / 1e6:.1f} Mbit/s"),
-                               bandwidth[rendition], seg.duration)
-            if dry_at is None and v.offset_s > 0:
-                # already watching when the window opened: its buffer is full, no start-up
-                dry_at = now + BURST * play
-                fetched = BURST
-            elif dry_at is None:
-                self.stats.startup.add(now - started)
-                dry_at = now + play
-            elif now > dry_at:
-                self.stats.stall_s += (now - dry_at) * cfg.speed
-                dry_at = now + play
-            else:
-                dry_at += play
-            if self.rng.random() < SWITCH_PROBABILITY:
-                new = self._pick(variants)
+            if self.rng.random() < cfg.switch_probability:
+                new = self._pick(self.variants)
                 if new != rendition:
                     switched = await self._media(new)
                     if switched is not None:
                         position = starts[index - 1] + seg.duration if index > 0 else 0.0
                         rendition, playlist, starts = new, switched, switched.starts
                         index = bisect.bisect_left(starts, position - 1e-6)
+
+    async def _segment(self, seg: Segment, rendition: str, buffer: _Buffer) -> bool:
+        """Fetch one segment and account for it (buffer, played time, rendition mix); False when
+        it got no answer."""
+        got = await self._fetch(seg.url, text=False, brange=seg.byterange)
+        now = time.monotonic()
+        if got is None:
+            buffer.fetched += 1
+            return False
+        bandwidth = self.bandwidth[rendition]
+        self.stats.played_s += seg.duration
+        self.stats.fetched(int(now // self.cfg.mix_bucket_s),
+                           self.names.get(rendition, f"{bandwidth / 1e6:.1f} Mbit/s"),
+                           bandwidth, seg.duration)
+        buffer.landed(now, seg.duration)
+        return True
+
+    async def _follow(self, rendition: str, playlist: MediaPlaylist, loaded: float,
+                      buffer: _Buffer) -> None:
+        """Follow a live or event playlist (RFC 8216 §6.3.4-6.3.5) from its live edge until the
+        viewer's watch time is over or the stream has ended and its last segment is fetched.
+
+        A live viewer's watch time is wall time too (compressed by `speed`): segments appear only
+        as fast as the stream makes them, so a stalled stream cannot keep the viewer forever."""
+        cfg, st = self.cfg, self.stats
+        watch = max(self.viewer.watch_s, 1e-9)
+        leave_at = buffer.started + watch / cfg.speed
+        sequence = playlist.live_edge()
+        reload_at = loaded + playlist.reload_s / cfg.speed   # measured from the load's start
+        content = 0.0
+        for _ in range(MAX_LIVE_STEPS):
+            if content >= watch or time.monotonic() >= leave_at:
+                return
+            place = playlist.place(sequence)
+            if place == "over":
+                return                  # EXT-X-ENDLIST and every segment fetched: played out
+            if place == "behind":
+                # the window slid past the next segment: rejoin at the live edge, as players do
+                st.live_skips += 1
+                sequence = playlist.live_edge()
+                continue
+            seg = playlist.segment(sequence)     # None: not published yet ("ahead")
+            due = None if seg is None else buffer.due(seg.duration)
+            # fetch when the buffer wants the segment before the next reload is due; a full
+            # buffer still reloads on time, as a player keeps its playlist fresh
+            if seg is not None and (not playlist.live or due is None or due <= reload_at):
+                if due is not None and not await _sleep_until(due, leave_at):
+                    return
+                sequence += 1
+                content += seg.duration
+                if not await self._segment(seg, rendition, buffer):
+                    continue
+                if self.rng.random() < cfg.switch_probability:
+                    new = self._pick(self.variants)
+                    if new != rendition:
+                        began = time.monotonic()
+                        switched = await self._media(new)
+                        if switched is not None:
+                            # go on with the same media sequence number in the new rendition:
+                            # common live packagers number the renditions alike,
+                            # though RFC 8216 §6.3 tells clients not to assume it; a server that
+                            # differs would need matching by EXT-X-PROGRAM-DATE-TIME instead
+                            rendition, playlist = new, switched
+                            reload_at = began + switched.reload_s / cfg.speed
+                continue
+            if not await _sleep_until(reload_at, leave_at):
+                return
+            began = time.monotonic()
+            reloaded = await self._media(rendition)
+            st.reloads += 1
+            if reloaded is not None and reloaded != playlist:
+                playlist = reloaded
+                reload_at = began + playlist.reload_s / cfg.speed
+            else:
+                # §6.3.4: unchanged (or failed), so retry after half a target duration
+                reload_at = time.monotonic() + playlist.reload_s / 2 / cfg.speed
+
+
+class _Buffer:
+    """The simulated play-out buffer: when the next fetch is due, and the start-up time and
+    stalls a segment's arrival shows. Times are `time.monotonic()` seconds."""
+
+    def __init__(self, stats: Stats, speed: float, started: float, *, watching: bool) -> None:
+        self.stats, self.speed, self.started = stats, speed, started
+        self.watching = watching    # already watching when the window opened: no start-up
+        self.dry_at: float | None = None   # real time the buffer runs dry
+        self.fetched = 0
+
+    def due(self, duration: float) -> float | None:
+        """When to fetch a segment of `duration`; None while the start-up burst is on."""
+        if self.fetched >= BURST and self.dry_at is not None:
+            # steady state: keep BURST-1 segments of buffer ahead of the play head
+            return self.dry_at - (BURST - 1) * duration / self.speed
+        return None
+
+    def landed(self, now: float, duration: float) -> None:
+        self.fetched += 1
+        play = duration / self.speed
+        if self.dry_at is None and self.watching:
+            # its buffer is full, no start-up
+            self.dry_at = now + BURST * play
+            self.fetched = BURST
+        elif self.dry_at is None:
+            self.stats.startup.add(now - self.started)
+            self.dry_at = now + play
+        elif now > self.dry_at:
+            self.stats.stall_s += (now - self.dry_at) * self.speed
+            self.dry_at = now + play
+        else:
+            self.dry_at += play
+
+
+async def _sleep_until(when: float, leave_at: float) -> bool:
+    """Sleep until `when`; False (after sleeping until `leave_at`) when the viewer leaves first."""
+    wake = min(when, leave_at)
+    delay = wake - time.monotonic()
+    if delay > 0:
+        await asyncio.sleep(delay)
+    return when < leave_at

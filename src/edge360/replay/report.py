@@ -138,6 +138,9 @@ def _headline(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("start-up time p50 / p95", f"{_fmt(summary.get('startup_p50_s'), 's')} / "
                                     f"{_fmt(summary.get('startup_p95_s'), 's')}"),
         ("stall ratio", "n/a" if stall is None else f"{stall * 100:.3f} %"),
+        *([("live playlist reloads / skips to the live edge",
+            f"{_fmt(summary['playlist_reloads'])} / {_fmt(summary.get('live_skips'))}")]
+          if summary.get("playlist_reloads") else []),
         ("request latency p99", _fmt(summary.get("latency_p99_s"), "s")),
     ]
     mix = summary.get("rendition_mix")

@@ -108,6 +108,7 @@ def _stats_to_wire(stats: Stats) -> dict[str, Any]:
     return {"requests": stats.requests, "bytes": stats.bytes, "errors": dict(stats.errors),
             "latency": stats.latency.counts, "startup": stats.startup.counts,
             "stall_s": stats.stall_s, "played_s": stats.played_s, "running": stats.running,
+            "reloads": stats.reloads, "live_skips": stats.live_skips,
             "counting_until": list(stats.counting_until)}
 
 
@@ -140,6 +141,8 @@ def _merge(into: Stats, wire: dict[str, Any]) -> None:
     into.startup.merge(Histogram(list(wire["startup"])))
     into.stall_s += wire["stall_s"]
     into.played_s += wire["played_s"]
+    into.reloads += wire["reloads"]
+    into.live_skips += wire["live_skips"]
     into.truth.extend(tuple(x) for x in wire.get("truth", []))
     for key, seconds in wire.get("mix", {}).items():
         into.mix[key] = into.mix.get(key, 0.0) + seconds
@@ -385,6 +388,7 @@ def _summarise(plan: Plan, curve: Curve, info: TargetInfo, live: _Live, stats: S
         "startup_p50_s": None if startup50 is None else round(startup50, 4),
         "startup_p95_s": None if startup95 is None else round(startup95, 4),
         "stall_ratio": round(stats.stall_s / stats.played_s, 6) if stats.played_s else None,
+        "playlist_reloads": stats.reloads, "live_skips": stats.live_skips,
         "latency_p99_s": None if p99 is None else round(p99, 4),
         "idle_timeout": info.idle_timeout, "target": plan.target,
         "real_seconds": round(live.samples[-1][0], 2) if live.samples else 0.0,

@@ -12,7 +12,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge360.errors import UsageError
-from edge360.replay.player import PlaylistError, parse_master
+from edge360.replay.hls import PlaylistError, parse_master
 
 DEFAULT_IDLE_TIMEOUT = 30.0
 
