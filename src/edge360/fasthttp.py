@@ -37,9 +37,9 @@ from multidict import CIMultiDict
 from edge360 import handback
 from edge360.clientaddr import client_address
 from edge360.fastsend import CHUNK, BodySender
+from edge360.fasttimers import ConnectionTimers
 from edge360.fastwire import Answer, Answerer, HeadParser, Request, date_field
 from edge360.limits import ConnectionGuard, GuardedProtocol
-from edge360.sendprogress import check_send_progress
 from edge360.state import NodeState
 
 #: request bytes buffered at most while an answer is still being written (then reading pauses)
@@ -109,7 +109,7 @@ class FastListener:
         return self._draining
 
 
-class FastProtocol(BodySender, asyncio.Protocol):
+class FastProtocol(BodySender, ConnectionTimers, asyncio.Protocol):
     """A connection: answer what the answerer can, hand the rest (and the connection) to aiohttp."""
 
     def __init__(self, listener: FastListener, guard: ConnectionGuard,
@@ -347,52 +347,6 @@ class FastProtocol(BodySender, asyncio.Protocol):
         self._schedule_watchdog()
         self.data_received(data)
         return True
-
-    # -- timers
-
-    def _arm(self, seconds: float) -> None:
-        self._deadline = deadline = self._loop.time() + seconds
-        if self._timer is None or self._timer_at > deadline:
-            if self._timer is not None:
-                self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._timed_out)
-
-    def _cancel_timer(self) -> None:
-        self._deadline = None  # the timer, if any, fires and finds no deadline
-
-    def _cancel_timers(self) -> None:
-        self._deadline = None
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
-
-    def _timed_out(self) -> None:
-        # a head that did not end in time, or a keep-alive connection idle too long
-        self._timer = None
-        deadline = self._deadline
-        if deadline is None:
-            return  # writing an answer: the next _arm starts a timer
-        if self._loop.time() < deadline:
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._timed_out)
-            return
-        if self._transport is not None and not self._busy:
-            self._transport.close()
-
-    def _schedule_watchdog(self) -> None:
-        self._watchdog = asyncio.get_running_loop().call_later(
-            max(0.05, self._guard.send_timeout / 2), self._check_send)
-
-    def _check_send(self) -> None:
-        self._watchdog = None
-        if self._transport is None or self._transport.is_closing():
-            return
-        if check_send_progress(self._transport, self._progress, self._guard.send_timeout):
-            self._schedule_watchdog()
 
     # -- drain
 
