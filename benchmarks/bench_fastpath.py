@@ -41,13 +41,14 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         media = harness.make_media(tmp / "media", segment_size=8 << 20, big_size=64 << 20,
                                    herd_count=0, herd_size=1 << 20, seed=workloads.SEED)
-        scripts = {"done": tmp / "done.lua", "ranges": tmp / "ranges.lua"}
+        scripts = {"done": tmp / "done.lua", "ranges": tmp / "ranges.lua",
+                   "first_handed": tmp / "first_handed.lua"}
         # wrk asks with the Accept-Encoding urllib's warming and checks send: a stored playlist
-        # varies on it, and a request that selects no stored variant is a MISS, which hands its
-        # keep-alive connection to aiohttp for good
+        # varies on it, and a request that selects no stored variant is a MISS
         same = '\nwrk.headers["Accept-Encoding"] = "identity"\n'
         scripts["done"].write_text(harness.WRK_DONE_LUA + same)
         scripts["ranges"].write_text(harness.WRK_RANGES_LUA + same)
+        scripts["first_handed"].write_text(harness.WRK_FIRST_HANDED_LUA + same)
         logs = tmp / "logs"
         logs.mkdir()
         try:

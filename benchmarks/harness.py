@@ -337,6 +337,22 @@ end
 """ + WRK_DONE_LUA
 
 
+#: every connection's first request carries `Cache-Control: max-age=3600` (a client's own cache
+#: directive: edge360's fast path hands such a request to aiohttp, nginx's proxy_cache ignores it),
+#: every later one is plain; one wrk thread per connection, so the thread's `first` flag is the
+#: connection's. Measures whether a connection comes back to the fast path after a hand-over.
+WRK_FIRST_HANDED_LUA = r"""
+local first = true
+request = function()
+  if first then
+    first = false
+    return wrk.format("GET", nil, {["Cache-Control"] = "max-age=3600"})
+  end
+  return wrk.format("GET")
+end
+""" + WRK_DONE_LUA
+
+
 @dataclass(frozen=True)
 class WrkResult:
     requests: int
@@ -350,13 +366,14 @@ class WrkResult:
 
 
 def run_wrk(url: str, *, pid: int, connections: int, duration: float, pin: Pinning,
-            script: Path, script_args: Sequence[str] = (), timeout_s: float = 10) -> WrkResult:
-    """One wrk run (one thread: the client has one core) against `url`, measuring the server's
-    CPU seconds over exactly that run. Bounded by -d and by a subprocess timeout."""
+            script: Path, script_args: Sequence[str] = (), timeout_s: float = 10,
+            threads: int = 1) -> WrkResult:
+    """One wrk run (one thread by default: the client has one core) against `url`, measuring
+    the server's CPU seconds over exactly that run. Bounded by -d and by a subprocess timeout."""
     wrk = shutil.which("wrk")
     if wrk is None:
         raise BenchError("wrk is not installed")
-    cmd = [*pin.client, wrk, "-t1", f"-c{connections}", f"-d{max(1, round(duration))}s",
+    cmd = [*pin.client, wrk, f"-t{threads}", f"-c{connections}", f"-d{max(1, round(duration))}s",
            f"--timeout={int(timeout_s)}s", "--latency", "-s", str(script), url]
     if script_args:
         cmd += ["--", *script_args]

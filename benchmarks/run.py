@@ -194,9 +194,11 @@ def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
             big_size=(1 << 20) if small_files else 64 << 20,
             herd_count=0 if args.quick else args.rounds, herd_size=HERD_OBJECT,
             seed=workloads.SEED)
-        scripts = {"done": tmp / "done.lua", "ranges": tmp / "ranges.lua"}
+        scripts = {"done": tmp / "done.lua", "ranges": tmp / "ranges.lua",
+                   "first_handed": tmp / "first_handed.lua"}
         scripts["done"].write_text(harness.WRK_DONE_LUA)
         scripts["ranges"].write_text(harness.WRK_RANGES_LUA)
+        scripts["first_handed"].write_text(harness.WRK_FIRST_HANDED_LUA)
         logs = tmp / "logs"
         logs.mkdir()
         try:

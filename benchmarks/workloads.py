@@ -43,11 +43,16 @@ class WrkWorkload:
     description: str
     ranges: tuple[int, int] | None = None  # (object size, piece size) for random ranges
     expect_status: int = 200
+    #: each connection's first request goes through aiohttp at edge360 (WRK_FIRST_HANDED_LUA)
+    first_handed: bool = False
 
     def request(self) -> dict[str, Any]:
         """What was requested, recorded in the results file."""
+        threads = self.connections if self.first_handed else 1
         out: dict[str, Any] = {"method": "GET", "path": self.path,
-                               "connections": self.connections, "client": "wrk -t1"}
+                               "connections": self.connections, "client": f"wrk -t{threads}"}
+        if self.first_handed:
+            out["first_request"] = "Cache-Control: max-age=3600 (then plain GETs)"
         if self.ranges:
             size, piece = self.ranges
             out["range"] = (f"random single range bytes=a-(a+{piece - 1}), a uniform in "
@@ -72,6 +77,14 @@ def wrk_workloads(media: Media, *, quick: bool, edge: bool,
                         ("req_per_s", "p99_ms"),
                         f"218-byte segment-like object{hit}, not rewritten by either"),
         ]
+        if role == "edge":
+            out.append(WrkWorkload(
+                "edge: small .ts after a handed-over request", role, media.small + q, 32,
+                ("req_per_s", "p99_ms"),
+                "as small .ts, but each of 32 connections (one wrk thread each) first asks "
+                "with Cache-Control: max-age=3600, which edge360's fast path hands to aiohttp "
+                "(nginx ignores it): measures the connection coming back to the fast path",
+                first_handed=True))
         if quick:
             continue
         out += [
@@ -138,6 +151,10 @@ def run_one(server: Server, workload: WrkWorkload, *, round_no: int, duration: f
                          connections=workload.connections, duration=duration, pin=pin,
                          script=scripts["ranges"],
                          script_args=[workload.path, str(size), str(piece), str(SEED)])
+    elif workload.first_handed:
+        result = run_wrk(server.base + workload.path, pid=server.pid,
+                         connections=workload.connections, duration=duration, pin=pin,
+                         script=scripts["first_handed"], threads=workload.connections)
     else:
         result = run_wrk(server.base + workload.path, pid=server.pid,
                          connections=workload.connections, duration=duration, pin=pin,
