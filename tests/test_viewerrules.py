@@ -51,7 +51,7 @@ def test_params_carry_sid_and_quoted_token() -> None:
     ("/t/master.m3u8", "GET", {}, "127.0.0.1", False),  # a load test from this machine
     ("/t/master.m3u8", "GET", {}, "::1", False),
     ("/t/v0/seg_001.ts", "GET", {}, "10.0.0.1", False),
-    ("/t/master.M3U8", "GET", {}, "10.0.0.1", False),  # by the lower-case name, as always
+    ("/t/master.M3U8", "GET", {}, "10.0.0.1", True),  # a playlist by kind, as handlers see it
 ])
 def test_opens_counted_session(path: str, method: str, query: dict[str, str], address: str,
                                counts: bool) -> None:

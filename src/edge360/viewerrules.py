@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from edge360 import sessions
+from edge360.kinds import PLAYLIST, kind_of
 
 #: query parameters that identify one viewer: never in a cache key, never copied from an upstream
 #: URI into another viewer's playlist
@@ -66,10 +67,12 @@ def identify(query: Mapping[str, str], fields: Mapping[str, str], address: str, 
 def opens_counted_session(path: str, method: str, query: Mapping[str, str],
                           fields: Mapping[str, str], address: str) -> bool:
     """Whether serving the request opens a session that sessions.per_ip_per_minute counts: a
-    GET/HEAD of a playlist (by its ".m3u8" name) carrying no session id, the cheap way to inflate
-    the session count. Loopback is exempt: a load test from one machine (`edge360 replay`) is
-    many viewers on 127.0.0.1."""
-    if method not in ("GET", "HEAD") or not path.endswith(".m3u8"):
+    GET/HEAD of a playlist carrying no session id, the cheap way to inflate the session count.
+    A playlist is known by its kind (kinds.kind_of, case-insensitive), exactly as the handlers
+    decide to open a session, so "/t/master.M3U8" cannot open sessions the bound never counts.
+    Loopback is exempt: a load test from one machine (`edge360 replay`) is many viewers on
+    127.0.0.1."""
+    if method not in ("GET", "HEAD") or kind_of(path) != PLAYLIST:
         return False
     if sessions.explicit_sid(query.get("sid"), query.get("CMCD"),
                              fields.get("cmcd-session")) is not None:
