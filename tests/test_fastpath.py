@@ -20,6 +20,7 @@ from aiohttp import web
 
 from edge360.accesslog import AccessLog
 from edge360.app import create_app
+from edge360.config import Config
 from edge360.fasthttp import FastListener
 from edge360.fastpath import parse_query
 from edge360.middleware import runner_options
@@ -37,7 +38,12 @@ _DIGEST = re.compile(r'-[0-9a-f]{12}((?:-gz)?")$')
 @contextlib.asynccontextmanager
 async def node(flags: dict[str, Any]) -> AsyncIterator[tuple[str, FastListener | None, Any]]:
     """A server as `edge360 serve` listens (GuardedSite, fast path per server.fastpath)."""
-    config = make_config(flags)
+    async with node_of_config(make_config(flags)) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def node_of_config(config: Config) -> AsyncIterator[tuple[str, FastListener | None, Any]]:
     app = create_app(config)
     runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2,
                            keepalive_timeout=config.limits.keepalive_timeout,
@@ -485,3 +491,49 @@ async def test_access_log_lines_agree(tmp_path: Path) -> None:
         assert [x["status"] for x in lines[0]] == [200, 206, 200, 404]
         assert lines[0][0]["query"] == f"sid={SID}&token=***"
         assert 100 < lines[0][1]["bytes"] < 1000 and lines[0][0]["ua"] == "player/1"
+
+
+async def test_signed_urls_stay_on_the_fast_path(tmp_path: Path) -> None:
+    """With auth.required a request whose token verifies is answered fast, exactly as aiohttp
+    answers it (the token carried into the playlist's URIs); a missing, tampered, expired or
+    out-of-scope token is aiohttp's 403 on both."""
+    import time
+
+    from edge360 import auth as auth_mod
+    make_title(tmp_path)
+    keys = "k1:first-secret-0123456789"
+
+    def tok(scope: str = "/demo/", ttl: int = 300) -> str:
+        return auth_mod.sign(auth_mod.parse_keys(keys), scope=scope,
+                             expires=int(time.time()) + ttl)
+    good = tok()
+    forged = good[:-2] + ("AA" if not good.endswith("AA") else "BB")
+    flags = {"server.role": "origin", "origin.media": str(tmp_path)}
+    env = {"EDGE360_AUTH_REQUIRED": "true", "EDGE360_AUTH_KEYS": keys}
+    config_on = make_config({**flags, "server.fastpath": True}, env)
+    config_off = make_config({**flags, "server.fastpath": False}, env)
+    assert config_on.auth.required
+    async with node_of_config(config_on) as (on, fast, _), \
+            node_of_config(config_off) as (off, _, _):
+        assert fast is not None
+        items: list[tuple[str, str, dict[str, str]]] = [
+            ("GET", f"/demo/master.m3u8?sid={SID}&token={good}", {}),
+            ("GET", f"/demo/v0/index.m3u8?sid={SID}&token={good}", {}),
+            ("GET", f"/demo/v0/seg_001.ts?sid={SID}&token={good}", {"Range": "bytes=0-99"}),
+            ("HEAD", f"/demo/v0/seg_001.ts?token={good}", {}),
+        ]
+        answered = fast.stats.answered
+        await run_matrix(on, off, items)
+        assert fast.stats.answered - answered == len(items)
+        refused: list[tuple[str, str, dict[str, str]]] = [
+            ("GET", f"/demo/v0/seg_001.ts?sid={SID}", {}),
+            ("GET", f"/demo/v0/seg_001.ts?token={forged}", {}),
+            ("GET", f"/demo/v0/seg_001.ts?token={tok(ttl=-60)}", {}),
+            ("GET", f"/demo/v0/seg_001.ts?token={tok(scope='/other/')}", {}),
+        ]
+        answered = fast.stats.answered
+        await run_matrix(on, off, refused)
+        assert fast.stats.answered == answered
+        async with aiohttp.ClientSession() as s:
+            for _, target, _ in refused:
+                assert (await fetch(s, on + target))[0] == 403

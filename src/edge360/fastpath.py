@@ -9,11 +9,13 @@ and, at most, a single satisfiable Range; at the origin, for a catalog file; at 
 object in the memory tier (whole, or every piece the request needs) whose policy decision is
 FRESH (a HIT) with stored status 200 (fastedge). Everything else returns None and the connection
 goes to aiohttp (fasthttp): misses, stale answers, pieces not all in memory, the disk tier,
-304/412/416, multipart ranges, OPTIONS, the ops endpoints and any other route. Also whole-node
-settings the fast path does not reproduce turn it off: auth.required, a per-address request rate,
-the access log. A session-opening playlist request from a
-non-loopback address goes to aiohttp while the per-address session limit is on, so that limit's
-window is only ever counted once.
+304/412/416, multipart ranges, OPTIONS, the ops endpoints and any other route. With
+auth.required a request is fast only when its token verifies (auth.verify, as
+viewers.check_token does; a refusal is aiohttp's 403, and peers, who send Authorization, are
+aiohttp's anyway). A per-address request rate turns the fast path off (its bucket must be
+charged once per request, by one path). A session-opening playlist request from a non-loopback
+address goes to aiohttp while the per-address session limit is on, so that limit's window is
+only ever counted once.
 
 The shared decisions are the handlers' own functions (origin.render_playlist/account,
 edge.rewrite_playlist/account, responses' header rules, ranges.resolve_range, policy.decide,
@@ -30,6 +32,7 @@ import re
 from aiohttp import web
 from multidict import CIMultiDict
 
+from edge360 import auth
 from edge360 import origin as origin_mod
 from edge360.clientaddr import client_address
 from edge360.errors import Edge360Error
@@ -86,7 +89,8 @@ class FastPath:
         cfg = self.node.config
         self.cors = cfg.origin.cors_origin
         self.max_ranges = cfg.limits.max_ranges
-        self.enabled = not (cfg.auth.required or cfg.limits.rate_per_ip > 0)
+        self.enabled = not cfg.limits.rate_per_ip > 0
+        self.auth_required = cfg.auth.required
         self.origin = cfg.server.role == "origin"
         self.max_path = min(cfg.limits.max_header_bytes, 1024 if self.origin else 4096)
         self.prepared = Prepared()
@@ -108,6 +112,12 @@ class FastPath:
         if path in self.exact or path.startswith(self.prefixes):
             return None
         try:
+            if self.auth_required:
+                # the plain target's raw path is its decoded path; the first of a repeated name
+                # counts, as in aiohttp's request.query
+                params = dict(reversed(query))
+                auth.verify(params.get("token"), path=path, sid=params.get("sid"),
+                            keys=self.node.auth_keys, now=self.node.clock())
             if self.origin:
                 return self._origin(req, path, query)
             return self._edge(req, path, query)
