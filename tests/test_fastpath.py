@@ -537,3 +537,24 @@ async def test_signed_urls_stay_on_the_fast_path(tmp_path: Path) -> None:
         async with aiohttp.ClientSession() as s:
             for _, target, _ in refused:
                 assert (await fetch(s, on + target))[0] == 403
+
+
+async def test_rate_limited_addresses_are_charged_once(tmp_path: Path) -> None:
+    """With a per-address rate the fast path stays on and charges each request once, whichever
+    path answers it: the same requests get the same 200s, 404 and 429s on both servers."""
+    make_title(tmp_path)
+    flags = {"server.role": "origin", "origin.media": str(tmp_path),
+             "limits.rate_per_ip": 0.5, "limits.rate_burst": 4}
+    seg = f"/demo/v0/seg_001.ts?sid={SID}"
+    # hit (fast), 404 (charged by the fast path, refunded, charged by aiohttp), hit, hit: the
+    # burst of 4 is spent; then over the rate: 429 from aiohttp on both, fast or not
+    steps = [seg, "/demo/v0/nope.ts", seg, seg, seg, "/demo/v0/nope.ts", seg]
+    async with pair(flags) as ((on, fast, _), (off, _)):
+        answered = fast.stats.answered
+        statuses = []
+        for base in (on, off):
+            conn = aiohttp.TCPConnector(limit=1)
+            async with aiohttp.ClientSession(connector=conn) as s:
+                statuses.append([(await fetch(s, base + target))[0] for target in steps])
+        assert statuses[0] == statuses[1] == [200, 404, 200, 200, 429, 429, 429]
+        assert fast.stats.answered - answered == 3

@@ -12,10 +12,12 @@ goes to aiohttp (fasthttp): misses, stale answers, pieces not all in memory, the
 304/412/416, multipart ranges, OPTIONS, the ops endpoints and any other route. With
 auth.required a request is fast only when its token verifies (auth.verify, as
 viewers.check_token does; a refusal is aiohttp's 403, and peers, who send Authorization, are
-aiohttp's anyway). A per-address request rate turns the fast path off (its bucket must be
-charged once per request, by one path). A session-opening playlist request from a non-loopback
-address goes to aiohttp while the per-address session limit is on, so that limit's window is
-only ever counted once.
+aiohttp's anyway). With a per-address request rate the fast path charges the address's bucket
+as limits.Limits.check does: an address over its rate goes to aiohttp with nothing spent (its
+429 charges nothing either), and a charged request the fast path then does not answer gets its
+token back before aiohttp charges it, so every request is charged once. A session-opening
+playlist request from a non-loopback address goes to aiohttp while the per-address session
+limit is on, so that limit's window is only ever counted once.
 
 The shared decisions are the handlers' own functions (origin.render_playlist/account,
 edge.rewrite_playlist/account, responses' header rules, ranges.resolve_range, policy.decide,
@@ -89,7 +91,7 @@ class FastPath:
         cfg = self.node.config
         self.cors = cfg.origin.cors_origin
         self.max_ranges = cfg.limits.max_ranges
-        self.enabled = not cfg.limits.rate_per_ip > 0
+        self.rate = self.limits.rate if cfg.limits.rate_per_ip > 0 else None
         self.auth_required = cfg.auth.required
         self.origin = cfg.server.role == "origin"
         self.max_path = min(cfg.limits.max_header_bytes, 1024 if self.origin else 4096)
@@ -98,7 +100,7 @@ class FastPath:
         self.edge_hits = EdgeHits(self.node, self.cors, self.max_ranges, self._viewer)
 
     def __call__(self, req: Request) -> Answer | None:
-        if req.method not in ("GET", "HEAD") or not self.enabled:
+        if req.method not in ("GET", "HEAD"):
             return None
         fields = req.fields
         if "host" not in fields or not _SLOW_FIELDS.isdisjoint(fields):
@@ -110,7 +112,18 @@ class FastPath:
         if query is None or len(path) > self.max_path:
             return None
         if path in self.exact or path.startswith(self.prefixes):
-            return None
+            return None  # the ops routes (limits.is_exempt) among them
+        if self.rate is None:
+            return self._answer(req, path, query)
+        address = self._address(req)
+        if self.rate.check(address, req.started) > 0:
+            return None  # over its rate, nothing spent: aiohttp's 429
+        answer = self._answer(req, path, query)
+        if answer is None:
+            self.rate.refund(address)  # aiohttp charges this request itself
+        return answer
+
+    def _answer(self, req: Request, path: str, query: list[tuple[str, str]]) -> Answer | None:
         try:
             if self.auth_required:
                 # the plain target's raw path is its decoded path; the first of a repeated name
@@ -129,16 +142,21 @@ class FastPath:
     def _viewer(self, req: Request, path: str, query: list[tuple[str, str]],
                 opens: bool) -> Viewer | None:
         """The viewer as viewers.identify finds it; None: the request must go to aiohttp."""
-        node = self.node
-        address = req.peer
-        if node.trusted:
-            address = client_address(req.peer, CIMultiDict(req.headers), node.trusted)
+        address = self._address(req)
         # the first of a repeated name counts, as in aiohttp's request.query
         params = dict(reversed(query))
         if self.limits.session_opens.limit and opens_counted_session(
                 path, req.method, params, req.fields, address):
             return None  # the session-open window would count it here and again in aiohttp
         return identify(params, req.fields, address, opens=opens)
+
+    def _address(self, req: Request) -> str:
+        """The client's address as viewers.address_of finds it (PROXY header or TCP peer, then
+        forwarding headers from a trusted proxy)."""
+        trusted = self.node.trusted
+        if not trusted:
+            return req.peer
+        return client_address(req.peer, CIMultiDict(req.headers), trusted)
 
     # -- the origin
 
