@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 import aiohttp
 
+from edge360.replay.aioget import SessionGetter
 from edge360.replay.hls import (
     MediaPlaylist,
     PlaylistError,
@@ -40,6 +41,7 @@ from edge360.replay.hls import (
 )
 from edge360.replay.model import Viewer
 from edge360.replay.report import Histogram
+from edge360.replay.wire import FetchError, Getter
 
 # the parsers' old home: benchmarks/locustfile.py and the tests import them from here
 __all__ = ["BURST", "HEADROOM", "LINKS", "MediaPlaylist", "PlayerConfig", "PlaylistError",
@@ -109,9 +111,11 @@ class PlayerConfig:
 class VirtualPlayer:
     """Plays one viewer's session against the target; `run` returns when its watch time is over."""
 
-    def __init__(self, http: aiohttp.ClientSession, viewer: Viewer, config: PlayerConfig,
-                 stats: Stats) -> None:
-        self.http, self.viewer, self.cfg, self.stats = http, viewer, config, stats
+    def __init__(self, http: Getter | aiohttp.ClientSession, viewer: Viewer,
+                 config: PlayerConfig, stats: Stats) -> None:
+        # the replay's lean wire.Client, or a caller's own aiohttp session behind the same get
+        self.http: Getter = SessionGetter(http) if isinstance(http, aiohttp.ClientSession) else http
+        self.viewer, self.cfg, self.stats = viewer, config, stats
         self.rng = random.Random(f"{config.seed}:{viewer.index}")
         self.own_sid: str | None = None
         self.first: float | None = None
@@ -142,33 +146,22 @@ class VirtualPlayer:
         sent = time.monotonic()
         self.stats.requests += 1
         try:
-            async with self.http.get(self._url(url), headers=headers) as resp:
-                if resp.status not in (200, 206):
-                    self.stats.error(f"http_{resp.status}")
-                    await resp.read()
-                    return None
-                if text:
-                    raw = await resp.read()
-                    self.stats.bytes += len(raw)
-                    if resp.headers.get("Content-Encoding", "").strip().lower() == "gzip":
-                        # players accept compressed playlists (servers gzip big rewritten ones);
-                        # the session leaves bodies raw so segments are only counted
-                        raw = gzip.decompress(raw)
-                    body: str | int = raw.decode("utf-8")
-                else:
-                    n = 0
-                    while chunk := await resp.content.readany():
-                        n += len(chunk)
-                    self.stats.bytes += n
-                    body = n
-        except TimeoutError:
-            self.stats.error("timeout")
-            return None
-        except aiohttp.ClientConnectionError:
-            self.stats.error("connection")
-            return None
-        except aiohttp.ClientError:
-            self.stats.error("client")
+            got = await self.http.get(self._url(url), headers, keep_body=text)
+            if got.status not in (200, 206):
+                self.stats.error(f"http_{got.status}")
+                return None
+            self.stats.bytes += got.size
+            if text and got.body is not None:
+                raw = got.body
+                if (got.header("Content-Encoding") or "").strip().lower() == "gzip":
+                    # players accept compressed playlists (servers gzip big rewritten ones);
+                    # the client leaves bodies raw so segments are only counted
+                    raw = gzip.decompress(raw)
+                body: str | int = raw.decode("utf-8")
+            else:
+                body = got.size
+        except FetchError as exc:
+            self.stats.error(exc.kind)
             return None
         except (OSError, EOFError, UnicodeDecodeError):  # gzip.BadGzipFile is an OSError
             self.stats.error("bad_body")

@@ -1,9 +1,10 @@
 """A live replay: probe the target, schedule the viewers, sample the server, report.
 
-One process runs thousands of virtual players as tasks over ONE bounded keep-alive connection pool
-(a process has 20,000 descriptors, an address pair ~28,000 ports: viewers share connections and are
-told apart by `sid`). `--workers N` forks N such processes, each taking every N-th viewer of this
-shard; the parent samples the server's `/metrics` once a second, prints progress and merges.
+One process runs thousands of virtual players as tasks (replay/share.py) over ONE bounded
+keep-alive connection pool per origin (a process has 20,000 descriptors, an address pair ~28,000
+ports: viewers share connections and are told apart by `sid`). `--workers N` forks N such
+processes, each taking every N-th viewer of this shard; the parent samples the server's `/metrics`
+once a second, prints progress and merges.
 Times are `time.monotonic()` seconds, which are system-wide on Linux, so forked workers share them.
 """
 
@@ -26,9 +27,10 @@ from typing import Any
 import aiohttp
 
 from edge360.replay.model import Curve, Viewer, WatchTime, sample_viewers
-from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
+from edge360.replay.player import PlayerConfig, Stats
 from edge360.replay.report import Histogram, SeriesPoint, write_report
 from edge360.replay.series import RenditionMix, measured_mix
+from edge360.replay.share import Share, run_share
 from edge360.replay.target import TargetInfo, probe, sample_server
 
 REAL_IDLE_TIMEOUT = 30.0     # the production default the compressed timeout is derived from
@@ -51,57 +53,6 @@ class Plan:
     workers: int
     shard: tuple[int, int]
     connections: int = 512
-
-
-@dataclass
-class Share:
-    """What one process needs to run its viewers."""
-
-    viewers: list[Viewer]
-    config: PlayerConfig
-    epoch: float                  # monotonic time of simulated window start
-    idle_timeout: float
-    connections: int
-    deadline: float | None        # monotonic time to stop at (--duration)
-
-
-async def run_share(share: Share, stop: asyncio.Event,
-                    on_tick: Callable[[Stats], None] | None = None) -> Stats:
-    """Start each viewer at its (compressed) arrival time over one pooled session; return stats."""
-    stats = Stats(idle_timeout=share.idle_timeout)
-    connector = aiohttp.TCPConnector(limit=share.connections, limit_per_host=share.connections,
-                                     keepalive_timeout=60, enable_cleanup_closed=True)
-    timeout = aiohttp.ClientTimeout(total=30, sock_connect=10)
-    tasks: set[asyncio.Task[None]] = set()
-    speed = share.config.speed
-    async with aiohttp.ClientSession(connector=connector, timeout=timeout,
-                                     auto_decompress=False) as http:
-        async def scheduler() -> None:
-            for v in share.viewers:
-                delay = share.epoch + v.start_s / speed - time.monotonic()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-                task = asyncio.create_task(VirtualPlayer(http, v, share.config, stats).run())
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-            while tasks:
-                await asyncio.wait(set(tasks))
-
-        async def ticker() -> None:
-            while on_tick is not None:
-                on_tick(stats)
-                await asyncio.sleep(1.0)
-
-        sched = asyncio.create_task(scheduler())
-        tick = asyncio.create_task(ticker())
-        stopper = asyncio.create_task(stop.wait())
-        wait_for: set[asyncio.Future[Any]] = {sched, stopper}
-        timeout_s = None if share.deadline is None else max(share.deadline - time.monotonic(), 0)
-        await asyncio.wait(wait_for, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
-        for t in [sched, tick, stopper, *tasks]:
-            t.cancel()
-        await asyncio.gather(sched, tick, stopper, *tasks, return_exceptions=True)
-    return stats
 
 
 def _stats_to_wire(stats: Stats) -> dict[str, Any]:

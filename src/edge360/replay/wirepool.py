@@ -1,0 +1,338 @@
+"""The connections of the replayer's lean client (replay/wire.py): one keep-alive HTTP/1.1
+connection as an asyncio.Protocol reading answers with httptools, and the pool of them per origin.
+
+A pool holds at most `limit` connections; idle ones are reused last-in first-out (the warmest
+socket; the cold tail ages out after `keepalive_s`), requests wait first-in first-out when all are
+busy, one request in flight per connection (no pipelining: a slow answer must not hold up the ones
+queued behind it). A connection that finishes an answer writes the next queued request itself, so
+a queued request costs no extra wake-up; a server's `Connection: close` (or HTTP/1.0) retires it.
+Bodies are framed by Content-Length, chunked (httptools decodes it) or by the close (RFC 9112
+§6.3); a segment's body is only counted, a playlist's kept. A request that fails on a reused
+connection before any answer byte (the server closed it while idle: the keep-alive race) is
+retried once on another connection, as a GET may be.
+
+Deadlines are checked by the owner's one timer calling `Pool.sweep`; nothing here sets a timer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Any, Protocol, cast
+
+import httptools
+
+MAX_HEADERS = 200               # answer header fields at most
+MAX_KEPT = 64 * 1024 * 1024     # bytes of a kept (playlist) body at most
+_FRAMING = (b"content-length", b"transfer-encoding")
+
+
+class FetchError(Exception):
+    """A GET that got no usable answer; `kind` is the error name the player records."""
+
+    def __init__(self, kind: str, detail: str = "") -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+
+
+class Answer:
+    """A complete answer: status, header fields as received, the body if kept, its size."""
+
+    __slots__ = ("body", "headers", "size", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
+                 size: int) -> None:
+        self.status, self.headers, self.body, self.size = status, headers, body, size
+
+    def header(self, name: str) -> str | None:
+        """The first field named `name` (any case); a linear scan, as only one or two are read."""
+        want = name.lower().encode("latin-1")
+        for key, value in self.headers:
+            if key.lower() == want:
+                return value.decode("latin-1")
+        return None
+
+
+class Owner(Protocol):
+    """What a pool needs of its client (wire.Client)."""
+
+    limit: int
+    connect_timeout: float
+    keepalive_s: float
+    closed: bool
+
+    def now(self) -> float: ...
+
+    def arm(self) -> None: ...
+
+
+class Exchange:
+    """One request on its way: queued in a pool, then on a connection, until its future is set."""
+
+    __slots__ = ("conn", "deadline", "future", "keep_body", "request", "retried")
+
+    def __init__(self, request: bytes, keep_body: bool, future: asyncio.Future[Answer],
+                 deadline: float) -> None:
+        self.request, self.keep_body = request, keep_body
+        self.future, self.deadline = future, deadline
+        self.conn: Conn | None = None
+        self.retried = False
+
+
+def fail(ex: Exchange, kind: str, detail: str = "") -> None:
+    if not ex.future.done():
+        ex.future.set_exception(FetchError(kind, detail))
+
+
+class Conn(asyncio.Protocol):
+    """One keep-alive connection; the httptools parser calls its on_* methods."""
+
+    def __init__(self, pool: Pool) -> None:
+        self.pool = pool
+        self.transport: asyncio.Transport | None = None
+        self.parser: Any = httptools.HttpResponseParser(self)
+        self.ex: Exchange | None = None
+        self.served = 0              # answers completed: > 0 makes it a reused connection
+        self.idle_since = 0.0
+        self.lost = False
+        self.connect_deadline = 0.0
+        self.timed_out = False       # its connect was cancelled by the sweep
+        self._reset()
+
+    def _reset(self) -> None:
+        # new lists, not cleared ones: the last Answer still holds the old ones
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.parts: list[bytes] = []
+        self.size = 0
+        self.status = 0
+        self.head_done = self.done = self.got = self.keep = False
+
+    def start(self, ex: Exchange) -> None:
+        self.ex, ex.conn = ex, self
+        self._reset()
+        assert self.transport is not None
+        self.transport.write(ex.request)
+
+    # asyncio.Protocol
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # a TCP (or TLS) transport; uvloop's are not asyncio.Transport subclasses
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self.ex is None:
+            # bytes nobody asked for: the next answer could not be told from them
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        self.got = True
+        try:
+            self.parser.feed_data(data)
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
+            ex, self.ex = self.ex, None
+            if ex is not None:
+                ex.conn = None
+                if self.done:            # a whole answer, then bytes that are none: keep it
+                    self._answer(ex)
+                fail(ex, "client", f"bad answer: {exc}")
+            assert self.transport is not None
+            self.transport.abort()
+            return
+        if self.done:
+            self._complete()
+
+    def eof_received(self) -> bool | None:
+        self.pool.forget_idle(self)      # half-closed: not to be picked before connection_lost
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        pool = self.pool
+        pool.conns.discard(self)
+        pool.forget_idle(self)
+        ex, self.ex = self.ex, None
+        if ex is not None:
+            ex.conn = None
+            if ex.future.done():
+                pass
+            elif self.head_done and not self.done and exc is None and not self._framed():
+                self.done = True         # a body delimited by the close (RFC 9112 §6.3 item 8)
+                self._answer(ex)
+            elif not self.got and self.served and not ex.retried:
+                ex.retried = True        # the keep-alive race: the server closed it while idle
+                pool.resubmit(ex)
+            else:
+                kind = "client" if self.head_done else "connection"
+                what = "answer cut short" if self.head_done else "closed before an answer"
+                fail(ex, kind, f"{what}: {exc}" if exc else what)
+        pool.fill()
+
+    # httptools callbacks
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(self.headers) >= MAX_HEADERS:
+            raise ValueError("too many header fields")
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.head_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.size += len(body)
+        ex = self.ex
+        if ex is not None and ex.keep_body:
+            if self.size > MAX_KEPT:
+                raise ValueError("body too big to keep")
+            self.parts.append(body)
+
+    def on_message_complete(self) -> None:
+        if self.status < 200:
+            self._reset()                # an interim 1xx answer: the real one follows
+        else:
+            # asked here: llhttp clears the message's flags once this callback returns
+            self.keep = self.parser.should_keep_alive()
+            self.done = True
+
+    def _framed(self) -> bool:
+        return any(key.lower() in _FRAMING for key, _ in self.headers)
+
+    def _answer(self, ex: Exchange) -> None:
+        if not ex.future.done():
+            body = b"".join(self.parts) if ex.keep_body else None
+            ex.future.set_result(Answer(self.status, self.headers, body, self.size))
+
+    def _complete(self) -> None:
+        ex, self.ex = self.ex, None
+        assert ex is not None and self.transport is not None
+        ex.conn = None
+        self.served += 1
+        self._answer(ex)                 # before release: the next request resets the state
+        if self.keep:
+            self.pool.release(self)      # may write the next queued request at once
+        else:
+            self.transport.close()       # Connection: close; counted until connection_lost
+
+
+class Pool:
+    """The connections to one origin and the requests waiting for one."""
+
+    def __init__(self, client: Owner, host: str, port: int, tls: ssl.SSLContext | None,
+                 fields: str) -> None:
+        self.client, self.host, self.port, self.tls = client, host, port, tls
+        self.fields = fields                  # "Host: ...\r\n" (and Authorization from the URL)
+        self.idle: deque[Conn] = deque()     # bounded by limit: LIFO at the right
+        self.pending: deque[Exchange] = deque()  # bounded by the caller's concurrent requests
+        self.conns: set[Conn] = set()        # established, idle or busy
+        self.connecting: dict[asyncio.Task[None], Conn] = {}
+
+    def submit(self, ex: Exchange) -> None:
+        if self.idle:
+            self.idle.pop().start(ex)
+            return
+        self.pending.append(ex)
+        self.fill()
+
+    def resubmit(self, ex: Exchange) -> None:
+        if self.idle:
+            self.idle.pop().start(ex)
+        else:
+            self.pending.appendleft(ex)
+
+    def release(self, conn: Conn) -> None:
+        if self.pending:
+            conn.start(self.pending.popleft())
+        else:
+            conn.idle_since = self.client.now()
+            self.idle.append(conn)
+
+    def forget_idle(self, conn: Conn) -> None:
+        if conn.ex is None and conn in self.idle:
+            self.idle.remove(conn)
+
+    def fill(self) -> None:
+        """Open connections for the waiting requests no connect in progress will serve."""
+        client = self.client
+        while (self.pending and not client.closed and len(self.connecting) < len(self.pending)
+               and len(self.connecting) + len(self.conns) < client.limit):
+            conn = Conn(self)
+            conn.connect_deadline = client.now() + client.connect_timeout
+            task = asyncio.get_running_loop().create_task(self._connect(conn))
+            self.connecting[task] = conn
+            task.add_done_callback(self._connected)
+        client.arm()
+
+    def _connected(self, task: asyncio.Task[None]) -> None:
+        self.connecting.pop(task, None)
+
+    async def _connect(self, conn: Conn) -> None:
+        loop = asyncio.get_running_loop()
+        kind, detail = "connection", ""
+        try:
+            made, _ = await loop.create_connection(
+                lambda: conn, self.host, self.port, ssl=self.tls,
+                server_hostname=self.host if self.tls else None)
+            # uvloop may call connection_made only after this returns: take the transport here
+            conn.transport = made
+        except asyncio.CancelledError:
+            if not conn.timed_out:
+                raise                    # the client is closing
+            kind, detail = "timeout", "connect timed out"
+        except (OSError, ValueError) as exc:     # ssl.SSLError and gaierror are OSErrors
+            detail = f"cannot connect to {self.host}:{self.port}: {exc}"
+        task = asyncio.current_task()
+        if task is not None:
+            self.connecting.pop(task, None)      # counted as open (or failed) from here
+        if not detail and not conn.lost:
+            self.conns.add(conn)
+            self.release(conn)
+            return
+        if self.pending:
+            # as aiohttp's request whose connect failed: the oldest waiting request fails
+            fail(self.pending.popleft(), kind, detail or "closed while connecting")
+        self.fill()
+
+    def abandon(self, ex: Exchange) -> None:
+        """The caller gave up (cancelled): drop it from the queue, or cut its connection."""
+        conn = ex.conn
+        if conn is not None:
+            conn.ex, ex.conn = None, None
+            if conn.transport is not None:
+                conn.transport.abort()
+        elif ex in self.pending:
+            self.pending.remove(ex)
+
+    def sweep(self, now: float) -> bool:
+        """Time out what is past its deadline, age out idle connections; False when idle."""
+        if any(ex.deadline <= now for ex in self.pending):
+            late = [ex for ex in self.pending if ex.deadline <= now]
+            self.pending = deque(ex for ex in self.pending if ex.deadline > now)
+            for ex in late:
+                fail(ex, "timeout", "no connection free in time")
+        for conn in list(self.conns):
+            busy = conn.ex
+            if busy is not None and busy.deadline <= now:
+                self.abandon(busy)
+                fail(busy, "timeout", "no complete answer in time")
+        for task, conn in self.connecting.items():
+            if conn.connect_deadline <= now and not conn.timed_out:
+                conn.timed_out = True
+                task.cancel()
+        idle = self.idle
+        while idle and idle[0].idle_since + self.client.keepalive_s <= now:
+            transport = idle.popleft().transport
+            if transport is not None:
+                transport.close()
+        return bool(self.pending or self.conns or self.connecting)
+
+    def close(self) -> None:
+        for task in self.connecting:
+            task.cancel()
+        while self.pending:
+            fail(self.pending.popleft(), "connection", "client closed")
+        for conn in list(self.conns):
+            if conn.ex is not None:
+                fail(conn.ex, "connection", "client closed")
+                self.abandon(conn.ex)
+            elif conn.transport is not None:
+                conn.transport.close()
+        self.idle.clear()

@@ -1,0 +1,385 @@
+"""The replayer's lean GET client (replay/wire.py, replay/wirepool.py) against real servers.
+
+`RawServer` is a tiny HTTP/1.1 server on asyncio streams (127.0.0.1:0) that writes each answer
+byte for byte as the test path asks, so every framing and every misbehaviour is on the wire exactly
+(Content-Length, chunked, close-delimited, cut short, silent, `Connection: close`), and counts the
+connections it accepted and how many were open at once. Where aiohttp is the reference (error
+kinds, redirects), the same request also goes through an aiohttp session behind the player's
+interface (replay/aioget.py) and both must agree. A real edge360 origin serves a real title too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import gzip
+import socket
+import ssl
+import subprocess
+from collections.abc import AsyncIterator, Callable, Coroutine
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import uvloop
+from aiohttp import web
+
+from edge360.replay.aioget import SessionGetter
+from edge360.replay.model import Viewer
+from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
+from edge360.replay.wire import Client, FetchError, Getter
+from tests.edgekit import make_title, origin
+from tests.tools import require_tool
+
+PLAYLIST = b"#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.0,\ns0.ts\n#EXT-X-ENDLIST\n"
+
+
+class RawServer:
+    """Answers by path; `opened` counts accepted connections, `most` the most open at once."""
+
+    def __init__(self) -> None:
+        self.opened = 0
+        self.open_now = 0
+        self.most = 0
+        self.seen: list[tuple[str, dict[str, str]]] = []   # (target, lower-cased fields)
+        self.release = asyncio.Event()                     # lets the silent answers go
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> RawServer:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.release.set()
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    def url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def paths(self) -> list[str]:
+        return [target for target, _ in self.seen]
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.opened += 1
+        self.open_now += 1
+        self.most = max(self.most, self.open_now)
+        try:
+            for n in range(1000):            # answers per connection, bounded
+                try:
+                    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+                except (asyncio.IncompleteReadError, ConnectionError, TimeoutError):
+                    return
+                lines = head.decode("latin-1").split("\r\n")
+                target = lines[0].split(" ")[1]
+                fields = dict(line.split(": ", 1) for line in lines[1:] if line)
+                self.seen.append((target, {k.lower(): v for k, v in fields.items()}))
+                if not await self._answer(target, fields, writer, n):
+                    return
+        finally:
+            self.open_now -= 1
+            writer.close()
+
+    async def _answer(self, target: str, fields: dict[str, str], w: asyncio.StreamWriter,
+                      n: int) -> bool:
+        """Write the answer for `target`; False closes the connection."""
+        path = target.partition("?")[0]
+        if path == "/cl":
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+        elif path == "/slow":
+            await asyncio.sleep(0.02)       # so concurrent requests overlap
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nslow")
+        elif path == "/chunked":
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    b"3\r\nhel\r\n4\r\nlo w\r\n4\r\norld\r\n0\r\n\r\n")
+        elif path == "/until-close":
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n\r\nread me to the end")
+            await w.drain()
+            return False
+        elif path == "/cut":
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b")
+            await w.drain()
+            return False
+        elif path == "/cut-chunked":
+            w.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel")
+            await w.drain()
+            return False
+        elif path == "/headless":
+            return False                    # closes without a byte of answer
+        elif path == "/silent":
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.release.wait(), 10)
+            return False
+        elif path == "/bye":
+            # says close but keeps serving: only a client honouring it opens a new connection
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nConnection: close\r\n\r\nbye")
+        elif path == "/gzip":
+            body = gzip.compress(PLAYLIST)
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Type: "
+                    b"application/vnd.apple.mpegurl\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(body), body))
+        elif path == "/range":
+            echo = fields.get("Range", "none").encode()
+            w.write(b"HTTP/1.1 206 Partial Content\r\nContent-Length: %d\r\n\r\n%s"
+                    % (len(echo), echo))
+        elif path == "/racy":
+            # the first request is answered; the next one on this connection finds it closed,
+            # as when a server's keep-alive timeout strikes just as the client reuses it
+            if n > 0:
+                return False
+            w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nracy")
+        elif path == "/interim":
+            w.write(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+        elif path.startswith("/to/"):
+            # /to/N/<rest>: a 302 to <rest> (relative or absolute) N times, then serves it
+            _, _, hops, rest = path.split("/", 3)
+            left = int(hops)
+            if left > 1:
+                where = f"/to/{left - 1}/{rest}"
+            else:
+                where = rest.replace("~", "/") if rest.startswith("http") else "/" + rest
+            w.write(b"HTTP/1.1 302 Found\r\nLocation: %s\r\nContent-Length: 5\r\n\r\nmoved"
+                    % where.encode())
+        elif path == "/loop":
+            w.write(b"HTTP/1.1 301 Moved\r\nLocation: /loop\r\nContent-Length: 0\r\n\r\n")
+        elif path == "/nolocation":
+            w.write(b"HTTP/1.1 302 Found\r\nContent-Length: 2\r\n\r\nno")
+        elif path == "/garbage":
+            w.write(b"HTTP/1.1 2x0 Nope\r\n\r\n")
+        else:
+            w.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+        await w.drain()
+        return True
+
+
+@contextlib.asynccontextmanager
+async def both() -> AsyncIterator[tuple[Client, Getter]]:
+    """The lean client and aiohttp behind the same interface, set up as the replay sets them."""
+    timeout = aiohttp.ClientTimeout(total=30, sock_connect=10)
+    async with Client(limit=8) as lean, aiohttp.ClientSession(auto_decompress=False,
+                                                              timeout=timeout) as session:
+        yield lean, SessionGetter(session)
+
+
+async def kind_of(getter: Getter, url: str) -> str:
+    with pytest.raises(FetchError) as caught:
+        await getter.get(url)
+    return caught.value.kind
+
+
+async def until(ready: Callable[[], bool]) -> None:
+    for _ in range(1000):                    # bounded: 10 s
+        if ready():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("timed out waiting")
+
+
+def refused_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])      # closed again: nothing listens there
+
+
+async def test_keep_alive_reuses_one_connection() -> None:
+    async with RawServer() as srv, Client() as http:
+        for _ in range(5):
+            got = await http.get(srv.url("/cl"))
+            assert (got.status, got.body, got.size) == (200, b"hello", 5)
+    assert srv.opened == 1 and srv.paths() == ["/cl"] * 5
+    host = srv.seen[0][1]
+    assert host["host"] == f"127.0.0.1:{srv.port}" and host["accept-encoding"] == "gzip"
+
+
+async def test_the_pool_bound_holds_under_concurrency() -> None:
+    async with RawServer() as srv, Client(limit=2) as http:
+        answers = await asyncio.gather(*(http.get(srv.url("/slow")) for _ in range(20)))
+    assert [a.body for a in answers] == [b"slow"] * 20
+    assert srv.most <= 2 and srv.opened == 2 and len(srv.seen) == 20
+
+
+async def test_bodies_by_length_chunked_and_close() -> None:
+    async with RawServer() as srv, Client() as http:
+        cl = await http.get(srv.url("/cl"))
+        chunked = await http.get(srv.url("/chunked"))
+        closed = await http.get(srv.url("/until-close"))
+        counted = await http.get(srv.url("/chunked"), keep_body=False)
+        interim = await http.get(srv.url("/interim"))
+    assert cl.body == b"hello" and chunked.body == b"hello world"
+    assert closed.body == b"read me to the end" and closed.header("content-type") == "text/plain"
+    assert counted.body is None and counted.size == 11      # a segment: counted, not kept
+    assert interim.status == 200 and interim.body == b"ok"  # a 1xx answer is skipped
+
+
+async def test_gzipped_playlist_stays_raw_and_range_passes_through() -> None:
+    async with RawServer() as srv, Client() as http:
+        got = await http.get(srv.url("/gzip"))
+        ranged = await http.get(srv.url("/range?sid=x"), {"Range": "bytes=10-19"})
+    assert got.header("Content-Encoding") == "gzip" and got.body is not None
+    assert gzip.decompress(got.body) == PLAYLIST
+    assert ranged.status == 206 and ranged.body == b"bytes=10-19"
+    assert srv.seen[-1][0] == "/range?sid=x" and srv.seen[-1][1]["range"] == "bytes=10-19"
+
+
+async def test_connection_close_is_honoured() -> None:
+    async with RawServer() as srv, Client() as http:
+        for _ in range(3):
+            assert (await http.get(srv.url("/bye"))).body == b"bye"
+    assert srv.opened == 3
+
+
+async def test_a_reused_connection_closed_by_the_server_is_retried_once() -> None:
+    async with RawServer() as srv, Client() as http:
+        assert (await http.get(srv.url("/racy"))).body == b"racy"
+        assert (await http.get(srv.url("/racy"))).body == b"racy"
+    assert srv.paths() == ["/racy"] * 3 and srv.opened == 2
+
+
+async def test_error_kinds_agree_with_aiohttp() -> None:
+    async with RawServer() as srv, both() as (lean, aio):
+        cases = {"/cut": "client", "/cut-chunked": "client", "/headless": "connection",
+                 "/garbage": "client"}
+        for path, kind in cases.items():
+            assert await kind_of(lean, srv.url(path)) == kind, path
+            assert await kind_of(aio, srv.url(path)) == kind, path
+        refused = f"http://127.0.0.1:{refused_port()}/cl"
+        assert await kind_of(lean, refused) == await kind_of(aio, refused) == "connection"
+
+
+async def test_a_silent_server_times_out() -> None:
+    async with RawServer() as srv, Client(total_timeout=0.3) as http:
+        assert await kind_of(http, srv.url("/silent")) == "timeout"
+        # the timed-out connection was cut; the client goes on working
+        srv.release.set()
+        assert (await http.get(srv.url("/cl"))).body == b"hello"
+
+
+async def test_waiting_for_a_busy_pool_counts_towards_the_timeout() -> None:
+    now = [0.0]
+    async with RawServer() as srv, Client(limit=1, total_timeout=5, clock=lambda: now[0]) as http:
+        first = asyncio.ensure_future(http.get(srv.url("/silent")))
+        queued = asyncio.ensure_future(http.get(srv.url("/cl")))
+        await until(lambda: bool(srv.seen))
+        now[0] = 10.0                       # both past their deadline: the next sweep sees it
+        got = await asyncio.wait_for(asyncio.gather(first, queued, return_exceptions=True), 10)
+        assert await kind_of(http, "") == "client"          # not a URL at all
+    assert all(isinstance(e, FetchError) and e.kind == "timeout" for e in got)
+    assert "no connection free" in str(got[1])
+    assert srv.paths() == ["/silent"] and srv.opened == 1
+
+
+async def test_redirects_are_followed_as_aiohttp_follows_them() -> None:
+    async with RawServer() as srv, RawServer() as other, both() as (lean, aio):
+        elsewhere = other.url("/cl").replace("/", "~")
+        for getter in (lean, aio):
+            relative = await getter.get(srv.url("/to/3/cl"))
+            assert (relative.status, relative.body) == (200, b"hello")
+            across = await getter.get(srv.url(f"/to/2/{elsewhere}"))
+            assert (across.status, across.body) == (200, b"hello")
+            bare = await getter.get(srv.url("/nolocation"))
+            assert (bare.status, bare.body) == (302, b"no")
+            assert await kind_of(getter, srv.url("/loop")) == "client"
+        hops = srv.paths()
+        # the same requests both ways, so the same number of hops before "too many redirects"
+        assert hops[:len(hops) // 2] == hops[len(hops) // 2:]
+        assert hops.count("/loop") == 2 * 10
+        assert other.paths() == ["/cl", "/cl"]
+
+
+async def test_cancelled_requests_leave_the_pool_usable() -> None:
+    async with RawServer() as srv, Client(limit=1) as http:
+        stuck = asyncio.ensure_future(http.get(srv.url("/silent")))
+        queued = asyncio.ensure_future(http.get(srv.url("/cl")))
+        await until(lambda: bool(srv.seen))
+        queued.cancel()
+        stuck.cancel()
+        await asyncio.gather(stuck, queued, return_exceptions=True)
+        assert (await http.get(srv.url("/cl"))).body == b"hello"
+    assert srv.paths() == ["/silent", "/cl"]
+
+
+async def test_a_player_plays_a_real_origin_through_the_lean_client(tmp_path: Path) -> None:
+    make_title(tmp_path / "media")
+    async with origin(tmp_path / "media") as base, Client(limit=4) as http:
+        stats = Stats(idle_timeout=30)
+        config = PlayerConfig(master_url=f"{base}/demo/master.m3u8", speed=1000.0, loop=False,
+                              seed=3)
+        await asyncio.wait_for(VirtualPlayer(http, Viewer(0, 0.0, 60.0, 0.0), config,
+                                             stats).run(), 60)
+    assert stats.errors == {} and stats.requests >= 3 and stats.played_s > 0
+    assert stats.bytes > 0 and len(stats.truth) == 1
+
+
+@pytest.fixture
+def cert(tmp_path: Path) -> tuple[Path, Path]:
+    openssl = require_tool("openssl")
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True, timeout=60)
+    return crt, key
+
+
+async def https_case(cert: tuple[Path, Path]) -> None:
+    """A 4 MiB body and a range over TLS, one connection; an untrusted certificate refused."""
+    big = bytes(range(256)) * 16384
+    peers: set[object] = set()
+
+    async def handle(request: web.Request) -> web.Response:
+        peers.add(request.transport)
+        return web.Response(body=big[:request.http_range.stop] if request.http_range.stop
+                            else big, status=206 if request.http_range.stop else 200)
+    app = web.Application()
+    app.router.add_get("/big.ts", handle)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    served = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served.load_cert_chain(str(cert[0]), str(cert[1]))
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=served)
+    await site.start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}/big.ts"
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert[0]))
+        async with Client(ssl_context=trusted) as http:
+            whole = await http.get(url, keep_body=False)
+            part = await http.get(url, {"Range": "bytes=0-999"})
+        assert (whole.status, whole.size, whole.body) == (200, len(big), None)
+        assert (part.status, part.body) == (206, big[:1000])
+        assert len(peers) == 1
+        async with Client() as http:
+            assert await kind_of(http, url) == "connection"     # its own TLS stack refuses
+    finally:
+        await runner.cleanup()
+
+
+async def test_https_with_a_trusted_certificate(cert: tuple[Path, Path]) -> None:
+    await https_case(cert)
+
+
+def test_https_on_uvloop(cert: tuple[Path, Path]) -> None:
+    uvloop.run(https_case(cert))
+
+
+@pytest.mark.parametrize("case", [
+    test_keep_alive_reuses_one_connection, test_the_pool_bound_holds_under_concurrency,
+    test_bodies_by_length_chunked_and_close,
+    test_gzipped_playlist_stays_raw_and_range_passes_through,
+    test_connection_close_is_honoured,
+    test_a_reused_connection_closed_by_the_server_is_retried_once,
+    test_error_kinds_agree_with_aiohttp, test_a_silent_server_times_out,
+    test_waiting_for_a_busy_pool_counts_towards_the_timeout,
+    test_redirects_are_followed_as_aiohttp_follows_them,
+    test_cancelled_requests_leave_the_pool_usable,
+], ids=lambda case: case.__name__.removeprefix("test_"))
+def test_the_same_on_uvloop(case: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """The replayer runs on uvloop, whose transports differ (connection_made comes later)."""
+    uvloop.run(case())
+
+
+def test_a_player_on_uvloop(tmp_path: Path) -> None:
+    uvloop.run(test_a_player_plays_a_real_origin_through_the_lean_client(tmp_path))
