@@ -61,3 +61,15 @@ def tiny_media(tiny_master: Path, tmp_path: Path) -> Path:
     root = tmp_path / "media"
     shutil.copytree(tiny_master, root)
     return root
+
+
+@pytest.fixture
+def cert(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-signed certificate and key for 127.0.0.1, made at test time with openssl."""
+    openssl = require_tool("openssl")
+    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", str(key), "-out", str(crt)],
+                   check=True, capture_output=True, timeout=60)
+    return crt, key

@@ -15,7 +15,6 @@ import contextlib
 import gzip
 import socket
 import ssl
-import subprocess
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
 from edge360.replay.wire import Client, FetchError, Getter
 from tests.edgekit import make_title, origin
-from tests.tools import require_tool
 
 PLAYLIST = b"#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.0,\ns0.ts\n#EXT-X-ENDLIST\n"
 
@@ -312,17 +310,6 @@ async def test_a_player_plays_a_real_origin_through_the_lean_client(tmp_path: Pa
                                              stats).run(), 60)
     assert stats.errors == {} and stats.requests >= 3 and stats.played_s > 0
     assert stats.bytes > 0 and len(stats.truth) == 1
-
-
-@pytest.fixture
-def cert(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = require_tool("openssl")
-    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True, timeout=60)
-    return crt, key
 
 
 async def https_case(cert: tuple[Path, Path]) -> None:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,18 +13,6 @@ import aiohttp
 import pytest
 
 from tests.servers import ServerProcess, start_process
-from tests.tools import require_tool
-
-
-@pytest.fixture
-def cert(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = require_tool("openssl")
-    crt, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run([openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
-                    "-keyout", str(key), "-out", str(crt)],
-                   check=True, capture_output=True, timeout=60)
-    return crt, key
 
 
 @pytest.fixture
