@@ -86,7 +86,7 @@ def sessions(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[st
 
 
 def replay(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
-    steps = "300,600" if quick else "3000,6000,10000,15000,20000"
+    steps = "300,600" if quick else "3000,10000,20000,40000,60000"
     seconds = "20" if quick else "90"
     data = _script("bench_replay_capacity", ["--steps", steps, "--seconds", seconds],
                    timeout=60 + 130 * len(steps.split(",")))
