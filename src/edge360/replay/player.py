@@ -238,14 +238,24 @@ class VirtualPlayer:
             content += seg.duration
             if not await self._segment(seg, rendition, buffer):
                 continue
-            if self.rng.random() < cfg.switch_probability:
-                new = self._pick(self.variants)
-                if new != rendition:
-                    switched = await self._media(new)
-                    if switched is not None:
-                        position = starts[index - 1] + seg.duration if index > 0 else 0.0
-                        rendition, playlist, starts = new, switched, switched.starts
-                        index = bisect.bisect_left(starts, position - 1e-6)
+            change = await self._switch(rendition)
+            if change is not None:
+                position = starts[index - 1] + seg.duration if index > 0 else 0.0
+                rendition, playlist, _ = change
+                starts = playlist.starts
+                index = bisect.bisect_left(starts, position - 1e-6)
+
+    async def _switch(self, rendition: str) -> tuple[str, MediaPlaylist, float] | None:
+        """After a segment, the simulated link may change (cfg.switch_probability): the new
+        rendition, its media playlist and when that load began; None when the player stays."""
+        if self.rng.random() >= self.cfg.switch_probability:
+            return None
+        new = self._pick(self.variants)
+        if new == rendition:
+            return None
+        began = time.monotonic()
+        switched = await self._media(new)
+        return None if switched is None else (new, switched, began)
 
     async def _segment(self, seg: Segment, rendition: str, buffer: _Buffer) -> bool:
         """Fetch one segment and account for it (buffer, played time, rendition mix); False when
@@ -298,18 +308,14 @@ class VirtualPlayer:
                 content += seg.duration
                 if not await self._segment(seg, rendition, buffer):
                     continue
-                if self.rng.random() < cfg.switch_probability:
-                    new = self._pick(self.variants)
-                    if new != rendition:
-                        began = time.monotonic()
-                        switched = await self._media(new)
-                        if switched is not None:
-                            # go on with the same media sequence number in the new rendition:
-                            # common live packagers number the renditions alike,
-                            # though RFC 8216 §6.3 tells clients not to assume it; a server that
-                            # differs would need matching by EXT-X-PROGRAM-DATE-TIME instead
-                            rendition, playlist = new, switched
-                            reload_at = began + switched.reload_s / cfg.speed
+                change = await self._switch(rendition)
+                if change is not None:
+                    # go on with the same media sequence number in the new rendition: common
+                    # live packagers number the renditions alike, though RFC 8216 §6.3 tells
+                    # clients not to assume it; a server that differs would need matching by
+                    # EXT-X-PROGRAM-DATE-TIME instead
+                    rendition, playlist, began = change
+                    reload_at = began + playlist.reload_s / cfg.speed
                 continue
             if not await _sleep_until(reload_at, leave_at):
                 return
