@@ -16,8 +16,8 @@ from pathlib import Path
 
 import orjson
 
-from edge360.cache import MemoryCache, entry_size
-from edge360.diskcache import DiskCache
+from edge360.cache.disk import DiskCache
+from edge360.cache.memory import MemoryCache, entry_size
 
 
 def rate(ops: int, fn: Callable[[], object]) -> float:

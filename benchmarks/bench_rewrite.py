@@ -15,9 +15,9 @@ import sys
 import time
 from typing import Any
 
-from edge360.playlist import is_absolute
-from edge360.playlistrewrite import CompiledPlaylist
-from edge360.sessions import new_sid
+from edge360.hls.playlist import is_absolute
+from edge360.hls.rewrite import CompiledPlaylist
+from edge360.sessions.identity import new_sid
 
 
 def two_hour_playlist(entries: int = 1200) -> str:

@@ -24,8 +24,10 @@ from typing import Any
 
 from yarl import URL
 
-from edge360 import paths, sessions
-from edge360.sessions import SessionTracker, new_sid
+from edge360.core import paths
+from edge360.sessions import identity as sessions
+from edge360.sessions.identity import new_sid
+from edge360.sessions.tracker import SessionTracker
 
 TOKEN = "1700000000.k1.abcdefabcdefabcdef"
 

@@ -20,8 +20,8 @@ from typing import Any
 
 from aiohttp import web
 
-from edge360.app import create_app
-from edge360.config import Config, load
+from edge360.config.schema import Config, load
+from edge360.run.app import create_app
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "media"

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.auth import (
+from edge360.core.errors import ConfigError, Forbidden, UsageError
+from edge360.security.tokens import (
     Key,
     TokenRejected,
     default_scope,
@@ -21,7 +22,6 @@ from edge360.auth import (
     sign_url,
     verify,
 )
-from edge360.errors import ConfigError, Forbidden, UsageError
 
 KEYS = parse_keys("k1:first-secret,k2:second-secret")
 NOW = 1_700_000_000.0

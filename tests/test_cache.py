@@ -9,7 +9,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edge360.cache import ENTRY_OVERHEAD, MemoryCache, entry_size
+from edge360.cache.memory import ENTRY_OVERHEAD, MemoryCache, entry_size
 
 
 def body(n: int, fill: int = 0x61) -> bytes:

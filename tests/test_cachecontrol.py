@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.cachecontrol import (
+from edge360.core.cachecontrol import (
     MAX_DELTA,
     Directives,
     age_value,

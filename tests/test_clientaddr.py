@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.clientaddr import (
+from edge360.core.errors import BadRequest, ConfigError
+from edge360.security.clientaddr import (
     V1_MAX,
     V2_MAX_LENGTH,
     V2_SIGNATURE,
@@ -20,7 +21,6 @@ from edge360.clientaddr import (
     parse_ip,
     parse_proxy_header,
 )
-from edge360.errors import BadRequest, ConfigError
 
 LB = TrustedProxies(["10.0.0.0/8", "2001:db8:ffff::/48", "192.0.2.7"])
 NONE = TrustedProxies([])

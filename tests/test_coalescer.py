@@ -7,9 +7,9 @@ import asyncio
 
 import pytest
 
-from edge360.coalescer import Coalescer, Flight, Head
-from edge360.errors import Overloaded, UpstreamError
-from edge360.tasks import TaskGroup
+from edge360.core.errors import Overloaded, UpstreamError
+from edge360.edge.coalescer import Coalescer, Flight, Head
+from edge360.node.tasks import TaskGroup
 
 
 async def test_one_producer_and_streaming_waiters() -> None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.conditional import (
+from edge360.core.conditional import (
     Outcome,
     evaluate_preconditions,
     http_date,

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.config import ENV_ONLY, SECTIONS, load, render
-from edge360.errors import ConfigError
+from edge360.config.schema import ENV_ONLY, SECTIONS, load, render
+from edge360.core.errors import ConfigError
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -15,8 +15,8 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from edge360.diskcache import DiskCache
-from edge360.diskformat import ENTRY_EXT, HEADER_SIZE, TEMP_EXT, EntryGone
+from edge360.cache.disk import DiskCache
+from edge360.cache.diskformat import ENTRY_EXT, HEADER_SIZE, TEMP_EXT, EntryGone
 
 
 def files(root: Path, ext: str) -> list[Path]:
@@ -190,7 +190,7 @@ def test_renamed_file_with_wrong_key_is_deleted(tmp_path: Path) -> None:
 
 CHILD = r"""
 import sys
-from edge360.diskcache import DiskCache
+from edge360.cache.disk import DiskCache
 c = DiskCache(sys.argv[1], 1 << 30)
 w = c.open_writer("/killed.ts", b"meta")
 w.write(b"k" * 100_000)

@@ -18,14 +18,14 @@ import orjson
 import pytest
 from aiohttp import web
 
-from edge360.accesslog import AccessLog
-from edge360.app import create_app
-from edge360.config import Config
-from edge360.fasthttp import FastListener
-from edge360.fastpath import parse_query
-from edge360.middleware import runner_options
-from edge360.server import start_site
-from edge360.state import NODE
+from edge360.config.schema import Config
+from edge360.http.middleware import runner_options
+from edge360.http.protocol import FastListener
+from edge360.node.accesslog import AccessLog
+from edge360.node.state import NODE
+from edge360.run.app import create_app
+from edge360.run.fastpath import parse_query
+from edge360.run.server import start_site
 from tests.edgekit import make_title, origin
 from tests.servers import make_config
 
@@ -499,7 +499,7 @@ async def test_signed_urls_stay_on_the_fast_path(tmp_path: Path) -> None:
     out-of-scope token is aiohttp's 403 on both."""
     import time
 
-    from edge360 import auth as auth_mod
+    from edge360.security import tokens as auth_mod
     make_title(tmp_path)
     keys = "k1:first-secret-0123456789"
 

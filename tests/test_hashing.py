@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.hashing import choose, rank, weight
+from edge360.core.hashing import choose, rank, weight
 
 PARENTS = ["http://p1:8080", "http://p2:8080", "http://p3:8080"]
 KEYS = [f"/demo/1080p/seg_{i:05d}.ts" for i in range(30_000)]
@@ -74,7 +74,7 @@ def test_rank_is_a_permutation(key: str, parents: list[str]) -> None:
 
 def test_stable_across_processes() -> None:
     # another interpreter with another hash seed must rank every key the same way
-    code = ("import sys; from edge360.hashing import rank; "
+    code = ("import sys; from edge360.core.hashing import rank; "
             "ps = sys.argv[1].split(','); "
             "print('\\n'.join(rank(f'/demo/{i}.ts', ps)[0] for i in range(300)))")
     env = {**os.environ, "PYTHONHASHSEED": "12345"}

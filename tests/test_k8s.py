@@ -15,8 +15,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-import edge360.config
-from edge360.errors import ConfigError
+import edge360.config.schema
+from edge360.core.errors import ConfigError
 from tests.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -270,7 +270,7 @@ def test_configmap_toml_loads_with_edge360_config(objects: list[Obj], tmp_path: 
         path = tmp_path / f"{name}.toml"
         path.write_text(named(objects, "ConfigMap", _config_name(w))["data"]["edge360.toml"])
         (c,) = containers(w)
-        config = edge360.config.load(path, env=container_env(c))  # raises on any unknown key
+        config = edge360.config.schema.load(path, env=container_env(c))  # raises on any unknown key
         assert config.server.host == "0.0.0.0" and config.server.port == 8080
         assert config.server.port == c["ports"][0]["containerPort"]
         role = pod_labels(w)[COMPONENT]
@@ -327,7 +327,7 @@ def test_service_links_are_off_because_edge360_rejects_their_variables(
     path = tmp_path / "edge.toml"
     path.write_text(named(objects, "ConfigMap", _config_name(edge))["data"]["edge360.toml"])
     with pytest.raises(ConfigError):
-        edge360.config.load(path, env={**container_env(containers(edge)[0]), **links})
+        edge360.config.schema.load(path, env={**container_env(containers(edge)[0]), **links})
     for w in workloads(objects):
         assert w["spec"]["template"]["spec"]["enableServiceLinks"] is False, w["metadata"]["name"]
 

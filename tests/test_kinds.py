@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.kinds import MediaType, kind_of, media_type
+from edge360.core.kinds import MediaType, kind_of, media_type
 
 CONTRACT_TABLE = [
     ("/demo/master.m3u8", "application/vnd.apple.mpegurl", "playlist"),

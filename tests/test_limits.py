@@ -19,11 +19,11 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from edge360.app import create_app
-from edge360.config import Config
-from edge360.limits import GuardedSite
-from edge360.middleware import runner_options
-from edge360.state import NODE, NodeState
+from edge360.config.schema import Config
+from edge360.http.guard import GuardedSite
+from edge360.http.middleware import runner_options
+from edge360.node.state import NODE, NodeState
+from edge360.run.app import create_app
 from tests.servers import make_config
 
 

@@ -18,9 +18,9 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from edge360 import ops
-from edge360.app import create_app
-from edge360.state import NODE, NodeState
+from edge360.node.state import NODE, NodeState
+from edge360.ops import endpoints as ops
+from edge360.run.app import create_app
 from tests.edgekit import edge, get, make_title, origin
 from tests.servers import make_config, server_process
 from tests.tools import require_tool
@@ -266,7 +266,7 @@ async def test_expiry_exact_at_idle_timeout_peak_kept_recent_peak_windowed(tmp_p
 
 
 def test_per_title_counters_stay_bounded_under_made_up_paths() -> None:
-    from edge360.metrics import MAX_LABELS, OTHER_LABEL, Counters, bounded
+    from edge360.node.counters import MAX_LABELS, OTHER_LABEL, Counters, bounded
     c = Counters()
     for i in range(MAX_LABELS + 500):
         c.egress[bounded(c.egress, (f"title{i}", "none"))] += 1

@@ -14,9 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360 import ffmpeg
-from edge360.errors import UsageError
-from edge360.package import (
+from edge360.core.errors import UsageError
+from edge360.hls import ffmpeg
+from edge360.hls.package import (
     DEFAULT_LADDER,
     ProgressBar,
     Rung,
@@ -27,8 +27,8 @@ from edge360.package import (
     plan_ladder,
     run,
 )
-from edge360.playlist import parse_master, parse_media
-from edge360.titles import check_title
+from edge360.hls.playlist import parse_master, parse_media
+from edge360.hls.titles import check_title
 from tests.tools import require_tool
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.errors import BadRequest, NotFound
-from edge360.paths import is_inside, split_request_path
+from edge360.core.errors import BadRequest, NotFound
+from edge360.core.paths import is_inside, split_request_path
 
 
 @pytest.mark.parametrize(("raw", "segments"), [

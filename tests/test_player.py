@@ -16,8 +16,8 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge360 import player
-from edge360.player import BadPlayerQuery, PlayerQuery, find_hls, parse_query
+from edge360.ops import player
+from edge360.ops.player import BadPlayerQuery, PlayerQuery, find_hls, parse_query
 from tests.servers import REPO, ServerProcess, make_config, running_app, start_process
 from tests.tools import require_tool
 

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.errors import BadRequest, InvalidMedia
-from edge360.playlist import (
+from edge360.core.errors import BadRequest, InvalidMedia
+from edge360.hls.playlist import (
     Segment,
     byterange_boundaries,
     escapes_title,
@@ -21,7 +21,7 @@ from edge360.playlist import (
     target_duration,
     uris,
 )
-from edge360.playlistrewrite import CompiledPlaylist
+from edge360.hls.rewrite import CompiledPlaylist
 
 MASTER = """#EXTM3U
 #EXT-X-VERSION:7

@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.conditional import http_date
-from edge360.invalidation import invalidated_paths, invalidates
-from edge360.policy import (
+from edge360.core.conditional import http_date
+from edge360.core.invalidation import invalidated_paths, invalidates
+from edge360.core.policy import (
     Action,
     StoredResponse,
     can_serve_stale_on_error,
@@ -27,7 +27,7 @@ from edge360.policy import (
     storable,
     validator_matches,
 )
-from edge360.storedfields import forwarded_request_fields, merge_304, stored_fields
+from edge360.core.storedfields import forwarded_request_fields, merge_304, stored_fields
 
 T0 = 1_700_000_000.0  # the response arrives at this wall time (a whole second)
 DAY = 86400.0

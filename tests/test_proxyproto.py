@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from aiohttp import web
 
-from edge360.app import create_app
-from edge360.clientaddr import V2_SIGNATURE
-from edge360.config import load
-from edge360.errors import ConfigError
-from edge360.fasthttp import FastListener
-from edge360.server import start_site
-from edge360.state import NODE, NodeState
+from edge360.config.schema import load
+from edge360.core.errors import ConfigError
+from edge360.http.protocol import FastListener
+from edge360.node.state import NODE, NodeState
+from edge360.run.app import create_app
+from edge360.run.server import start_site
+from edge360.security.clientaddr import V2_SIGNATURE
 from tests.servers import make_config
 from tests.test_tiers import fleet
 

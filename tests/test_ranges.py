@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.errors import RangeNotSatisfiable
-from edge360.ranges import (
+from edge360.core.errors import RangeNotSatisfiable
+from edge360.core.ranges import (
     FULL,
     ByteRange,
     Full,

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.ratelimit import TokenBucketLimiter, WindowCounter
+from edge360.security.ratelimit import TokenBucketLimiter, WindowCounter
 
 
 def test_burst_then_refill() -> None:

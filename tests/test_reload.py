@@ -15,8 +15,8 @@ from pathlib import Path
 
 import aiohttp
 
-from edge360.config import load
-from edge360.liveconfig import LIVE_KEYS, merge_live
+from edge360.config.live import LIVE_KEYS, merge_live
+from edge360.config.schema import load
 from tests.edgekit import make_title
 from tests.test_tiers import fleet
 

@@ -17,7 +17,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from edge360.errors import UsageError
+from edge360.core.errors import UsageError
 from edge360.replay import command
 from edge360.replay.player import parse_media, sid_of
 from edge360.replay.target import parse_sessions_active

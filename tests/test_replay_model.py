@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edge360.errors import UsageError
+from edge360.core.errors import UsageError
 from edge360.replay.model import (
     WatchTime,
     calibrate,

@@ -12,7 +12,7 @@ from urllib.parse import urljoin
 import aiohttp
 import pytest
 
-from edge360 import auth
+from edge360.security import tokens as auth
 from tests.servers import start_process
 from tests.test_limits import guarded_server, origin_config
 

@@ -11,16 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from edge360.sessions import (
-    NO_RENDITION,
-    OTHER,
-    SessionTracker,
-    cmcd_sid,
-    fallback_key,
-    identity,
-    new_sid,
-    valid_sid,
-)
+from edge360.sessions.identity import cmcd_sid, fallback_key, identity, new_sid, valid_sid
+from edge360.sessions.tracker import NO_RENDITION, OTHER, SessionTracker
 
 UUID = "6e2fb550-c457-11e9-bb97-0800200c9a66"
 

@@ -23,7 +23,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from edge360 import auth
+from edge360.security import tokens as auth
 from tests.edgekit import make_title
 from tests.servers import READY_RE, REPO, ServerProcess
 from tests.tools import require_tool

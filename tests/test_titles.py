@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from edge360.errors import InvalidMedia
-from edge360.playlist import parse_media, segments
-from edge360.titles import check_title, scan_media_root
+from edge360.core.errors import InvalidMedia
+from edge360.hls.playlist import parse_media, segments
+from edge360.hls.titles import check_title, scan_media_root
 from tests.tools import require_tool
 
 MASTER = """#EXTM3U

@@ -8,10 +8,10 @@ import socket
 import pytest
 from aiohttp import web
 
-from edge360.config import EdgeConfig
-from edge360.errors import UpstreamError
-from edge360.metrics import Counters
-from edge360.upstream import Upstream
+from edge360.config.schema import EdgeConfig
+from edge360.core.errors import UpstreamError
+from edge360.edge.upstream import Upstream
+from edge360.node.counters import Counters
 from tests.edgekit import fake_upstream
 
 

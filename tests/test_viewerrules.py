@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edge360.sessions import fallback_key, valid_sid
-from edge360.viewerrules import Viewer, counted, identify, is_loopback, opens_counted_session
+from edge360.sessions.identity import fallback_key, valid_sid
+from edge360.sessions.viewer import Viewer, counted, identify, is_loopback, opens_counted_session
 
 SID = "viewer0123"
 UA = {"user-agent": "UA"}

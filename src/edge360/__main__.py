@@ -1,5 +1,5 @@
 """`python -m edge360` runs the command line."""
 
-from edge360.cli import main
+from edge360.run.cli import main
 
 raise SystemExit(main())

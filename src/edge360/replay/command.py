@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge360.errors import UsageError
+from edge360.core.errors import UsageError
 from edge360.replay.model import Curve, WatchTime, calibrate, sample_viewers, sampled_concurrency
 from edge360.replay.player import HEADROOM, LINKS
 from edge360.replay.report import SeriesPoint, write_report

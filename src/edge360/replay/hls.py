@@ -1,7 +1,7 @@
 """The virtual player's reading of HLS playlists: variants, segments, and the live window.
 
 Pure (no I/O, no clock). A small line parser for the RFC 8216 §4.3 tags a player needs rather
-than m3u8, which stays in edge360/playlist.py: URIs, bandwidths, durations, byte ranges, and for
+than m3u8, which stays in edge360/hls/playlist.py: URIs, bandwidths, durations, byte ranges, and for
 live and event playlists the target duration and media sequence numbers that name a segment
 across reloads (§6.3.5), with where a player joins the window (§6.3.3).
 """

@@ -16,7 +16,7 @@ import random
 from dataclasses import dataclass
 from statistics import NormalDist
 
-from edge360.errors import UsageError
+from edge360.core.errors import UsageError
 
 DAY_S = 86_400.0
 _STD_NORMAL = NormalDist()

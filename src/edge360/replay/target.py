@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge360.errors import UsageError
+from edge360.core.errors import UsageError
 from edge360.replay.hls import PlaylistError, parse_master
 
 DEFAULT_IDLE_TIMEOUT = 30.0

@@ -1,0 +1,1 @@
+"""The cache tiers: memory and disk, synchronous and byte-bounded, no timers."""

@@ -1,0 +1,1 @@
+"""The one configuration object: sections, value parsers, loading, live reload."""

@@ -1,0 +1,1 @@
+"""Pure HTTP and caching rules (sans-IO): no asyncio, os, time, socket or aiohttp."""

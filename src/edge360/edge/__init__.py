@@ -1,0 +1,1 @@
+"""The edge role: store, fetch, coalescing, upstream, prefetch, admin."""

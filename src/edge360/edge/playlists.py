@@ -1,0 +1,99 @@
+"""What the edge knows from the playlists it has passed on: which rendition a segment belongs to
+(session and egress labels), each segment's duration (late-segment counting), the segments that
+follow one (prefetch), and the compiled form of each stored playlist (per-viewer rewriting).
+
+Everything is learnt from the upstream copies as they are fetched (RFC 8216 §4: a media
+playlist lists its segments in order); every table is bounded and forgets the oldest first.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from edge360.core.errors import InvalidMedia
+from edge360.hls import playlist
+from edge360.hls.playlist import Segment
+from edge360.hls.rewrite import CompiledPlaylist
+
+MAX_PLAYLISTS = 10_000
+MAX_SEGMENTS = 500_000
+MAX_COMPILED = 2_000
+
+
+@dataclass(frozen=True, slots=True)
+class SegmentRef:
+    rendition: str
+    duration: float
+    playlist: str  # path of the media playlist that lists it
+
+
+def rendition_label(playlist_path: str, title: str) -> str:
+    """The label of a media playlist: its folder inside the title, else its name (as the
+    origin labels renditions)."""
+    rel = playlist_path.removeprefix(f"/{title}/")
+    return posixpath.dirname(rel) or rel.removesuffix(".m3u8")
+
+
+class PlaylistIndex:
+    def __init__(self) -> None:
+        self._playlists: OrderedDict[str, list[Segment]] = OrderedDict()
+        self._segments: OrderedDict[tuple[str, int | None], SegmentRef] = OrderedDict()
+        self._compiled: OrderedDict[tuple[str, str], CompiledPlaylist] = OrderedDict()
+
+    def learn(self, path: str, title: str, text: str) -> None:
+        """Index a media playlist just fetched (a master teaches nothing here)."""
+        if playlist.kind(text) != "media":
+            return
+        try:
+            segments = playlist.segments(text, path)
+        except InvalidMedia:
+            return
+        label = rendition_label(path, title)
+        self._playlists.pop(path, None)
+        self._playlists[path] = segments
+        while len(self._playlists) > MAX_PLAYLISTS:
+            self._playlists.popitem(last=False)
+        for seg in segments:
+            key = (seg.path, seg.byterange[0] if seg.byterange else None)
+            self._segments.pop(key, None)
+            self._segments[key] = SegmentRef(label, seg.duration, path)
+        while len(self._segments) > MAX_SEGMENTS:
+            self._segments.popitem(last=False)
+
+    def knows(self, path: str) -> bool:
+        return path in self._playlists
+
+    def segment(self, path: str, offset: int | None) -> SegmentRef | None:
+        return self._segments.get((path, offset)) or (
+            self._segments.get((path, None)) if offset is not None else None)
+
+    def rendition_of(self, path: str, title: str, offset: int | None, *,
+                     is_playlist: bool) -> str:
+        if is_playlist:
+            return rendition_label(path, title) if path in self._playlists else "none"
+        ref = self.segment(path, offset)
+        if ref is not None:
+            return ref.rendition
+        rel = path.removeprefix(f"/{title}/")
+        return posixpath.basename(posixpath.dirname(rel)) or "none"
+
+    def next_segments(self, path: str, byterange: tuple[int, int] | None,
+                      n: int) -> list[Segment]:
+        ref = self.segment(path, byterange[0] if byterange else None)
+        if ref is None or n <= 0:
+            return []
+        segments = self._playlists.get(ref.playlist, [])
+        return playlist.next_segments(segments, path, byterange, n)
+
+    def compiled(self, key: str, version: str, text: bytes) -> CompiledPlaylist:
+        """The compiled form of one stored playlist version (compiled once, reused)."""
+        ident = (key, version)
+        found = self._compiled.get(ident)
+        if found is None:
+            found = CompiledPlaylist.compile(text.decode("utf-8", "replace"))
+            self._compiled[ident] = found
+            while len(self._compiled) > MAX_COMPILED:
+                self._compiled.popitem(last=False)
+        return found

@@ -1,0 +1,1 @@
+"""The per-process node state: counters, owned tasks, access log."""

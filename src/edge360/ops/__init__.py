@@ -1,0 +1,1 @@
+"""The node's own endpoints: metrics, stats, health, the player page."""

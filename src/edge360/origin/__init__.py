@@ -1,0 +1,1 @@
+"""The origin role: the media root as answers."""

@@ -1,0 +1,147 @@
+"""The origin's catalog: every servable file of every good title, indexed by its URL path.
+
+Built off the event loop (at start, on a timer and on SIGHUP) from titles.scan_media_root, so a
+request costs one dict lookup and no stat(): size, validators, cache lifetime, the rendition a file
+belongs to and the duration of each segment are worked out once. Small files (playlists, keys,
+subtitles) are held in memory; segments are sent from their files by the kernel. A symlink that
+points outside the media root is never indexed, so it can never be served.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edge360.config.schema import OriginConfig
+from edge360.core.conditional import http_date, make_etag
+from edge360.core.kinds import MediaType, media_type
+from edge360.core.paths import is_inside
+from edge360.hls import playlist
+from edge360.hls.rewrite import CompiledPlaylist
+from edge360.hls.titles import TitleInfo, scan_media_root
+
+#: files up to this size are kept in memory (playlists, keys, subtitles, small segments)
+SMALL_FILE = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFile:
+    """One servable file with everything a response needs, computed once."""
+
+    url_path: str  # "/demo/1080p/seg_001.ts"
+    fs_path: str
+    title: str
+    rendition: str  # metric label: the rendition the file belongs to ("none" for masters)
+    size: int
+    mtime: float
+    etag: str
+    last_modified: str
+    media_type: MediaType
+    cache_control: str
+    is_master: bool = False
+    body: bytes | None = None  # in memory when small
+    compiled: CompiledPlaylist | None = None  # playlists, for per-viewer rewriting
+    #: seconds of media per segment file, or per byte offset for single-file renditions
+    durations: dict[int, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Catalog:
+    root: str
+    titles: dict[str, TitleInfo]
+    broken: dict[str, str]
+    files: dict[str, MediaFile]
+
+
+def _playlist_cache_control(text: str, is_master: bool, config: OriginConfig) -> str:
+    """Lifetimes per kind (RFC 8216 §6.2.1/§6.2.2 and RFC 9111): VOD playlists never change, a
+    master may be re-cut, a live playlist changes every target duration."""
+    if is_master:
+        return f"public, max-age={config.master_max_age}"
+    if playlist.is_vod(text):
+        return f"public, max-age={config.vod_max_age}, immutable"
+    target = playlist.target_duration(text) or 2.0
+    return f"public, max-age={max(1, int(target / 2))}"
+
+
+def _rendition_names(info: TitleInfo) -> dict[str, str]:
+    """Title-relative file path -> rendition label, from the media playlists that name it."""
+    names: dict[str, str] = {}
+    by_playlist = {r.path: r.name for r in info.renditions}
+    for media in info.playlists:
+        label = by_playlist.get(media.path) or posixpath.dirname(media.path) or media.path
+        names.setdefault(media.path, label)
+        for seg in media.segments:
+            names.setdefault(seg.path, label)
+    return names
+
+
+def _durations(info: TitleInfo) -> dict[str, dict[int, float]]:
+    out: dict[str, dict[int, float]] = {}
+    for media in info.playlists:
+        for seg in media.segments:
+            offset = seg.byterange[0] if seg.byterange else 0
+            out.setdefault(seg.path, {})[offset] = seg.duration
+    return out
+
+
+def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
+                 files: dict[str, MediaFile]) -> None:
+    title_dir = os.path.join(root_real, info.name)
+    renditions = _rendition_names(info)
+    durations = _durations(info)
+    masters = set(info.masters)
+    for dirpath, dirnames, filenames in os.walk(title_dir):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if name.startswith("."):
+                continue
+            mt = media_type(name)
+            if mt is None:
+                continue
+            full = os.path.join(dirpath, name)
+            real = os.path.realpath(full)
+            if not is_inside(root_real, real):
+                continue  # a symlink pointing out of the media root is never served
+            try:
+                st = os.stat(real)
+            except OSError:
+                continue
+            rel = os.path.relpath(full, title_dir).replace(os.sep, "/")
+            body = None
+            if st.st_size <= SMALL_FILE:
+                try:
+                    with open(real, "rb") as fh:
+                        body = fh.read()
+                except OSError:
+                    continue
+            is_master = rel in masters
+            compiled = None
+            if mt.kind == "playlist" and body is not None:
+                text = body.decode("utf-8", "replace")
+                cache_control = _playlist_cache_control(text, is_master, config)
+                compiled = CompiledPlaylist.compile(text)
+            elif mt.kind == "segment":
+                cache_control = f"public, max-age={config.vod_max_age}, immutable"
+            else:
+                cache_control = f"public, max-age={config.master_max_age}"
+            files[f"/{info.name}/{rel}"] = MediaFile(
+                url_path=f"/{info.name}/{rel}", fs_path=real, title=info.name,
+                rendition="none" if is_master else renditions.get(rel, "none"),
+                size=st.st_size, mtime=st.st_mtime,
+                etag=make_etag(st.st_size, st.st_mtime_ns),
+                last_modified=http_date(st.st_mtime), media_type=mt,
+                cache_control=cache_control, is_master=is_master, body=body,
+                compiled=compiled, durations=durations.get(rel, {}))
+
+
+def build(root: str, config: OriginConfig) -> Catalog:
+    """Scan the media root (blocking; run it in a thread). Broken titles are listed, not served."""
+    root_real = os.path.realpath(root)
+    titles, broken = scan_media_root(Path(root_real))
+    files: dict[str, MediaFile] = {}
+    for info in titles.values():
+        _index_title(root_real, info, config, files)
+    return Catalog(root=root_real, titles=titles, broken=broken, files=files)

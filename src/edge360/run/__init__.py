@@ -1,0 +1,1 @@
+"""Running a node: wiring, server, supervisor and worker hub, command line."""

@@ -1,0 +1,301 @@
+"""Node-wide accounting for `--workers N`: one session tracker and merged counters, in the
+supervisor.
+
+A viewer's requests may land on any worker, so no worker can count sessions alone. Each worker
+batches its touches (key, time, title, rendition, bytes) and sends them to the hub over a Unix
+socket every BATCH_SECONDS, together with its counters; the hub applies them to the one tracker.
+A worker answering /metrics or /api/stats first flushes its batch and asks the hub for a snapshot,
+so every answer is node-wide and includes that worker's own latest requests. Admin actions are
+fanned out to every worker through `cast`.
+
+Frames are a 4-byte big-endian length and an orjson object. Batches are bounded (a full batch is
+sent at once), and the hub keeps at most one counters record per worker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+
+from edge360.node.counters import Counters, counters_from_dict, counters_to_dict
+from edge360.node.tasks import TaskGroup
+from edge360.sessions.tracker import SessionTracker
+
+BATCH_SECONDS = 0.05
+MAX_BATCH = 4096
+MAX_FRAME = 64 * 1024 * 1024
+_LEN = struct.Struct("!I")
+
+Handler = Callable[[dict[str, Any]], Awaitable[Any]]
+
+
+async def read_frame(reader: asyncio.StreamReader) -> dict[str, Any]:
+    head = await reader.readexactly(_LEN.size)
+    (n,) = _LEN.unpack(head)
+    if n > MAX_FRAME:
+        raise ConnectionError(f"hub frame of {n} bytes refused")
+    msg = orjson.loads(await reader.readexactly(n))
+    if not isinstance(msg, dict):
+        raise ConnectionError("hub frame is not an object")
+    return msg
+
+
+def write_frame(writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
+    data = orjson.dumps(msg)
+    writer.write(_LEN.pack(len(data)) + data)
+
+
+def tracker_view(t: SessionTracker, now: float) -> dict[str, Any]:
+    """What a worker needs to answer /metrics and /api/stats for the whole node."""
+    t.expire(now)
+    return {
+        "active": t.active, "peak": t.peak, "peak_time": t.peak_time,
+        "peak_recent": t.peak_recent(now), "views": t.views,
+        "views_by_title": t.views_by_title, "watch_seconds_by_title": t.watch_seconds_by_title,
+        "labels": [[title, rendition, n] for (title, rendition), n in t.active_by_label().items()],
+    }
+
+
+class Hub:
+    """The supervisor's side: the node's one tracker and every worker's counters."""
+
+    def __init__(self, tracker: SessionTracker, clock: Callable[[], float]) -> None:
+        self.tracker = tracker
+        self.clock = clock
+        self.counters: dict[int, dict[str, Any]] = {}
+        self.ready: dict[int, int] = {}  # worker -> bound port
+        self.ready_event = asyncio.Event()
+        self.expected = 0
+        self.demo = False
+        self._writers: dict[int, asyncio.StreamWriter] = {}
+        self._pending: dict[int, tuple[asyncio.Future[list[Any]], list[Any], int]] = {}
+        self._ids = itertools.count(1)
+        self._floor = 0.0  # touches are applied in non-decreasing time (batches interleave)
+        self.tasks = TaskGroup(limit=1024)
+
+    def apply(self, batch: list[list[Any]]) -> None:
+        touch = self.tracker.touch
+        floor = self._floor
+        for key, at, title, rendition, nbytes in batch:
+            floor = max(floor, float(at))
+            touch(str(key), floor, title=str(title),
+                  rendition=None if rendition is None else str(rendition), nbytes=int(nbytes))
+        self._floor = floor
+
+    def merged_counters(self) -> Counters:
+        total = Counters()
+        for data in self.counters.values():
+            total.add(counters_from_dict(data))
+        return total
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        worker = -1
+        try:
+            while True:
+                msg = await read_frame(reader)
+                kind = msg.get("t")
+                if kind == "hello":
+                    worker = int(msg["w"])
+                    self._writers[worker] = writer
+                    continue
+                if "b" in msg:
+                    self.apply(msg["b"])
+                if "c" in msg:
+                    self.counters[worker] = msg["c"]
+                if kind == "ready":
+                    self.ready[worker] = int(msg["port"])
+                    self.demo = bool(msg.get("demo"))
+                    if len(self.ready) >= self.expected:
+                        self.ready_event.set()
+                elif kind == "snap":
+                    self.tasks.spawn(self._snap(writer, msg), "hub-snap")
+                elif kind == "cast":
+                    # in a task: the asking worker's own reply arrives on this connection
+                    self.tasks.spawn(self._cast(writer, msg), "hub-cast")
+                elif kind == "reply":
+                    self._reply(msg)
+        except (asyncio.IncompleteReadError, ConnectionError, OSError):
+            pass
+        finally:
+            self._writers.pop(worker, None)
+            writer.close()
+
+    async def fanout(self, op: str, args: Any, within: float = 30) -> list[Any]:
+        """Run `op` on every connected worker; their results (those that answered in time)."""
+        cast_id = next(self._ids)
+        fut: asyncio.Future[list[Any]] = asyncio.get_running_loop().create_future()
+        targets = list(self._writers.values())
+        self._pending[cast_id] = (fut, [], len(targets))
+        for w in targets:
+            write_frame(w, {"t": "op", "id": cast_id, "op": op, "args": args})
+        try:
+            return await asyncio.wait_for(fut, within) if targets else []
+        except TimeoutError:
+            return list(self._pending[cast_id][1])
+        finally:
+            self._pending.pop(cast_id, None)
+
+    async def _cast(self, writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
+        """Run an admin operation on every worker and answer with all their results."""
+        results = await self.fanout(str(msg["op"]), msg["args"])
+        write_frame(writer, {"t": "cast", "id": msg["id"], "r": results})
+
+    async def _snap(self, writer: asyncio.StreamWriter, msg: dict[str, Any]) -> None:
+        """A node-wide snapshot: every worker flushes first (its batch arrives before its reply
+        on the same ordered stream), so the answer includes every request served so far."""
+        await self.fanout("flush", None, within=2)
+        write_frame(writer, {"t": "snap", "id": msg["id"],
+                             "v": tracker_view(self.tracker, self.clock()),
+                             "c": counters_to_dict(self.merged_counters())})
+
+    def _reply(self, msg: dict[str, Any]) -> None:
+        entry = self._pending.get(int(msg["id"]))
+        if entry is None:
+            return
+        fut, results, expected = entry
+        results.append(msg.get("r"))
+        if len(results) >= expected and not fut.done():
+            fut.set_result(results)
+
+
+class HubClient:
+    """A worker's side: batches touches, fetches node-wide snapshots, answers fanned-out ops."""
+
+    def __init__(self, worker: int, clock: Callable[[], float], counters: Counters) -> None:
+        self.worker = worker
+        self.clock = clock
+        self.counters = counters
+        self.handlers: dict[str, Handler] = {}
+        self.view: dict[str, Any] = tracker_view(SessionTracker(1, 1, 1), 0.0)
+        self.node_counters = Counters()
+        self._batch: list[list[Any]] = []
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._ids = itertools.count(1)
+        self._flusher: asyncio.TimerHandle | None = None
+        self._lock = asyncio.Lock()
+
+    async def connect(self, path: str) -> None:
+        self._reader, self._writer = await asyncio.open_unix_connection(path)
+        write_frame(self._writer, {"t": "hello", "w": self.worker})
+
+    def touch(self, key: str, now: float, *, title: str, rendition: str | None,
+              nbytes: int = 0) -> bool:
+        """Queue a touch for the hub; whether it opened a session is known only there."""
+        self._batch.append([key, now, title, rendition, nbytes])
+        if len(self._batch) >= MAX_BATCH:
+            self.flush()
+        elif self._flusher is None:
+            self._flusher = asyncio.get_running_loop().call_later(BATCH_SECONDS, self.flush)
+        return False
+
+    def flush(self, kind: str = "touch", **extra: Any) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            self._flusher = None
+        if self._writer is None:
+            self._batch = []  # not connected (shutting down): nothing to count them into
+            return
+        msg: dict[str, Any] = {"t": kind, "b": self._batch, "c": counters_to_dict(self.counters),
+                               **extra}
+        self._batch = []
+        write_frame(self._writer, msg)
+
+    async def _request(self, kind: str, **extra: Any) -> dict[str, Any]:
+        req_id = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiters[req_id] = fut
+        self.flush(kind, id=req_id, **extra)
+        try:
+            return await asyncio.wait_for(fut, 35)
+        finally:
+            self._waiters.pop(req_id, None)
+
+    async def refresh(self) -> None:
+        """Flush this worker's touches and take the node-wide view (for /metrics, /api/stats)."""
+        msg = await self._request("snap")
+        self.view = msg["v"]
+        self.node_counters = counters_from_dict(msg["c"])
+
+    async def cast(self, op: str, args: dict[str, Any]) -> list[Any]:
+        """Run `op` on every worker of the node (this one included); their results."""
+        msg = await self._request("cast", op=op, args=args)
+        return list(msg["r"])
+
+    def ready(self, port: int, demo: bool) -> None:
+        self.flush("ready", port=port, demo=demo)
+
+    async def listen(self) -> None:
+        """Read the hub's answers and ops until the connection closes (an owned task)."""
+        assert self._reader is not None and self._writer is not None
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError, OSError):
+            while True:
+                msg = await read_frame(self._reader)
+                kind = msg.get("t")
+                if kind in ("snap", "cast"):
+                    fut = self._waiters.get(int(msg["id"]))
+                    if fut is not None and not fut.done():
+                        fut.set_result(msg)
+                elif kind == "op":
+                    op = str(msg["op"])
+                    handler = self.handlers.get(op)
+                    result = await handler(msg["args"]) if handler else None
+                    if op == "flush":
+                        self.flush()  # the batch goes out before the reply, in order
+                    write_frame(self._writer, {"t": "reply", "id": msg["id"], "r": result})
+
+    async def close(self) -> None:
+        self.flush()
+        if self._writer is not None:
+            with contextlib.suppress(Exception):
+                await self._writer.drain()
+            self._writer.close()
+
+
+class RemoteTracker:
+    """A worker's stand-in for SessionTracker: touches go to the hub, reads show its last view."""
+
+    def __init__(self, client: HubClient) -> None:
+        self.client = client
+        self.touch = client.touch
+
+    def expire(self, now: float) -> int:
+        return 0  # the hub expires sessions
+
+    @property
+    def active(self) -> int:
+        return int(self.client.view["active"])
+
+    @property
+    def peak(self) -> int:
+        return int(self.client.view["peak"])
+
+    @property
+    def peak_time(self) -> float | None:
+        value = self.client.view["peak_time"]
+        return None if value is None else float(value)
+
+    def peak_recent(self, now: float) -> int:
+        return int(self.client.view["peak_recent"])
+
+    @property
+    def views(self) -> int:
+        return int(self.client.view["views"])
+
+    @property
+    def views_by_title(self) -> dict[str, int]:
+        return dict(self.client.view["views_by_title"])
+
+    @property
+    def watch_seconds_by_title(self) -> dict[str, float]:
+        return dict(self.client.view["watch_seconds_by_title"])
+
+    def active_by_label(self) -> dict[tuple[str, str], int]:
+        return {(str(t), str(r)): int(n) for t, r, n in self.client.view["labels"]}

@@ -1,0 +1,1 @@
+"""Signed tokens, client addresses, rate limits and the PROXY protocol."""

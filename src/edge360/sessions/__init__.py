@@ -1,0 +1,1 @@
+"""Viewer identity, the session table and its rules, and the state file."""

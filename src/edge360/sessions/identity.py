@@ -1,0 +1,76 @@
+"""Who a request belongs to: session ids (the `sid` query, CMCD `sid`), and the fallback key of
+address + User-Agent for clients that carry neither (docs/SESSIONS.md)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import re
+import secrets
+
+SID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
+# CTA-5004 §3: CMCD is comma-separated key[=value]; a String value is a double-quoted string in
+# which \" and \\ are escaped. A key without a value is a boolean true.
+_CMCD_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)')
+
+
+def valid_sid(s: str | None) -> bool:
+    """True when `s` may be a session id: [A-Za-z0-9_-]{8,64}."""
+    return s is not None and SID_RE.fullmatch(s) is not None
+
+
+def new_sid() -> str:
+    """A fresh random session id: 22 URL-safe characters (128 bits)."""
+    return secrets.token_urlsafe(16)
+
+
+def cmcd_sid(value: str | None) -> str | None:
+    """The `sid` of a CMCD query value (already URL-decoded) or CMCD-Session header, if valid."""
+    if not value:
+        return None
+    pos = 0
+    while pos < len(value):
+        m = _CMCD_RE.match(value, pos)
+        if m is None or m.end() == pos:
+            return None
+        if m.group(1) == "sid":
+            raw = m.group(2)
+            # sid is a String (CTA-5004 §3.3): only the quoted form is valid
+            if raw is None or len(raw) < 2 or raw[0] != '"':
+                return None
+            sid = re.sub(r"\\(.)", r"\1", raw[1:-1])
+            return sid if valid_sid(sid) else None
+        pos = m.end()
+    return None
+
+
+def fallback_key(address: str, user_agent: str) -> str:
+    """A short fixed-size key for address + User-Agent. It starts with "~", which no sid can, so a
+    client cannot claim another's fallback session by sending it as a sid."""
+    digest = hashlib.blake2b(f"{address}\0{user_agent}".encode(errors="replace"),
+                             digest_size=12).digest()
+    return "~" + base64.urlsafe_b64encode(digest).decode()
+
+
+def explicit_sid(query_sid: str | None, cmcd_query: str | None,
+                 cmcd_header: str | None) -> str | None:
+    """The session id a request carries, by the CONTRACT precedence: `sid` query > CMCD query sid
+    > CMCD-Session header sid; invalid ids count as absent. None: it carries none."""
+    if valid_sid(query_sid):
+        return query_sid
+    for value in (cmcd_query, cmcd_header):
+        sid = cmcd_sid(value)
+        if sid is not None:
+            return sid
+    return None
+
+
+def identity(query_sid: str | None, cmcd_query: str | None, cmcd_header: str | None,
+             address: str, user_agent: str) -> tuple[str, bool]:
+    """(session key, explicit): the id the request carries (explicit_sid), else address +
+    User-Agent. `explicit` is False for the fallback key, which must never be written into a
+    playlist."""
+    sid = explicit_sid(query_sid, cmcd_query, cmcd_header)
+    if sid is not None:
+        return sid, True
+    return fallback_key(address, user_agent), False

@@ -1,0 +1,92 @@
+"""The viewer rules of CONTRACT.md (Sessions) on plain request values, stated once: who a content
+request belongs to, when it opens a session under a fresh sid, when that opening counts against
+sessions.per_ip_per_minute, and which answers count in a session.
+
+Three callers apply them and must never disagree: `viewers` (the aiohttp handlers of both roles),
+`fastpath` (the httptools hit path, answering exactly as aiohttp would) and `limits` (the
+session-open bound). They pass a request's query and header fields as mappings: `query.get(name)`
+is the first value of a repeated name (as aiohttp's query is read), header fields are looked up by
+lower-case name (aiohttp's fields are case-insensitive, the fast path's lower-cased). The id
+precedence and the sid format themselves are `sessions.identity`'s.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Mapping
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from edge360.core.kinds import PLAYLIST, kind_of
+from edge360.sessions import identity as ids
+
+#: query parameters that identify one viewer: never in a cache key, never copied from an upstream
+#: URI into another viewer's playlist
+VIEWER_PARAMS = frozenset({"sid", "token", "CMCD"})
+#: answers that count in the viewer's session: content served, or confirmed unchanged (304);
+#: a refusal or an error does not keep a session alive
+_COUNTED = frozenset({200, 206, 304})
+
+
+@dataclass(slots=True)
+class Viewer:
+    """A viewer as seen by one request."""
+
+    key: str  # the tracker key
+    sid: str | None  # the sid carried into playlist URIs (None: nothing to carry)
+    token: str | None  # the signed token carried into playlist URIs
+    address: str
+    minted: bool = False  # the sid was minted for this request: no later request carries it yet
+
+    def params(self) -> str:
+        """The query fragment appended to every URI of a playlist served to this viewer."""
+        parts = []
+        if self.sid:
+            parts.append("sid=" + self.sid)  # valid sids are URL-safe by their pattern
+        if self.token:
+            parts.append("token=" + quote(self.token, safe=""))
+        return "&".join(parts)
+
+
+def identify(query: Mapping[str, str], fields: Mapping[str, str], address: str, *,
+             opens: bool) -> Viewer:
+    """The viewer of a content request: `sid` query > CMCD query sid > CMCD-Session header >
+    address + User-Agent (sessions.identity; an invalid id counts as absent and is never echoed
+    back). `opens`: a playlist request, which opens a session under a fresh sid when it carries no
+    id, so the rewritten URIs can carry one; the fallback key itself is never written anywhere."""
+    key, explicit = ids.identity(query.get("sid"), query.get("CMCD"),
+                                      fields.get("cmcd-session"), address,
+                                      fields.get("user-agent", ""))
+    token = query.get("token") or None
+    if not explicit and opens:
+        fresh = ids.new_sid()
+        return Viewer(key=fresh, sid=fresh, token=token, address=address, minted=True)
+    return Viewer(key=key, sid=key if explicit else None, token=token, address=address)
+
+
+def opens_counted_session(path: str, method: str, query: Mapping[str, str],
+                          fields: Mapping[str, str], address: str) -> bool:
+    """Whether serving the request opens a session that sessions.per_ip_per_minute counts: a
+    GET/HEAD of a playlist carrying no session id, the cheap way to inflate the session count.
+    A playlist is known by its kind (kinds.kind_of, case-insensitive), exactly as the handlers
+    decide to open a session, so "/t/master.M3U8" cannot open sessions the bound never counts.
+    Loopback is exempt: a load test from one machine (`edge360 replay`) is many viewers on
+    127.0.0.1."""
+    if method not in ("GET", "HEAD") or kind_of(path) != PLAYLIST:
+        return False
+    if ids.explicit_sid(query.get("sid"), query.get("CMCD"),
+                             fields.get("cmcd-session")) is not None:
+        return False
+    return not is_loopback(address)
+
+
+def is_loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
+def counted(status: int) -> bool:
+    """Whether an answer of `status` counts in the viewer's session (a touch)."""
+    return status in _COUNTED
