@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -44,7 +46,16 @@ def _make_title(root: Path, name: str = "tiny") -> Path:
     lines.append("#EXT-X-ENDLIST")
     (title / "br" / "index.m3u8").write_text("\n".join(lines) + "\n")
     (title / "master_br.m3u8").write_text(MASTER.replace("v0/index.m3u8", "br/index.m3u8"))
+    publish(title)
     return title
+
+
+def publish(root: Path, age: float = 3600.0) -> None:
+    """Date every file under `root` `age` seconds back: a title copied in long ago, which the
+    origin serves at once (a file modified within origin.settle_seconds is still arriving)."""
+    then = time.time() - age
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (then, then))
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import aiohttp
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.conftest import publish
 from tests.servers import make_config, running_app
 
 SEGMENTS = 4
@@ -50,6 +51,7 @@ def make_title(root: Path, name: str = "demo", seed: int = 7) -> dict[str, bytes
     (d / "br" / "index.m3u8").write_text("\n".join(lines) + "\n")
     (d / "master_br.m3u8").write_text(
         "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=800000\nbr/index.m3u8\n")
+    publish(d)
     return files
 
 

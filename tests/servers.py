@@ -18,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aiohttp import web
-
 from edge360.config.schema import Config, load
-from edge360.run.app import create_app
+from edge360.run.app import App
+from edge360.run.server import listen
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "media"
@@ -33,20 +32,26 @@ def make_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) 
 
 
 @contextlib.asynccontextmanager
-async def running_app(config: Config, **kwargs: Any) -> AsyncIterator[str]:
-    """An in-process server for `config` on 127.0.0.1:0; yields its base URL ("http://h:p")."""
-    app = create_app(config, **kwargs)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    server = site._server
-    assert server is not None
-    port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+async def running_node(config: Config, **kwargs: Any) -> AsyncIterator[tuple[str, App]]:
+    """An in-process node for `config` on 127.0.0.1:0, listening exactly as `edge360 serve`
+    does (guards, TLS, the protocol); yields its base URL ("http://h:p") and the App."""
+    app = App(config, **kwargs)
+    await app.start()
+    listener = await listen(app, config, host="127.0.0.1", port=0)
+    scheme = "https" if config.server.tls_cert else "http"
     try:
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{listener.port}", app
     finally:
-        await runner.cleanup()
+        listener.close()
+        await listener.wait_drained(2.0)
+        await app.close()
+
+
+@contextlib.asynccontextmanager
+async def running_app(config: Config, **kwargs: Any) -> AsyncIterator[str]:
+    """running_node's base URL only."""
+    async with running_node(config, **kwargs) as (url, _):
+        yield url
 
 
 @dataclass

@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.conftest import publish
 from tests.edgekit import edge, fake_upstream, get, make_title, origin
 from tests.servers import make_config, running_app
 
@@ -273,6 +274,7 @@ async def test_a_slow_reader_of_a_cached_segment_is_a_late_segment(tmp_path: Pat
         "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:0.05,\nseg.ts\n"
         "#EXT-X-ENDLIST\n")
     (title / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv0/index.m3u8\n")
+    publish(title)
     async with origin(tmp_path) as o, edge([o], {"EDGE360_EDGE_PIECE_BYTES": "64MiB"}) as e, \
             aiohttp.ClientSession() as s:
         assert (await get(s, e + "/slow/v0/index.m3u8"))[0] == 200

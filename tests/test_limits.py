@@ -1,7 +1,7 @@
 """Abuse limits on a real origin: per-address rates (429 + Retry-After), sessions opened per
 address, the connection ceiling, the request-head timeout and the send timeout for stalled readers.
 
-Servers run in-process behind limits.GuardedSite (what `edge360 serve` listens with) on
+Servers run in-process with the listener `edge360 serve` listens with, on
 127.0.0.1:0; clients are aiohttp and raw sockets. Every wait is bounded in count and time.
 """
 
@@ -17,13 +17,13 @@ from typing import Any
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from edge360.config.schema import Config
-from edge360.http.guard import GuardedSite
-from edge360.http.middleware import runner_options
-from edge360.node.state import NODE, NodeState
-from edge360.run.app import create_app
+from edge360.http.guard import ConnectionGuard
+from edge360.http.listener import Listener
+from edge360.node.state import NodeState
+from edge360.run.app import App
+from tests.conftest import publish
 from tests.servers import make_config
 
 
@@ -36,20 +36,20 @@ class Guarded:
 
 @contextlib.asynccontextmanager
 async def guarded_server(config: Config, ssl_context: Any = None) -> AsyncIterator[Guarded]:
-    """An in-process node listening through GuardedSite, as `edge360 serve` does."""
-    app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=2,
-                           keepalive_timeout=config.limits.keepalive_timeout,
-                           **runner_options(app[NODE]))
-    await runner.setup()
-    site = GuardedSite(runner, config, app[NODE].counters, host="127.0.0.1", port=0,
-                       ssl_context=ssl_context)
-    await site.start()
+    """An in-process node listening as `edge360 serve` does (guards, protocol, TLS)."""
+    app = App(config)
+    dispatcher = await app.start()
+    listener = Listener(dispatcher, ConnectionGuard(config, app.node.counters,
+                                                    clients=app.node.proxied),
+                        ssl_context=ssl_context)
+    port = await listener.start("127.0.0.1", 0)
     scheme = "https" if ssl_context else "http"
     try:
-        yield Guarded(f"{scheme}://127.0.0.1:{site.port}", site.port, app[NODE])
+        yield Guarded(f"{scheme}://127.0.0.1:{port}", port, app.node)
     finally:
-        await runner.cleanup()
+        listener.close()
+        await listener.wait_drained(2.0)
+        await app.close()
 
 
 def origin_config(media: Path, flags: Mapping[str, Any] | None = None,
@@ -187,6 +187,7 @@ def big_media(tiny_media: Path) -> Path:
     with open(tiny_media / "tiny" / "v0" / "big.ts", "wb") as fh:
         for _ in range(48):
             fh.write(block)
+    publish(tiny_media)
     return tiny_media
 
 

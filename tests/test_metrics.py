@@ -14,15 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from edge360.node.state import NODE, NodeState
-from edge360.ops import endpoints as ops
-from edge360.run.app import create_app
+from edge360.node.state import NodeState
 from tests.edgekit import edge, get, make_title, origin
-from tests.servers import make_config, server_process
+from tests.servers import make_config, running_node, server_process
 from tests.tools import require_tool
 
 VIEWERS = 300
@@ -160,16 +157,8 @@ async def app_with_clock(media: Path, clock: FakeClock) -> AsyncIterator[
     egress samples) so the test can wait for the once-a-second sampler."""
     config = make_config({"server.role": "origin", "origin.media": str(media),
                           "sessions.idle_timeout": 10, "sessions.peak_window": 5})
-    app = create_app(config, clock=clock)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(runner.addresses[0][1])
-    try:
-        yield f"http://127.0.0.1:{port}", app[NODE], app[ops.EGRESS]
-    finally:
-        await runner.cleanup()
+    async with running_node(config, clock=clock) as (url, app):
+        yield url, app.node, app.endpoints.egress
 
 
 async def _sampled_at(samples: deque[tuple[float, int]], at: float) -> None:

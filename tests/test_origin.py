@@ -14,6 +14,7 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
+from tests.conftest import publish
 from tests.servers import DEMO, make_config, running_app, start_process
 from tests.tools import require_tool
 
@@ -229,16 +230,18 @@ async def test_ffmpeg_reads_the_demo_through_the_origin(master: str) -> None:
 async def test_a_file_gone_since_the_scan_is_a_404_not_a_broken_200(tiny_media: Path) -> None:
     big = tiny_media / "tiny" / "v0" / "big.ts"
     big.write_bytes(os.urandom(600_000))  # beyond the in-memory size: sent from the file
+    publish(big)
     config = origin_config(tiny_media, **{"origin.rescan_interval": 0})
     async with running_app(config) as base, aiohttp.ClientSession() as s:
         assert (await fetch(s, base + "/tiny/v0/big.ts"))[0] == 200
         big.unlink()
         code, _, _ = await fetch(s, base + "/tiny/v0/big.ts")
         assert code == 404
-    # the fast path has written no head when the open fails: it hands the request to aiohttp,
-    # which answers 404 (never a 200 with a wrong body, never a cut connection); other
-    # requests are unharmed, and after the next rescan (SIGHUP here) it stays 404
+    # the file is opened before any head is written: a file gone answers 404 (never a 200 with
+    # a wrong body, never a cut connection); other requests are unharmed, and after the next
+    # rescan (SIGHUP here) it stays 404
     big.write_bytes(os.urandom(600_000))
+    publish(big)
     sp = start_process(["serve", "--port", "0", "--media", str(tiny_media)])
     try:
         async with aiohttp.ClientSession() as s:

@@ -1,7 +1,7 @@
 """server.proxy_protocol with real servers and raw sockets: PROXY v1 and v2 headers from a trusted
 peer name the client for the access log, the session fallback (address + User-Agent) and the rate
-limits, on the fast path and through aiohttp; a missing or malformed header, and any header from a
-peer outside server.trusted_proxies, get the connection closed without a byte of answer."""
+limits; a missing or malformed header, and any header from a peer outside
+server.trusted_proxies, get the connection closed without a byte of answer."""
 
 from __future__ import annotations
 
@@ -15,16 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiohttp import web
 
 from edge360.config.schema import load
 from edge360.core.errors import ConfigError
-from edge360.http.protocol import FastListener
-from edge360.node.state import NODE, NodeState
-from edge360.run.app import create_app
-from edge360.run.server import start_site
+from edge360.node.state import NodeState
 from edge360.security.clientaddr import V2_SIGNATURE
-from tests.servers import make_config
+from tests.servers import make_config, running_node
 from tests.test_tiers import fleet
 
 SEGMENT = "/tiny/v0/seg_000.ts"
@@ -101,30 +97,20 @@ def test_headers_name_the_client_and_bad_ones_close(tiny_media: Path, tmp_path: 
 
 
 @contextlib.asynccontextmanager
-async def node(media: Path, flags: dict[str, Any]
-               ) -> AsyncIterator[tuple[int, NodeState, FastListener | None]]:
-    """An in-process origin listening as `edge360 serve` does (start_site), PROXY protocol on."""
+async def node(media: Path, flags: dict[str, Any]) -> AsyncIterator[tuple[int, NodeState]]:
+    """An in-process origin listening as `edge360 serve` does, PROXY protocol on."""
     config = make_config({"origin.media": str(media), "server.proxy_protocol": True,
                           "server.trusted_proxies": ["127.0.0.1"], **flags})
-    app = create_app(config)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2)
-    await runner.setup()
-    site, fast = await start_site(runner, app, config, host="127.0.0.1", port=0)
-    try:
-        yield site.port, app[NODE], fast
-    finally:
-        await runner.cleanup()
-        if fast is not None:
-            await fast.wait_drained(2)
+    async with running_node(config) as (url, app):
+        yield int(url.rsplit(":", 1)[1]), app.node
 
 
 async def ask(port: int, data: bytes) -> int:
     return status(await asyncio.to_thread(exchange, port, data))
 
 
-@pytest.mark.parametrize("fastpath", [True, False])
-async def test_each_proxy_source_is_its_own_session(tiny_media: Path, fastpath: bool) -> None:
-    async with node(tiny_media, {"server.fastpath": fastpath}) as (port, n, fast):
+async def test_each_proxy_source_is_its_own_session(tiny_media: Path) -> None:
+    async with node(tiny_media, {}) as (port, n):
         for header in (v1("203.0.113.7"), v2("203.0.113.7"), v1("203.0.113.8")):
             assert await ask(port, header + get()) == 200
         # a keep-alive connection: both requests belong to its PROXY source
@@ -133,13 +119,11 @@ async def test_each_proxy_source_is_its_own_session(tiny_media: Path, fastpath: 
         assert answer.count(b"HTTP/1.1 200 OK") == 2
         assert n.tracker.views == 3  # .7 (twice, same UA), .8, .9
         assert n.proxied == {}  # every closed connection forgot its address
-        if fastpath:
-            assert fast is not None and fast.stats.answered >= 5
 
 
 async def test_rate_limits_apply_per_proxy_source(tiny_media: Path) -> None:
     flags = {"limits.rate_per_ip": 0.001, "limits.rate_burst": 2}
-    async with node(tiny_media, flags) as (port, _n, _fast):
+    async with node(tiny_media, flags) as (port, _n):
         first = [await ask(port, v1("203.0.113.7") + get()) for _ in range(3)]
         other = [await ask(port, v2("203.0.113.8") + get()) for _ in range(2)]
         assert first == [200, 200, 429]

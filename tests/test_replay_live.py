@@ -21,6 +21,7 @@ from edge360.core.errors import UsageError
 from edge360.replay import command
 from edge360.replay.player import parse_media, sid_of
 from edge360.replay.target import parse_sessions_active
+from tests.conftest import publish
 from tests.servers import start_process
 from tests.test_replay_support import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
 
@@ -162,6 +163,7 @@ def test_long_playlists_compressed_by_edge360_still_play(tmp_path: Path) -> None
     (media / "long" / "v0" / "index.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST"]) + "\n")
     (media / "long" / "master.m3u8").write_text(
         "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n")
+    publish(media)
     origin = start_process(["serve", "--port", "0", "--media", str(media)],
                            {"EDGE360_SESSIONS_IDLE_TIMEOUT": "0.5"})
     try:

@@ -12,6 +12,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
+from tests.conftest import publish
 from tests.servers import ServerProcess, start_process
 
 
@@ -19,6 +20,7 @@ from tests.servers import ServerProcess, start_process
 def tls_origin(tiny_media: Path, cert: tuple[Path, Path]) -> Iterator[ServerProcess]:
     block = bytes(range(256)) * 4096  # a 4 MiB segment: many chunks through TLS
     (tiny_media / "tiny" / "v0" / "big.ts").write_bytes(block * 4)
+    publish(tiny_media)
     sp = start_process(["serve", "--role", "origin", "--media", str(tiny_media), "--port", "0"],
                        env={"EDGE360_SERVER_TLS_CERT": str(cert[0]),
                             "EDGE360_SERVER_TLS_KEY": str(cert[1])})

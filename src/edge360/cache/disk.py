@@ -273,6 +273,13 @@ class DiskCache:
             self._bytes = sum(self._index.values())
             return self._evict_locked()
 
+    def shrink(self, budget_bytes: int) -> list[str]:
+        """Lower the budget (a full filesystem holds less than configured) and evict down to
+        it; returns the keys evicted. The budget never grows back without a restart."""
+        with self._lock:
+            self.budget_bytes = max(1, min(self.budget_bytes, budget_bytes))
+            return self._evict_locked()
+
     def _install(self, key: str, temp: str, final: str, size: int) -> list[str]:
         """Rename a finished temp file into place and account for it (called by commit)."""
         with self._lock:

@@ -52,7 +52,7 @@ class ServerConfig:
     access_log: bool = _f(False, boolean, "one JSON line per request on stderr")
     tls_cert: str = _f("", optional_path, "PEM certificate; with tls_key, serve HTTPS")
     tls_key: str = _f("", optional_path, "PEM private key")
-    fastpath: bool = _f(True, boolean, "answer content hits on the lean protocol (not with TLS)")
+    fastpath: bool = _f(True, boolean, "no effect, kept so older configs load")
     proxy_protocol: bool = _f(False, boolean,
                               "connections begin with a PROXY v1/v2 header (trusted_proxies only)")
     metrics_listen: str = _f("", listen_address,
@@ -66,6 +66,8 @@ class OriginConfig:
     vod_max_age: int = _f(31536000, integer(0, 1 << 31), "max-age of VOD media playlists/segments")
     master_max_age: int = _f(30, integer(0, 1 << 31), "max-age of master playlists")
     cors_origin: str = _f("*", text, "Access-Control-Allow-Origin value")
+    settle_seconds: float = _f(2.0, number(0, 3600),
+                               "a file modified this recently (or still growing) is not served")
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +92,8 @@ class EdgeConfig:
     max_waiters: int = _f(10000, integer(1, 1_000_000), "waiters per in-flight object")
     max_upstream_inflight: int = _f(256, integer(1, 100000), "upstream fetches in flight")
     health_interval: float = _f(2.0, number(0.1, 3600), "seconds between parent health checks")
+    revalidate_timeout: float = _f(2.0, number(0.01, 600),
+                                   "seconds to wait for a parent's answer when stale may serve")
     max_entries: int = _f(200_000, integer(16, 100_000_000), "cache entries at most")
     children: tuple[str, ...] = _f((), string_list(url),
                                    "child edge URLs /admin/purge and /admin/warm fan out to")

@@ -41,11 +41,14 @@ class Outcome(enum.Enum):
     PRECONDITION_FAILED = "precondition_failed"
 
 
-def make_etag(size: int, mtime_ns: int) -> str:
-    """A strong ETag from a file's size and modification time in nanoseconds.
+def make_etag(size: int, mtime_ns: int, ino: int = 0) -> str:
+    """A strong ETag from a file's size, modification time in nanoseconds and inode (when given).
 
-    Strong is right for files served byte for byte: any change of content changes size or mtime.
+    Strong is right for files served byte for byte: any change of content changes size or mtime,
+    and a file replaced by a rename is another inode even when both are equal.
     """
+    if ino:
+        return f'"{ino:x}-{size:x}-{mtime_ns:x}"'
     return f'"{size:x}-{mtime_ns:x}"'
 
 

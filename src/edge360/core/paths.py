@@ -15,7 +15,8 @@ import unicodedata
 from typing import Final
 from urllib.parse import unquote_to_bytes
 
-from edge360.core.errors import BadRequest, NotFound
+from edge360.core.errors import BadRequest, Edge360Error, NotFound
+from edge360.core.lru import LRU
 
 # RFC 3986 §2.1: a "%" must be followed by two hex digits. After one decode, such a triplet means
 # the client encoded twice (%252e -> %2e): refused, so no later layer can decode it again.
@@ -86,3 +87,31 @@ def is_inside(root: str, candidate: str) -> bool:
         return True
     prefix = root if root.endswith("/") else root + "/"
     return candidate.startswith(prefix)
+
+
+#: paths longer than this are checked every time rather than remembered
+MAX_REMEMBERED: Final = 512
+
+
+class CheckedPaths:
+    """split_request_path with its answers remembered (a bounded LRU): a path asked again costs a
+    dict lookup. A refused path is remembered as its refusal and raised again."""
+
+    __slots__ = ("_seen", "max_length")
+
+    def __init__(self, max_length: int, limit: int = 4096) -> None:
+        self.max_length = max_length
+        self._seen: LRU[str, tuple[str, ...] | Edge360Error] = LRU(limit)
+
+    def __call__(self, raw_path: str) -> tuple[str, ...]:
+        found = self._seen.get(raw_path)
+        if found is None:
+            try:
+                found = split_request_path(raw_path, max_length=self.max_length)
+            except (BadRequest, NotFound) as e:
+                found = e
+            if len(raw_path) <= MAX_REMEMBERED:  # long paths are rare: not worth the memory
+                self._seen.put(raw_path, found)
+        if isinstance(found, Edge360Error):
+            raise type(found)(str(found))
+        return found

@@ -28,16 +28,18 @@ import hmac
 from typing import Any
 
 import orjson
-from aiohttp import web
 
 from edge360.core.errors import BadRequest, Edge360Error, Forbidden
 from edge360.edge.prefetch import Prefetcher, target_for
-from edge360.edge.state import EdgeState, edge_of
+from edge360.edge.state import EdgeState
 from edge360.edge.store import EdgeStore
 from edge360.edge.upstream import post_json
 from edge360.hls import playlist
+from edge360.http.dispatch import Route, route
+from edge360.http.response import Response, json_response
 from edge360.http.viewers import check_loop
-from edge360.node.state import NODE, NodeState, node_of
+from edge360.http.wire import Request
+from edge360.node.state import NodeState
 
 #: objects one warm request queues at most
 MAX_WARM = 100_000
@@ -47,30 +49,39 @@ FANOUT = 8
 MAX_PURGE_KEYS = 1_000_000
 
 
-def install(app: web.Application) -> None:
-    app.router.add_post("/admin/purge", purge)
-    app.router.add_post("/admin/warm", warm)
-    app.router.add_get("/admin/cache", cache)
-    app.on_startup.append(_register_ops)
+def routes(state: EdgeState) -> dict[str, Route]:
+    """The admin endpoints of an edge; with --workers N also the hub's fanned-out operations."""
+    _register_ops(state)
+
+    async def purge_endpoint(request: Request) -> Response:
+        return await purge(state, request)
+
+    async def warm_endpoint(request: Request) -> Response:
+        return await warm(state, request)
+
+    async def cache_endpoint(request: Request) -> Response:
+        return await cache(state, request)
+    return {"/admin/purge": route(purge_endpoint, "POST"),
+            "/admin/warm": route(warm_endpoint, "POST"),
+            "/admin/cache": route(cache_endpoint)}
 
 
-async def _register_ops(app: web.Application) -> None:
-    """With --workers N: answer the hub's fanned-out "purge" (node.hub is set before start-up)."""
-    node = app[NODE]
-    if node.hub is None:
+def _register_ops(state: EdgeState) -> None:
+    """With --workers N: answer the hub's fanned-out "purge" and "warm"."""
+    hub = state.node.hub
+    if hub is None:
         return
 
     async def purge_op(args: dict[str, Any]) -> dict[str, Any]:
-        keys, rest = await _purge_here(edge_of(node).store, args.get("prefix"), args.get("path"))
+        keys, rest = await _purge_here(state.store, args.get("prefix"), args.get("path"))
         return {"keys": sorted(keys)[:MAX_PURGE_KEYS], "rest": rest}
 
     async def warm_op(args: dict[str, Any]) -> int:
         items = [(str(p), (int(r[0]), int(r[1])) if r else None) for p, r in args["items"]]
-        state = edge_of(node)
         state.tasks.spawn(state.prefetcher.warm(items), "warm")
         return len(items)
-    node.hub.handlers["purge"] = purge_op
-    node.hub.handlers["warm"] = warm_op
+    hub.handlers["purge"] = purge_op
+    hub.handlers["warm"] = warm_op
 
 
 async def _purge_here(store: EdgeStore, prefix: str | None,
@@ -96,32 +107,27 @@ async def _purge_here(store: EdgeStore, prefix: str | None,
     return removed, rest
 
 
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json",
-                        headers={"Cache-Control": "no-store"})
-
-
-def _authorize(request: web.Request, node: NodeState) -> None:
+def _authorize(request: Request, node: NodeState) -> None:
     token = node.config.admin.token
-    header = request.headers.get("Authorization", "")
+    header = request.fields.get("authorization", "")
     given = header[7:].strip() if header.startswith("Bearer ") else ""
     if not token or not hmac.compare_digest(given.encode(), token.encode()):
         raise Forbidden("admin token missing or wrong")
 
 
-async def _command(request: web.Request) -> tuple[NodeState, EdgeState, dict[str, Any]]:
+def _command(state: EdgeState, request: Request) -> tuple[NodeState, dict[str, Any]]:
     """An admin POST (purge, warm) made ready: the token checked, a forwarding loop refused (the
     command fans out to children, which could name us), then its JSON object body read."""
-    node = node_of(request)
+    node = state.node
     _authorize(request, node)
-    check_loop(request)
+    check_loop(request, state.upstream.pseudonym)
     try:
-        data = orjson.loads(await request.read())
+        data = orjson.loads(request.body)
     except orjson.JSONDecodeError:
         raise BadRequest("body is not JSON") from None
     if not isinstance(data, dict):
         raise BadRequest("body must be a JSON object")
-    return node, edge_of(node), data
+    return node, data
 
 
 def _path_arg(data: dict[str, Any], name: str) -> str | None:
@@ -133,9 +139,9 @@ def _path_arg(data: dict[str, Any], name: str) -> str | None:
     return value
 
 
-async def purge(request: web.Request) -> web.Response:
+async def purge(state: EdgeState, request: Request) -> Response:
     """{"prefix": "/demo/"} or {"path": "/demo/master.m3u8"} -> {"purged": N} (+ "children")."""
-    node, state, data = await _command(request)
+    node, data = _command(state, request)
     store = state.store
     prefix, path = _path_arg(data, "prefix"), _path_arg(data, "path")
     if node.hub is not None and (prefix is not None or path is not None):
@@ -148,19 +154,19 @@ async def purge(request: web.Request) -> web.Response:
         n = await store.purge(path) + await store.purge_prefix(path + "?")
     else:
         raise BadRequest("give prefix or path")
-    return _json({"purged": n, **await _fan_out(request, state, "purge", data)})
+    return json_response({"purged": n, **await _fan_out(request, state, "purge", data)})
 
 
-async def _fan_out(request: web.Request, state: EdgeState, action: str,
+async def _fan_out(request: Request, state: EdgeState, action: str,
                    data: dict[str, Any]) -> dict[str, Any]:
     """Forward the action to every configured child; {} when there are none."""
     children = state.config.children
     if not children:
         return {}
     answer_key = "purged" if action == "purge" else "queued"
-    headers = state.upstream.request_headers(request.headers.get("CDN-Loop"), {
+    headers = state.upstream.request_headers(request.fields.get("cdn-loop"), {
         "Authorization": f"Bearer {state.node.config.admin.token}"},
-        via=",".join(request.headers.getall("Via", [])) or None)
+        via=request.fields.get("via"))
     body = orjson.dumps(data)
     timeout = state.config.connect_timeout + state.config.read_timeout
     gate = asyncio.Semaphore(FANOUT)
@@ -218,9 +224,9 @@ async def _collect(prefetcher: Prefetcher, path: str, out: dict[str, tuple[int, 
     return 1
 
 
-async def warm(request: web.Request) -> web.Response:
+async def warm(state: EdgeState, request: Request) -> Response:
     """{"playlist": "/demo/master.m3u8"} or {"prefix": "/demo/"} -> {"queued": N}."""
-    node, state, data = await _command(request)
+    node, data = _command(state, request)
     name, prefix = _path_arg(data, "playlist"), _path_arg(data, "prefix")
     if name is None and prefix is None:
         raise BadRequest("give playlist or prefix")
@@ -240,8 +246,8 @@ async def warm(request: web.Request) -> web.Response:
     else:
         state.tasks.spawn(state.prefetcher.warm(list(items.items())), "warm")
         workers = {}
-    return _json({"queued": fetched + len(items), **workers,
-                  **await _fan_out(request, state, "warm", data)})
+    return json_response({"queued": fetched + len(items), **workers,
+                          **await _fan_out(request, state, "warm", data)})
 
 
 async def _masters(prefetcher: Prefetcher, prefix: str) -> list[str]:
@@ -259,14 +265,14 @@ async def _masters(prefetcher: Prefetcher, prefix: str) -> list[str]:
     return [prefix.rstrip("/") + "/master.m3u8"]
 
 
-async def cache(request: web.Request) -> web.Response:
+async def cache(state: EdgeState, request: Request) -> Response:
     """GET /admin/cache?path=/demo/v0/seg_001.ts -> the object's tiers, pieces, age, freshness."""
-    node = node_of(request)
+    node = state.node
     _authorize(request, node)
-    path = request.query.get("path")
+    path = request.param("path")
     if not path or not path.startswith("/"):
         raise BadRequest("give ?path=/...")
-    out = await edge_of(node).store.describe(path, node.clock())
+    out = await state.store.describe(path, node.clock())
     if node.hub is not None:
         out["worker"] = node.hub.worker
-    return _json(out)
+    return json_response(out)

@@ -2,64 +2,41 @@
 (conditional when revalidating), one piece of a big object, the first piece of an object whose
 head is unknown, and plain pass-through requests (HEAD misses, answers that may not be stored).
 
-Each producer validates what it received before anything is stored: a body shorter or longer than
-its Content-Length is "truncated", a 206 whose Content-Range is not the one asked for (or whose
-complete length or ETag no longer matches the stored head) is "invalid"; neither is ever stored and
-the waiters get the error (their responses are cut short when already under way). A playlist that
-points outside its title is refused and never stored. Storing follows policy (RFC 9111 §3).
+Never a wrong byte (docs/DESIGN.md): every producer checks what it received before anything is
+stored. A body shorter or longer than its Content-Length is "truncated"; a piece whose 206 is not
+the range asked for, or whose strong ETag or complete length is not the stored object's, is
+"invalid" and discards the stored object. Pieces are fetched separately (with If-Match) only for
+an object with a strong validator; one without is fetched whole. Neither broken body is stored,
+and the readers get the error, so their answers are cut short. A playlist that points outside its
+title is refused and never stored. Storing follows policy (RFC 9111 §3).
+
+A whole body at most one piece long (and every playlist) is kept whole by its flight and stored at
+the end. A bigger one is stored piece by piece as it arrives, and its flight keeps only a window
+(edge.coalescer), so a cold 2 GB object costs a window of memory, not its size.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable, Sequence
 
-from edge360.cache.disk import DiskWriter
 from edge360.config.schema import EdgeConfig
 from edge360.core import policy
 from edge360.core.cachecontrol import cache_directives
 from edge360.core.errors import UpstreamError
-from edge360.core.kinds import OTHER, kind_of
+from edge360.core.kinds import OTHER
 from edge360.core.ranges import parse_content_range
 from edge360.core.storedfields import forwarded_request_fields
 from edge360.edge.coalescer import Coalescer, Flight, Head, Producer
-from edge360.edge.store import MAX_NEGATIVE_BODY, EdgeStore, Negative, StoredObject, new_version
+from edge360.edge.objects import Target, new_object
+from edge360.edge.store import MAX_NEGATIVE_BODY, EdgeStore, Negative, StoredObject
 from edge360.edge.upstream import Upstream, UpstreamResponse
 from edge360.hls import playlist
+from edge360.http.response import Part
 from edge360.node.counters import Counters
 
-#: fields describing one byte range of a body, never stored as the object's own (RFC 9110 §14.4)
-_RANGE_FIELDS = ("content-range", "content-length")
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """One object as the edge asks its parent for it."""
-
-    key: str  # cache key: path + the key params (sorted)
-    path: str  # path without query: parent choice (one parent per file), kind, title
-    upstream: str  # path + forwarded query (never sid, token or CMCD)
-    kind: str  # "playlist", "segment", "other"
-    title: str
-    request_headers: dict[str, str]  # the client's, lower-cased (Vary, no-store, Authorization)
-    cdn_loop: str | None
-
-    @classmethod
-    def of(cls, key: str, path: str, title: str, request_headers: dict[str, str] | None = None,
-           cdn_loop: str | None = None) -> Target:
-        """The target of the object cached under `key` (`path`, then "?" and the key params when
-        there are any): the parent is asked for exactly that, so a viewer's sid, token or CMCD
-        never goes upstream. Without request headers it describes an object no client field
-        steers (a fast-path hit, a prefetch, a warm-up)."""
-        query = key[len(path) + 1:] if len(key) > len(path) else ""
-        return cls(key=key, path=path, upstream=path + (f"?{query}" if query else ""),
-                   kind=kind_of(path), title=title,
-                   request_headers={} if request_headers is None else request_headers,
-                   cdn_loop=cdn_loop)
+Entry = tuple[StoredObject, bytes | None]
 
 
 class Fetcher:
@@ -77,12 +54,20 @@ class Fetcher:
 
     # -- flights ---------------------------------------------------------------------------
 
-    def whole(self, t: Target, entry: tuple[StoredObject, bytes | None] | None = None
-              ) -> tuple[Flight, bool]:
+    def whole(self, t: Target, entry: Entry | None = None) -> tuple[Flight, bool]:
         """GET the whole object (If-None-Match/If-Modified-Since from `entry` when given)."""
         return self.coalescer.join(t.key, self._whole(t, entry))
 
+    def whole_alone(self, t: Target) -> Flight:
+        """GET the whole object for a request the running flight can no longer serve."""
+        return self.coalescer.start(t.key, self._whole(t, None))
+
+    def relay_alone(self, t: Target, extra: dict[str, str]) -> Flight:
+        """A GET relayed as is for a request the running flight can no longer serve."""
+        return self.coalescer.start(f"GET\x00{t.key}\x00alone", self._relay(t, "GET", extra))
+
     def piece(self, t: Target, obj: StoredObject, n: int) -> tuple[Flight, bool]:
+        """Piece n of a stored object with a strong validator (checked against it)."""
         return self.coalescer.join(obj.piece_key(t.key, n), self._piece(t, obj, n))
 
     def first_piece(self, t: Target, n: int) -> tuple[Flight, bool]:
@@ -100,14 +85,28 @@ class Fetcher:
         return self.upstream.request_headers(t.cdn_loop, extra, via=t.request_headers.get("via"),
                                              forward=forwarded_request_fields(t.request_headers))
 
+    async def stored_parts(self, t: Target, obj: StoredObject, pos: int) -> Sequence[Part]:
+        """The stored bytes of `obj` from `pos` to the end of its piece: from memory or disk,
+        else (evicted meanwhile) fetched again when the object has a strong validator."""
+        n = pos // obj.piece_bytes
+        data = await self.store.piece(t.key, obj, n)
+        if data is None:
+            if not obj.strong:
+                raise UpstreamError("a piece was evicted before it was read", kind="abandoned")
+            flight, _ = self.piece(t, obj, n)
+            data = await flight.body()
+        start = n * obj.piece_bytes
+        if len(data) != obj.piece_span(n)[1] - start + 1:
+            raise self._invalid(f"piece {n} has the wrong length")
+        return (memoryview(data)[pos - start:],)
+
     # -- producers -------------------------------------------------------------------------
 
-    def _whole(self, t: Target, entry: tuple[StoredObject, bytes | None] | None) -> Producer:
+    def _whole(self, t: Target, entry: Entry | None) -> Producer:
         async def produce(flight: Flight) -> None:
             extra = policy.conditional_headers(entry[0].stored) if entry else {}
             request_time = self.clock()
-            resp = await self.upstream.open("GET", t.upstream, t.path,
-                                            self._headers(t, extra))
+            resp = await self.upstream.open("GET", t.upstream, t.path, self._headers(t, extra))
             response_time = self.clock()
             if resp.status == 304 and entry is not None:
                 resp.close()
@@ -128,7 +127,7 @@ class Fetcher:
 
     async def _consume(self, flight: Flight, t: Target, resp: UpstreamResponse,
                        request_time: float, response_time: float, *, had_entry: bool) -> None:
-        """Relay a whole-object answer to the waiters and store it when allowed."""
+        """Relay a whole-object answer to the readers and store it when allowed."""
         if resp.status != 200:
             await self._small_answer(flight, t, resp, (request_time, response_time),
                                      had_entry=had_entry)
@@ -136,19 +135,23 @@ class Fetcher:
         length = resp.content_length
         flight.set_head(Head(200, resp.headers, length))
         reason = policy.not_storable_reason("GET", 200, t.request_headers, resp.headers)
-        limit = max(self.config.cache_memory_bytes, self.config.cache_disk_bytes
-                    if self.config.cache_dir else 0)
+        limit = max(self.config.cache_memory_bytes,
+                    self.config.cache_disk_bytes if self.config.cache_dir else 0)
         storable = reason is None and (length is None or length <= limit)
-        if not storable and t.kind != "playlist":
-            flight.stop_retaining()  # relayed, never stored: hold a window, not the body
-        obj = None
-        writer: DiskWriter | None = None
-        if storable and length is not None and length <= self.config.piece_bytes \
-                and t.kind != "playlist":
-            obj = self._object(t, resp.headers, request_time, response_time, length, b"")
-            # streamed to disk as it arrives: a crash mid-body leaves only a temp file
-            with contextlib.suppress(OSError):
-                writer = await asyncio.to_thread(self.store.disk_writer, t.key, obj)
+        if t.kind == "playlist":
+            body = await self._read(flight, resp, length)
+            await self._store_playlist(flight, t, resp, body, (request_time, response_time),
+                                       storable)
+            return
+        if not storable:
+            flight.window_only()  # relayed, never stored: hold a window, not the body
+            await self._read(flight, resp, length)
+            return
+        obj = new_object(self.config, t, resp.headers, request_time, response_time,
+                         length or 0, b"", pieced=True)
+        pieces = _Pieces(self, t, flight, obj)
+        if length is not None and length > obj.piece_bytes:
+            pieces.begin()
         total = 0
         try:
             async for chunk in self._body(resp):
@@ -156,44 +159,41 @@ class Fetcher:
                 if length is not None and total > length:
                     raise self._truncated("body longer than its Content-Length")
                 flight.append(chunk)
-                if writer is not None:
-                    await asyncio.to_thread(writer.write, chunk)
-                if storable and total > limit:
-                    storable = False
-                    if t.kind != "playlist":
-                        flight.stop_retaining()
+                if pieces.storing:
+                    if total > limit:  # a body of unknown length larger than any tier
+                        pieces.give_up()
+                    else:
+                        await pieces.take(chunk)
+                elif not pieces.started and total > obj.piece_bytes:
+                    pieces.begin()  # a body of unknown length outgrew one piece
+                    await pieces.take(b"")
                 await flight.room()
             if length is not None and total != length:
                 raise self._truncated("body shorter than its Content-Length")
         except BaseException:
-            if writer is not None:
-                await asyncio.to_thread(writer.abort)
+            pieces.give_up()
             raise
-        if not storable and t.kind != "playlist":
-            # nothing to keep: no joined copy of a (possibly huge) body that is not stored
-            if writer is not None:
-                await asyncio.to_thread(writer.abort)
+        if pieces.started and not pieces.storing:
+            return  # relayed, not stored
+        if not pieces.started:  # small: stored whole
+            body = b"".join(flight.chunks)
+            obj = new_object(self.config, t, resp.headers, request_time, response_time,
+                             total, body)
+            await self.store.store(t.key, obj, body)
+            flight.result = (obj, body)
             return
-        body = b"".join(flight.chunks)
-        if t.kind == "playlist":
-            text = body.decode("utf-8", "replace")
-            if playlist.escapes_title(text, t.path, t.title):
-                if writer is not None:
-                    await asyncio.to_thread(writer.abort)
-                raise self._invalid("playlist points outside its title")
-            self.on_playlist(t, text)
-        if not storable:
-            if writer is not None:
-                await asyncio.to_thread(writer.abort)
-            return
-        obj = self._object(t, resp.headers, request_time, response_time, total, body)
-        disk_done = False
-        if writer is not None:
-            with contextlib.suppress(OSError):
-                self.store._count(await asyncio.to_thread(writer.commit, obj.encode()), "disk")
-                disk_done = True
-        await self.store.store(t.key, obj, body, disk_done=disk_done)
-        flight.result = (obj, None if obj.pieced else body)
+        flight.result = (await pieces.finish(total), None)
+
+    async def _store_playlist(self, flight: Flight, t: Target, resp: UpstreamResponse,
+                              body: bytes, times: tuple[float, float], storable: bool) -> None:
+        text = body.decode("utf-8", "replace")
+        if playlist.escapes_title(text, t.path, t.title):
+            raise self._invalid("playlist points outside its title")
+        self.on_playlist(t, text)
+        obj = new_object(self.config, t, resp.headers, *times, len(body), body)
+        if storable:
+            await self.store.store(t.key, obj, body)
+        flight.result = (obj, body)
 
     async def _small_answer(self, flight: Flight, t: Target, resp: UpstreamResponse,
                             times: tuple[float, float], *, had_entry: bool) -> None:
@@ -216,8 +216,8 @@ class Fetcher:
                 and (explicit or "last-modified" in resp.headers)
                 and not (had_entry and resp.status in policy.ERROR_STATUSES)):
             # (a 5xx never replaces a stored copy: that one may serve stale instead)
-            obj = dataclasses.replace(self._object(t, headers, *times, len(body), b"",
-                                                   status=resp.status), pieced=False)
+            obj = new_object(self.config, t, headers, *times, len(body), bytes(body),
+                             status=resp.status)
             await self.store.store(t.key, obj, bytes(body))
             flight.result = (obj, bytes(body))
             return
@@ -231,46 +231,25 @@ class Fetcher:
             self.store.put_negative(t.key, Negative(resp.status, headers, bytes(body),
                                                     self.clock() + self.config.negative_ttl))
 
-    def _object(self, t: Target, headers: dict[str, str], request_time: float,
-                response_time: float, length: int, body: bytes, *,
-                status: int = 200) -> StoredObject:
-        default_ttl: float | None = None
-        cap = policy.DEFAULT_HEURISTIC_CAP
-        if status != 200:
-            pass  # the per-kind TTLs are for media and playlists, never for other answers
-        elif t.kind == "segment":
-            default_ttl = self.config.segment_ttl
-        elif t.kind == "playlist":
-            text = body.decode("utf-8", "replace")
-            media_vod = playlist.kind(text) == "media" and playlist.is_vod(text)
-            # RFC 8216 §6.2.2: a live playlist changes every target duration, so its
-            # heuristic lifetime is capped too; a VOD media playlist never changes.
-            default_ttl = self.config.segment_ttl if media_vod else self.config.playlist_ttl
-            cap = policy.DEFAULT_HEURISTIC_CAP if media_vod else float(self.config.playlist_ttl)
-        fields = {k: v for k, v in headers.items() if k not in _RANGE_FIELDS}
-        fields["content-length"] = str(length)
-        stored = policy.StoredResponse.from_response(
-            status, fields, request_time=request_time, response_time=response_time,
-            request_headers=t.request_headers, default_ttl=default_ttl, heuristic_cap=cap)
-        return StoredObject(stored, length, length > self.config.piece_bytes, new_version(),
-                            self.config.piece_bytes)
-
     def _piece(self, t: Target, obj: StoredObject, n: int) -> Producer:
         async def produce(flight: Flight) -> None:
             start, end = obj.piece_span(n)
-            resp = await self.upstream.open("GET", t.upstream, t.path,
-                                            self._headers(t, {"Range": f"bytes={start}-{end}"}))
+            etag = obj.stored.etag
+            if not obj.strong or etag is None:
+                raise self._invalid("a piece of an object without a strong validator")
+            resp = await self.upstream.open("GET", t.upstream, t.path, self._headers(
+                t, {"Range": f"bytes={start}-{end}", "If-Match": etag}))
             cr = parse_content_range(resp.headers.get("content-range", ""))
-            etag = resp.headers.get("etag")
-            if resp.status != 206 or cr != (start, end, obj.length) or (
-                    etag and obj.stored.etag and etag != obj.stored.etag):
+            if resp.status != 206 or cr != (start, end, obj.length) or \
+                    resp.headers.get("etag") != etag:
                 resp.close()
                 # the object changed upstream (or the parent is wrong): forget our head
                 await self.store.purge(t.key)
-                raise self._invalid(f"piece {n}: {resp.status} {cr}")
+                raise self._invalid(f"piece {n}: {resp.status} {cr} "
+                                    f"{resp.headers.get('etag')!r} for {etag!r}")
             flight.set_head(Head(206, resp.headers, end - start + 1))
-            await self._read_exact(flight, resp, end - start + 1)
-            await self.store.store_piece(t.key, obj, n, b"".join(flight.chunks))
+            body = await self._read(flight, resp, end - start + 1)
+            await self.store.store_piece(t.key, obj, n, body)
         return produce
 
     def _first_piece(self, t: Target, n: int) -> Producer:
@@ -291,13 +270,12 @@ class Fetcher:
                                     f"for bytes={start}-{end}")
             total = cr[2]
             flight.set_head(Head(206, resp.headers, cr[1] - start + 1))
-            await self._read_exact(flight, resp, cr[1] - start + 1)
-            body = b"".join(flight.chunks)
+            body = await self._read(flight, resp, cr[1] - start + 1)
             if policy.not_storable_reason("GET", 206, t.request_headers, resp.headers):
                 return  # flight.result stays None: the caller relays the client's own range
             whole = start == 0 and total == len(body)
-            obj = self._object(t, resp.headers, request_time, response_time, total,
-                               body if whole else b"")
+            obj = new_object(self.config, t, resp.headers, request_time, response_time, total,
+                             body if whole else b"")
             if t.kind == "playlist" and whole and playlist.escapes_title(
                     body.decode("utf-8", "replace"), t.path, t.title):
                 raise self._invalid("playlist points outside its title")
@@ -306,8 +284,10 @@ class Fetcher:
                 flight.result = (obj, None if obj.pieced else body)
                 return
             obj = dataclasses.replace(obj, pieced=True)
-            await self.store.store(t.key, obj, b"")
+            if not obj.strong:
+                return  # never assembled from pieces: the caller fetches it whole
             await self.store.store_piece(t.key, obj, n, body)
+            await self.store.store(t.key, obj, b"")
             flight.result = (obj, None)
         return produce
 
@@ -319,14 +299,15 @@ class Fetcher:
             if method == "HEAD":
                 resp.close()
                 return
-            flight.stop_retaining()  # an uncached exchange: nothing of it is kept
-            await self._read_exact(flight, resp, resp.content_length)
+            flight.window_only()  # an uncached exchange: nothing of it is kept
+            await self._read(flight, resp, resp.content_length)
         return produce
 
     # -- body checks -----------------------------------------------------------------------
 
-    async def _read_exact(self, flight: Flight, resp: UpstreamResponse,
-                          length: int | None) -> None:
+    async def _read(self, flight: Flight, resp: UpstreamResponse, length: int | None) -> bytes:
+        """Read the body into the flight, exactly `length` bytes when given; the whole body
+        when the flight keeps it (b"" for a window)."""
         total = 0
         async for chunk in self._body(resp):
             total += len(chunk)
@@ -336,6 +317,7 @@ class Fetcher:
             await flight.room()
         if length is not None and total != length:
             raise self._truncated("body shorter than declared")
+        return b"".join(flight.chunks) if flight.keep_all else b""
 
     async def _body(self, resp: UpstreamResponse) -> AsyncIterator[bytes]:
         try:
@@ -352,3 +334,61 @@ class Fetcher:
     def _invalid(self, why: str) -> UpstreamError:
         self.counters.upstream_requests["invalid"] += 1
         return UpstreamError(why, kind="invalid")
+
+
+class _Pieces:
+    """A big body stored piece by piece as it arrives (see the module docstring)."""
+
+    def __init__(self, fetcher: Fetcher, t: Target, flight: Flight, obj: StoredObject) -> None:
+        self.fetcher, self.t, self.flight, self.obj = fetcher, t, flight, obj
+        self.started = False
+        self.storing = False
+        self.done = 0  # pieces stored
+        self._buf = bytearray()
+
+    def begin(self) -> None:
+        """From now on the flight keeps a window; what it let go is read from the pieces."""
+        self.started = self.storing = True
+        obj, t, fetcher = self.obj, self.t, self.fetcher
+
+        async def fallback(pos: int) -> Sequence[Part]:
+            return await fetcher.stored_parts(t, obj, pos)
+        self._buf = bytearray(b"".join(self.flight.chunks))
+        self.flight.window_only(fallback)
+
+    async def take(self, chunk: bytes) -> None:
+        if not self.storing:
+            return
+        self._buf += chunk
+        pb = self.obj.piece_bytes
+        while len(self._buf) >= pb:
+            await self._store(bytes(self._buf[:pb]))
+            del self._buf[:pb]
+
+    async def _store(self, data: bytes) -> None:
+        await self.fetcher.store.store_piece(self.t.key, self.obj, self.done, data)
+        self.done += 1
+        self.flight.stored_until(self.done * self.obj.piece_bytes)
+
+    async def finish(self, total: int) -> StoredObject:
+        """Store the last piece, then the head (only now may others find the object)."""
+        if self._buf:
+            await self._store(bytes(self._buf))
+            self._buf.clear()
+        stored = self.obj.stored
+        headers = tuple((k, str(total) if k == "content-length" else v)
+                        for k, v in stored.headers)
+        obj = dataclasses.replace(self.obj, length=total,
+                                  stored=dataclasses.replace(stored, headers=headers))
+        await self.fetcher.store.store(self.t.key, obj, b"")
+        self.flight.stored_until(total)
+        return obj
+
+    def give_up(self) -> None:
+        """The body broke off, failed its checks or outgrew every tier: its pieces are never
+        used, and from now on the flight is a relay (its readers hold the window)."""
+        if self.storing:
+            self.storing = False
+            self.fetcher.store.drop_pieces(self.t.key, self.obj, self.done)
+            self._buf.clear()
+            self.flight.window_only()

@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from edge360.core.errors import Edge360Error
-from edge360.edge.fetch import Target
+from edge360.edge.objects import Target
 
 if TYPE_CHECKING:
     from edge360.edge.state import EdgeState
@@ -80,16 +80,18 @@ class Prefetcher:
                 flight, _ = state.fetcher.first_piece(t, byterange[0] // state.config.piece_bytes)
             else:
                 flight, _ = state.fetcher.whole(t)
-            body = await flight.body()
+            await flight.finished()
             if flight.result is None:
-                return body
+                return await flight.body() if flight.keep_all else None
             found = flight.result
         obj, whole = found
         if not obj.pieced:
             if not obj.stored.is_fresh(state.node.clock()):
                 flight, _ = state.fetcher.whole(t, found)
-                return await flight.body() if flight.result is None else (
-                    flight.result[1] or await flight.body())
+                await flight.finished()
+                if flight.result is not None:
+                    return flight.result[1]  # type: ignore[no-any-return]
+                return await flight.body() if flight.keep_all else None
             return whole
         start, length = byterange if byterange is not None else (0, obj.length)
         end = min(obj.length, start + max(length, 1)) - 1

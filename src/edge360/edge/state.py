@@ -5,26 +5,38 @@ refresh behind, pieces, unsafe pass-through with invalidation, health for /healt
 
 from __future__ import annotations
 
-from aiohttp import web
+import logging
+import time
+from collections.abc import Awaitable, Callable
 
 from edge360.core import invalidation, policy
 from edge360.core.errors import Overloaded, UpstreamError
 from edge360.core.kinds import OTHER
+from edge360.core.lru import LRU
 from edge360.core.storedfields import forwarded_request_fields
 from edge360.edge.coalescer import Coalescer
-from edge360.edge.fetch import Fetcher, Target
+from edge360.edge.fetch import Fetcher
+from edge360.edge.objects import Target
 from edge360.edge.playlists import PlaylistIndex
 from edge360.edge.prefetch import Prefetcher
 from edge360.edge.serve import client_headers
 from edge360.edge.store import EdgeStore, StoredObject
 from edge360.edge.upstream import Upstream
-from edge360.http.responses import cors_headers
+from edge360.http.represent import cors_headers
+from edge360.http.response import Response, encode_fields
+from edge360.http.wire import Request
 from edge360.node.counters import TierGauge
 from edge360.node.state import NodeState
 from edge360.node.tasks import TaskGroup
 
+log = logging.getLogger("edge360.edge")
+
 #: body bytes of an unsafe request's answer relayed at most (they are API answers, not media)
 MAX_PASS_BODY = 1024 * 1024
+#: decoded heads kept (by the stored meta they were decoded from)
+MAX_DECODED = 16_384
+#: seconds between two log lines about answers cut because their source broke off
+CUT_LOG_EVERY = 10.0
 
 
 class EdgeState:
@@ -43,6 +55,8 @@ class EdgeState:
         self.index = PlaylistIndex()
         self.fetcher.on_playlist = lambda t, text: self.index.learn(t.path, t.title, text)
         self.prefetcher = Prefetcher(self)
+        self._decoded: LRU[int, tuple[bytes, StoredObject | None]] = LRU(MAX_DECODED)
+        self._cut_logged = -CUT_LOG_EVERY
 
     async def start(self) -> None:
         await self.upstream.start()
@@ -64,15 +78,43 @@ class EdgeState:
 
     # -- decisions -------------------------------------------------------------------------
 
+    def decoded(self, meta: bytes) -> StoredObject | None:
+        """The head stored as `meta`, decoded once per stored version."""
+        found = self._decoded.get(id(meta))
+        if found is not None and found[0] is meta:
+            return found[1]
+        obj = StoredObject.decode(meta)
+        self._decoded.put(id(meta), (meta, obj))  # holding meta keeps its id from being reused
+        return obj
+
     async def piece(self, t: Target, obj: StoredObject, n: int) -> bytes:
-        """Piece n from the cache, else fetched (once, however many ask)."""
+        """Piece n from the cache, else fetched (once, however many ask) when the object has a
+        strong validator to check it against."""
         data = await self.store.piece(t.key, obj, n)
         if data is None:
+            if not obj.strong:
+                raise UpstreamError("a piece of an object without a strong validator is gone",
+                                    kind="abandoned")
             flight, _ = self.fetcher.piece(t, obj, n)
             data = await flight.body()
         return data
 
-    def refresh_behind(self, t: Target, found: tuple[StoredObject, bytes | None]) -> None:
+    def piece_of(self, t: Target, obj: StoredObject) -> Callable[[int], Awaitable[bytes]]:
+        def one(n: int) -> Awaitable[bytes]:
+            return self.piece(t, obj, n)
+        return one
+
+    def cut(self, reason: str, path: str) -> None:
+        """An answer broke off: a client that went away is routine (not logged); a source that
+        broke off is one line, at most one every CUT_LOG_EVERY seconds."""
+        if reason == "client":
+            return
+        now = time.monotonic()
+        if now - self._cut_logged >= CUT_LOG_EVERY:
+            self._cut_logged = now
+            log.warning("answer cut short: its source broke off (%s)", path[:200])
+
+    def refresh_behind(self, t: Target, found: tuple[StoredObject, bytes | None] | None) -> None:
         """stale-while-revalidate (RFC 5861 §3): refresh in the background, once."""
         if self.coalescer.get(t.key) is None:
             try:
@@ -90,10 +132,10 @@ class EdgeState:
             request_headers=t.request_headers,
             stale_if_error_default=None if t.kind != OTHER else 0.0)
 
-    async def pass_unsafe(self, request: web.Request, t: Target) -> web.Response:
+    async def pass_unsafe(self, request: Request, t: Target) -> Response:
         """An allowed unsafe method, passed upstream uncached; a 2xx/3xx answer invalidates the
         stored target and same-host Location/Content-Location (RFC 9111 §4.4)."""
-        body = await request.read()
+        body = request.body
         # the client's fields go on, its preconditions too: they are for the origin here
         extra = {k: v for k, v in t.request_headers.items()
                  if k in ("if-match", "if-unmodified-since")}
@@ -115,14 +157,15 @@ class EdgeState:
             # Content-Location by its path, with every variant of its key params when the key
             # has any (the only case that needs a scan)
             await self.store.invalidate(t.key)
-            for path in invalidation.invalidated_paths(t.upstream, resp.headers, request.host):
+            host = request.fields.get("host", "")
+            for path in invalidation.invalidated_paths(t.upstream, resp.headers, host):
                 target = path.split("?", 1)[0]
                 await self.store.invalidate(target)
                 if self.config.cache_key_params:
                     await self.store.purge_prefix(target + "?")
         headers = {**client_headers(resp.headers),
                    **cors_headers(self.node.config.origin.cors_origin)}
-        return web.Response(status=resp.status, headers=headers, body=bytes(data))
+        return Response(resp.status, encode_fields(headers), body=bytes(data))
 
     # -- figures ---------------------------------------------------------------------------
 

@@ -1,20 +1,30 @@
-"""The edge's stored objects over its two tiers: memory (cache.MemoryCache) and the optional disk
-tier (diskcache.DiskCache), plus the short-lived negative answers (404/5xx).
+"""The edge's stored objects over its two tiers: memory (cache.memory) and the optional disk tier
+(cache.disk), plus the short-lived negative answers (404/5xx).
 
 An object is a head entry under its cache key: meta = the RFC 9111 stored response, the body
 length, and whether the body is held whole (in the same entry) or in pieces of `piece_bytes`,
 each its own entry under `<key>\\x00<version>\\x00<n>`. The version is fresh per stored body, so
-pieces of two upstream versions can never be mixed. Memory is looked up first; a disk hit is read
-(checksummed) in a thread and promoted to memory. Every write goes to both tiers.
+pieces of two upstream versions are never mixed; pieces are fetched separately only for an object
+with a strong validator (`StoredObject.strong`, docs/DESIGN.md "Never a wrong byte").
+
+The disk tier is an optimisation, never a point of failure: a write that fails (a full
+filesystem, EIO) drops that object from the disk tier, the answer goes on from memory, the failure
+is counted (`edge360_cache_write_errors_total{tier}`) and logged once a minute at most, and after
+ENOSPC the tier's budget shrinks to what the filesystem holds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import logging
 import secrets
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Final, TypeVar
 
 import orjson
 
@@ -25,10 +35,16 @@ from edge360.config.schema import EdgeConfig
 from edge360.core.policy import StoredResponse
 from edge360.node.counters import Counters, TierGauge
 
+log = logging.getLogger("edge360.edge")
+
 #: negative answers (404/5xx) kept at most; the oldest is dropped first
-MAX_NEGATIVE = 10_000
+MAX_NEGATIVE: Final = 10_000
 #: body bytes of one negative answer kept at most (error pages are small)
-MAX_NEGATIVE_BODY = 64 * 1024
+MAX_NEGATIVE_BODY: Final = 64 * 1024
+#: seconds between two log lines about failing disk writes
+LOG_EVERY: Final = 60.0
+_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +56,13 @@ class StoredObject:
     pieced: bool
     version: str
     piece_bytes: int
+
+    @property
+    def strong(self) -> bool:
+        """Whether the object has a strong validator: only then may its pieces come from
+        separate fetches (each checked against it, RFC 9110 §8.8.1)."""
+        etag = self.stored.etag
+        return etag is not None and not etag.startswith("W/")
 
     def encode(self) -> bytes:
         return orjson.dumps({"s": self.stored.to_dict(), "n": self.length, "p": self.pieced,
@@ -87,6 +110,7 @@ class EdgeStore:
         self.disk = DiskCache(config.cache_dir, config.cache_disk_bytes) if config.cache_dir \
             else None
         self._negative: OrderedDict[str, Negative] = OrderedDict()
+        self._logged = -LOG_EVERY
 
     # -- heads -----------------------------------------------------------------------------
 
@@ -117,10 +141,10 @@ class EdgeStore:
 
     def _disk_read(self, key: str, with_body: bool) -> tuple[bytes, bytes] | None:
         assert self.disk is not None
-        entry = self.disk.get(key)
-        if entry is None:
-            return None
         try:
+            entry = self.disk.get(key)
+            if entry is None:
+                return None
             return entry.meta, entry.read_body() if with_body else b""
         except (EntryGone, OSError):
             return None
@@ -131,18 +155,22 @@ class EdgeStore:
         pk = obj.piece_key(key, n)
         return pk in self.memory or (self.disk is not None and pk in self.disk)
 
+    def piece_in_memory(self, key: str, obj: StoredObject, n: int) -> bytes | None:
+        """Piece n if the memory tier holds it (counted as a hit there)."""
+        entry = self.memory.get(obj.piece_key(key, n))
+        return entry.body if entry is not None else None
+
     async def piece(self, key: str, obj: StoredObject, n: int) -> bytes | None:
+        """Piece n from memory, else from disk (checksummed, then kept in memory)."""
+        found = self.piece_in_memory(key, obj, n)
+        if found is not None or self.disk is None:
+            return found
         pk = obj.piece_key(key, n)
-        entry = self.memory.get(pk)
-        if entry is not None:
-            return entry.body
-        if self.disk is None:
+        disk = await asyncio.to_thread(self._disk_read, pk, True)
+        if disk is None:
             return None
-        found = await asyncio.to_thread(self._disk_read, pk, True)
-        if found is None:
-            return None
-        self._count(self.memory.put(pk, found[0], found[1]), "memory")
-        return found[1]
+        self._count(self.memory.put(pk, disk[0], disk[1]), "memory")
+        return disk[1]
 
     # -- writes ----------------------------------------------------------------------------
 
@@ -160,13 +188,13 @@ class EdgeStore:
             body = b""
         self._count(self.memory.put(key, meta, body), "memory")
         if self.disk is not None and not disk_done:
-            self._count(await asyncio.to_thread(self.disk.put, key, meta, body), "disk")
+            await self._disk_write(key, self.disk.put, key, meta, body)
 
     async def store_piece(self, key: str, obj: StoredObject, n: int, data: bytes) -> None:
         pk = obj.piece_key(key, n)
         self._count(self.memory.put(pk, b"", data), "memory")
         if self.disk is not None:
-            self._count(await asyncio.to_thread(self.disk.put, pk, b"", data), "disk")
+            await self._disk_write(key, self.disk.put, pk, b"", data)
 
     async def refresh(self, key: str, obj: StoredObject, body: bytes | None) -> None:
         """New head fields for the same body (a 304 revalidation, RFC 9111 §4.3.4)."""
@@ -175,13 +203,52 @@ class EdgeStore:
             self._count(self.memory.put(key, meta, body), "memory")
         if self.disk is not None and (obj.pieced or body is not None):
             data = b"" if obj.pieced else body or b""
-            self._count(await asyncio.to_thread(self.disk.put, key, meta, data), "disk")
+            await self._disk_write(key, self.disk.put, key, meta, data)
 
-    def disk_writer(self, key: str, obj: StoredObject) -> DiskWriter | None:
-        """A streaming disk writer for a whole body (blocking: call it in a thread)."""
+    async def disk_writer(self, key: str, obj: StoredObject) -> DiskWriter | None:
+        """A streaming disk writer for a whole body; None without a disk tier or when the disk
+        refused to open one (counted like any failed write)."""
         if self.disk is None:
             return None
-        return self.disk.open_writer(key, obj.encode())
+        return await self._disk_write(key, self.disk.open_writer, key, obj.encode())
+
+    async def disk_step(self, key: str, step: Callable[[], T]) -> T | None:
+        """One blocking step of a streaming disk write (write, commit, abort) in a thread; a
+        failure drops the object from the disk tier and returns None."""
+        return await self._disk_write(key, step)
+
+    async def _disk_write(self, key: str, fn: Callable[..., T], *args: object) -> T | None:
+        try:
+            result = await asyncio.to_thread(fn, *args)
+        except OSError as e:
+            await asyncio.to_thread(self._forget, key, e)
+            self._disk_failed(e)
+            return None
+        if isinstance(result, list):
+            self._count(result, "disk")
+        return result
+
+    def _forget(self, key: str, error: OSError) -> None:
+        """After a failed write (blocking): the object leaves the disk tier (a partial file
+        never lands: writers write to a temp name), and a full filesystem shrinks the tier's
+        budget to what it holds now."""
+        disk = self.disk
+        assert disk is not None
+        with contextlib.suppress(OSError):
+            disk.pop(key)
+        if error.errno in _FULL:
+            disk.shrink(max(disk.size_bytes, 1))
+
+    def _disk_failed(self, error: OSError) -> None:
+        """Count a failed disk write; log it at most once a minute."""
+        disk = self.disk
+        assert disk is not None
+        self.counters.cache_write_errors["disk"] += 1
+        now = time.monotonic()
+        if now - self._logged >= LOG_EVERY:
+            self._logged = now
+            log.warning("disk tier write failed (%s); serving from memory, disk budget now %d "
+                        "bytes", error.strerror or error, disk.budget_bytes)
 
     def _count(self, evicted: list[str], tier: str) -> None:
         if evicted:
@@ -199,6 +266,12 @@ class EdgeStore:
             removed = await asyncio.to_thread(disk.pop, key) or removed
             removed = bool(await asyncio.to_thread(disk.pop_prefix, key + "\x00")) or removed
         return int(removed)
+
+    def drop_pieces(self, key: str, obj: StoredObject, count: int) -> None:
+        """Forget the first `count` pieces of a version that will never get its head (a body
+        that broke off or failed its checks) from memory; on disk eviction takes them."""
+        for n in range(count):
+            self.memory.pop(obj.piece_key(key, n))
 
     async def invalidate(self, key: str) -> int:
         """Remove one object without scanning anything (RFC 9111 §4.4 invalidation, which may

@@ -1,182 +1,148 @@
-"""The lean HTTP/1.1 connection of the content hit path: an asyncio.Protocol that parses request
-heads with httptools and writes prepared answers itself, handing the connection to aiohttp for
-everything it does not answer (DESIGN.md, "The hot path").
+"""The one HTTP/1.1 connection of the content plane (plain TCP and TLS alike): it reads requests
+(http.wire), asks the handler for each answer in order, and writes it (http.send).
 
-What it answers is decided elsewhere (`fastpath`): per complete request head the answerer returns
-an `Answer` (a prepared header block plus in-memory bytes, slices of pieces or a file span) or
-None. None hands the connection over: aiohttp's RequestHandler is made from the runner's server
-factory, put behind the same `limits.GuardedProtocol` every aiohttp connection has, installed with
-`transport.set_protocol` and fed the raw bytes from the unanswered request's first byte on.
-When the next head begins and aiohttp is idle on the connection (handback), the fast path takes
-it back; a request with a body keeps it with aiohttp for good.
+The handler answers a request with a Response at once (a memory hit: no task, no await) or with
+an awaitable of one (a miss, a disk read, an upstream); pipelined requests are answered in order,
+one at a time, and bytes that arrive meanwhile wait (reading pauses past MAX_BACKLOG). The limits
+of http.guard hold on every connection: the connection ceiling (counted once), the head timeout
+(first byte of a head to its end), the keep-alive timeout, the head size whatever the write
+boundaries, and the send timeout (a reader that stopped reading is cut off).
 
-Request boundaries are found here, not by the parser: a request the fast path may answer has no
-body, so it ends at its blank line, and only complete heads are parsed. A pipelined batch thus
-splits cleanly: the answered requests are written in order, the rest (from the first unanswered
-head on) goes to aiohttp verbatim. A head the parser refuses, a head with a body, bare-LF line
-ends or an oversized head are handed over at their own first byte, so aiohttp answers (or
-refuses) them as it would have without the fast path.
-
-The guarantees of limits.GuardedProtocol hold here too: the connection ceiling (counted once; the
-count moves with the connection on hand-off), the head timeout (first byte of a head to its end),
-the keep-alive timeout and the send timeout (the same watchdog). Big bodies go out in chunks with
-back-pressure (pause_writing/resume_writing); file spans through the loop's sendfile where it has
-one (the default loop), else chunks read in a thread.
+A body that cannot be completed (the client left, the source broke off) aborts the connection:
+a client never sees a short body end cleanly. Such a cut is counted by the response's `cut`
+callback, and logged in one line by whoever knows why (never a traceback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
-from collections.abc import Callable
-from typing import Any, cast
+from collections.abc import Awaitable
+from typing import Final, Protocol, cast
 
-from aiohttp.http import SERVER_SOFTWARE
-from multidict import CIMultiDict
+from edge360.core.errors import Edge360Error
+from edge360.http.guard import ConnectionGuard
+from edge360.http.response import Response, head_bytes
+from edge360.http.send import (
+    CHUNK,
+    SourceError,
+    write_memory,
+    write_parts,
+    write_stream,
+)
+from edge360.http.timers import Deadline, SendWatchdog
+from edge360.http.wire import Request, RequestReader, WireError
 
-from edge360.http import handback
-from edge360.http.guard import ConnectionGuard, GuardedProtocol
-from edge360.http.send import CHUNK, BodySender
-from edge360.http.timers import ConnectionTimers
-from edge360.http.wire import Answer, Answerer, HeadParser, Request, date_field
-from edge360.node.state import NodeState
-from edge360.security.clientaddr import client_address
-
-#: request bytes buffered at most while an answer is still being written (then reading pauses)
-MAX_BUFFER = 256 * 1024
-_SERVER = f"Server: {SERVER_SOFTWARE}\r\n".encode("latin-1")
-_CLOSE = b"Connection: close\r\n"
-_STATUS = {200: b"HTTP/1.1 200 OK\r\n", 206: b"HTTP/1.1 206 Partial Content\r\n"}
-
-
-class FastStats:
-    """In-process counters of one listener: what the fast path answered and handed over."""
-
-    def __init__(self) -> None:
-        self.answered = 0
-        self.handed_off = 0
-        self.taken_back = 0  # connections aiohttp was idle on when their next head began
+#: request bytes held at most while an answer is being written (then reading pauses)
+MAX_BACKLOG: Final = 256 * 1024
+#: bytes a TLS connection buffers before its writer waits
+TLS_HIGH_WATER: Final = 256 * 1024
 
 
-class FastListener:
-    """The fast path of one listener (a limits.Front): makes its connections, counts what they
-    answered, and drains them at shutdown."""
+class Handler(Protocol):
+    """What a connection asks of the application (http.dispatch)."""
 
-    def __init__(self, answer: Answerer, keepalive_timeout: float,
-                 node: NodeState | None = None) -> None:
-        self.answer = answer
-        self.keepalive_timeout = keepalive_timeout
-        self.node = node  # for the access log (server.access_log) and its client address
-        self.stats = FastStats()
-        self._live: set[FastProtocol] = set()  # bounded by limits.max_connections
-        self._draining = False
-        self._empty: asyncio.Event | None = None
+    def respond(self, request: Request) -> Response | Awaitable[Response]: ...
+    def refuse(self, error: Edge360Error) -> Response: ...
+    def observe(self, request: Request | None, response: Response, wire_bytes: int,
+                seconds: float, peer: str) -> None: ...
 
-    def __call__(self, guard: ConnectionGuard,
-                 handler: Callable[[], asyncio.Protocol]) -> asyncio.Protocol:
-        return FastProtocol(self, guard, handler)
 
-    def add(self, protocol: FastProtocol) -> None:
-        self._live.add(protocol)
+class Live(Protocol):
+    """The listener's set of open connections (drain closes them)."""
 
-    def discard(self, protocol: FastProtocol) -> None:
-        self._live.discard(protocol)
-        if not self._live and self._empty is not None:
-            self._empty.set()
+    draining: bool
 
-    def __len__(self) -> int:
-        return len(self._live)
+    def add(self, conn: Connection) -> None: ...
+    def discard(self, conn: Connection) -> None: ...
 
-    def drain(self) -> None:
-        """The listener closed: idle connections close now, busy ones after their answer."""
-        self._draining = True
-        for protocol in list(self._live):
-            protocol.drain()
 
-    async def wait_drained(self, seconds: float) -> None:
-        """Wait up to `seconds` for the answers in flight, then cut what is left."""
-        if self._live:
-            self._empty = asyncio.Event()
-            try:
-                await asyncio.wait_for(self._empty.wait(), seconds)
-            except TimeoutError:
-                pass
-        for protocol in list(self._live):
-            protocol.abort()
+class Connection(asyncio.Protocol):
+    """One client connection (see the module docstring)."""
+
+    def __init__(self, handler: Handler, guard: ConnectionGuard, live: Live, *,
+                 tls: bool = False) -> None:
+        self._handler = handler
+        self._guard = guard
+        self._live = live
+        self._tls = tls
+        self._transport: asyncio.Transport | None = None
+        self._sock: socket.socket | None = None
+        self._reader: RequestReader | None = None
+        self._backlog = bytearray()
+        self._busy = False
+        self._eof = False
+        self._closing = False  # drain: close once the answer in progress is written
+        self._paused_reading = False
+        self._paused_writing = False
+        self._resume: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop = asyncio.get_running_loop()
+        self._deadline = Deadline(self._loop, self._timed_out)
+        self._watchdog: SendWatchdog | None = None
+
+    # -- what http.send needs (http.send.Writable)
 
     @property
-    def draining(self) -> bool:
-        return self._draining
+    def transport(self) -> asyncio.Transport | None:
+        return self._transport
 
+    @property
+    def sock(self) -> socket.socket | None:
+        return self._sock
 
-class FastProtocol(BodySender, ConnectionTimers, asyncio.Protocol):
-    """A connection: answer what the answerer can, hand the rest (and the connection) to aiohttp."""
+    async def writable(self) -> None:
+        while self._paused_writing and self._transport is not None:
+            self._resume = self._loop.create_future()
+            await self._resume
 
-    def __init__(self, listener: FastListener, guard: ConnectionGuard,
-                 aiohttp_handler: Callable[[], asyncio.Protocol]) -> None:
-        self._guard = guard
-        self._make_handler = aiohttp_handler
-        self._stats = listener.stats
-        self._keepalive = listener.keepalive_timeout
-        self._live = listener
-        self._transport: asyncio.Transport | None = None
-        self._buf = bytearray()
-        self._parse = HeadParser()
-        self._peer = ""
-        self._busy = False  # an answer is being written
-        self._head_len = 0  # bytes of the status line and header of the answer being written
-        self._paused_writing = False
-        self._paused_reading = False
-        self._eof = False
-        self._closing = False  # drain: close once idle
-        self._resume: asyncio.Future[None] | None = None
-        # the head or keep-alive timeout is a deadline; one timer per connection, re-armed
-        # lazily (only when it fires before the deadline or the deadline moves earlier)
-        self._loop = asyncio.get_running_loop()
-        self._deadline: float | None = None
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_at = 0.0
-        self._watchdog: asyncio.TimerHandle | None = None
-        self._progress: list[Any] = [(None, 0), 0.0]
-        self._task: asyncio.Task[None] | None = None
+    drained = writable  # the buffer limits are 0: paused means "not empty yet"
 
     # -- asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)
-        self._transport = transport
         guard = self._guard
         if not guard.admit(transport):
-            self._transport = None
             return
+        self._transport = transport
+        if self._tls:
+            # TLS transports do not report a buffer drained to 0 (asyncio's and uvloop's SSL
+            # flow control): they get ordinary limits; nothing is sent with sendfile there
+            transport.set_write_buffer_limits(high=TLS_HIGH_WATER, low=TLS_HIGH_WATER // 4)
+        else:
+            # pause as soon as anything is buffered, resume when all of it went to the kernel:
+            # so "writable" also means "drained", which a sendfile after it needs
+            transport.set_write_buffer_limits(high=0)
+            self._sock = transport.get_extra_info("socket")
         peer = transport.get_extra_info("peername")
-        # a PROXY header (proxyproto) names the client; else the TCP peer is the client
-        self._peer = guard.clients.get(transport) or (peer[0] if isinstance(peer, tuple) else "")
+        address = guard.clients.get(transport) or (peer[0] if isinstance(peer, tuple) else "")
+        self._reader = RequestReader(address, guard.max_head, tls=self._tls)
         self._live.add(self)
         if self._live.draining:
             self._closing = True
-        self._arm(self._guard.header_timeout)
-        self._progress[1] = time.monotonic()
-        self._schedule_watchdog()
+        self._deadline.arm(guard.header_timeout)
+        self._watchdog = SendWatchdog(transport, lambda: self._guard.send_timeout)
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
-        if not self._buf:
-            self._arm(self._guard.header_timeout)  # a new head starts: it has header_timeout
-        self._buf += data
         if self._busy:
-            if len(self._buf) > MAX_BUFFER and not self._paused_reading:
+            self._backlog += data
+            if len(self._backlog) > MAX_BACKLOG and not self._paused_reading:
                 self._paused_reading = True
                 self._transport.pause_reading()
             return
-        self._process()
+        self._consume(data)
 
     def eof_received(self) -> bool:
         self._eof = True
         if not self._busy and self._transport is not None:
             self._transport.close()
-        return True  # keep the transport: an answer may still be on its way out
+        # keep a plain transport open: an answer may still be on its way out (TLS cannot
+        # half-close, and says so if asked)
+        return not self._tls
 
     def pause_writing(self) -> None:
         self._paused_writing = True
@@ -191,185 +157,158 @@ class FastProtocol(BodySender, ConnectionTimers, asyncio.Protocol):
         if transport is None:
             return
         self._transport = None
-        self._cancel_timers()
+        self._deadline.cancel()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         self._live.discard(self)
         self._guard.closed(transport)
         if self._resume is not None and not self._resume.done():
-            self._resume.set_exception(ConnectionResetError("connection lost"))
+            self._resume.set_result(None)
         if self._task is not None:
             self._task.cancel()
 
     # -- requests
 
-    def _process(self) -> None:
-        """Answer complete heads in the buffer, in order, until one needs aiohttp or writing
-        has to wait."""
-        transport = self._transport
-        max_head = self._guard.head_cap
-        while transport is not None and not self._busy and not transport.is_closing():
-            buf = self._buf
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                # a head that cannot be fast (another method, bare-LF line ends, TLS or other
-                # bytes) goes to aiohttp at once, so it answers or refuses as soon as it would
-                start = bytes(buf[:6])
-                if (len(buf) > max_head or b"\n\n" in buf
-                        or not (b"GET /".startswith(start[:5]) or b"HEAD /".startswith(start))):
-                    self._hand_off()
-                elif not buf and self._closing:
-                    transport.close()
-                return
-            end += 4
-            raw_head = bytes(buf[:end])
-            request = self._parse(raw_head, self._peer)
-            # the listener's answerer, read per request: a SIGHUP may have replaced it
-            answer = self._live.answer(request) if request is not None else None
-            if answer is None:
-                self._hand_off()
-                return
-            del buf[:end]
-            self._stats.answered += 1
-            self._write(answer, request, raw_head)  # type: ignore[arg-type]
-            transport = self._transport
-        if transport is not None and not self._busy and not self._buf:
-            self._arm(self._keepalive)
-
-    # -- writing
-
-    def _write(self, answer: Answer, request: Request, raw_head: bytes) -> None:
-        transport = self._transport
-        assert transport is not None
-        self._cancel_timer()
-        close = not request.keep_alive or self._closing
-        head = b"".join((_STATUS[answer.status], answer.fields,
-                         date_field() if answer.date else b"", _SERVER if answer.server else b"",
-                         _CLOSE if close else b"", b"\r\n"))
-        self._head_len = len(head)
-        body = answer.body
-        if answer.parts is not None:
-            parts = answer.parts
-            count = sum(len(p) for p in parts)
-            if count > CHUNK:
-                transport.write(head)
-                self._busy = True
-                self._task = self._loop.create_task(
-                    self._send_memory(parts, count, answer, request, close))
-                return
-            transport.write(b"".join((head, *parts)))
-            self._finish(answer, request, count, close, from_task=False)
+    def _consume(self, data: bytes) -> None:
+        reader = self._reader
+        assert reader is not None
+        if not reader.mid_message:
+            self._deadline.arm(self._guard.header_timeout)  # a new head starts
+        try:
+            reader.feed(data)
+        except WireError as e:
+            reader.ready.clear()
+            self._closing = True
+            self._answer(None, self._handler.refuse(e.error))
             return
-        if answer.file is not None:
+        self._next()
+
+    def _next(self) -> None:
+        """Answer the queued requests in order while answers complete at once."""
+        reader = self._reader
+        assert reader is not None
+        while reader.ready and not self._busy and self._transport is not None:
+            request = reader.ready.popleft()
             self._busy = True
-            self._task = self._loop.create_task(
-                self._send_file(transport, head, answer, request, close, raw_head))
-            return
-        if body is None or len(body) <= CHUNK:
-            transport.write(head + body if body else head)
-            self._finish(answer, request, len(body) if body else 0, close, from_task=False)
-            return
-        transport.write(head)
-        self._busy = True
-        self._task = self._loop.create_task(
-            self._send_memory((memoryview(body),), len(body), answer, request, close))
+            self._deadline.disarm()
+            result = self._handler.respond(request)
+            if isinstance(result, Response):
+                self._answer(request, result)
+            else:
+                self._task = self._loop.create_task(self._await(request, result))
+        if not self._busy and self._transport is not None:
+            if reader.mid_message:
+                return  # the head timer armed when it began keeps running
+            if self._closing or self._eof:
+                self._transport.close()
+            else:
+                self._deadline.arm(self._guard.keepalive_timeout)
 
-    def _finish(self, answer: Answer, request: Request, sent: int, close: bool, *,
-                from_task: bool) -> None:
-        self._busy = False
+    async def _await(self, request: Request, result: Awaitable[Response]) -> None:
+        response = await result
         self._task = None
-        seconds = time.monotonic() - request.started
-        if answer.done is not None:
-            answer.done(sent, seconds)
-        node = self._live.node
-        if node is not None and node.access_log is not None:
-            _log(node, answer, request, self._head_len + sent, seconds)
+        self._answer(request, response)
+        if not self._busy:
+            self._resumed()
+
+    # -- answers
+
+    def _answer(self, request: Request | None, response: Response) -> None:
         transport = self._transport
         if transport is None:
+            response.released()
             return
-        if close or self._eof:
-            transport.close()
+        self._busy = True
+        close = (response.close or self._closing or self._eof
+                 or (request is not None and not request.keep_alive))
+        head_only = request is not None and request.method == "HEAD"
+        head = head_bytes(response, close=close, head_only=head_only)
+        body = response.body
+        if head_only or response.status in (204, 304) or (
+                response.parts is None and response.stream is None
+                and (body is None or len(body) <= CHUNK)):
+            transport.write(head + body if body and not head_only
+                            and response.status not in (204, 304) else head)
+            sent = 0 if head_only or body is None or response.status in (204, 304) else len(body)
+            response.released()
+            self._finish(request, response, len(head) + sent, sent, close)
+            return
+        self._task = self._loop.create_task(self._send(request, response, head, close))
+
+    async def _send(self, request: Request | None, response: Response, head: bytes,
+                    close: bool) -> None:
+        transport = self._transport
+        assert transport is not None
+        transport.write(head)
+        try:
+            if response.stream is not None:
+                sent = await write_stream(self, response.stream, response.length)
+            elif response.parts is not None:
+                sent = await write_parts(self, response.parts)
+            else:
+                assert response.body is not None
+                sent = await write_memory(self, response.body)
+        except (OSError, Edge360Error, asyncio.CancelledError) as e:
+            self._cut(response, e)
+            if isinstance(e, asyncio.CancelledError):
+                raise
+            return
+        finally:
+            response.released()
+        self._task = None
+        self._finish(request, response, len(head) + sent, sent, close)
+        if not self._busy:
+            self._resumed()
+
+    def _cut(self, response: Response, error: BaseException) -> None:
+        """The body broke off: abort (never a clean short end) and let the response count it."""
+        self._task = None
+        if self._transport is not None:
+            self._transport.abort()
+        if response.cut is not None:
+            source = isinstance(error, (SourceError, Edge360Error)) or (
+                isinstance(error, OSError) and not isinstance(error, ConnectionError))
+            response.cut("source" if source else "client")
+
+    def _finish(self, request: Request | None, response: Response, wire: int, sent: int,
+                close: bool) -> None:
+        seconds = time.monotonic() - request.started if request is not None else 0.0
+        if response.done is not None:
+            response.done(sent, seconds)
+        peer = self._reader.peer if self._reader is not None else ""
+        self._handler.observe(request, response, wire, seconds, peer)
+        self._busy = False
+        if close and self._transport is not None:
+            self._transport.close()
+
+    def _resumed(self) -> None:
+        """An answer written by a task completed: read what waited, answer what is queued."""
+        if self._transport is None:
             return
         if self._paused_reading:
             self._paused_reading = False
-            transport.resume_reading()
-        if self._buf:
-            self._arm(self._guard.header_timeout)
-            if from_task:
-                self._process()  # nothing above is still processing
+            self._transport.resume_reading()
+        if self._backlog:
+            data, self._backlog = bytes(self._backlog), bytearray()
+            self._consume(data)
         else:
-            self._arm(self._keepalive)
+            self._next()
 
-    # -- hand-off to aiohttp
+    # -- time and drain
 
-    def _unanswer(self, raw_head: bytes) -> None:
-        self._busy = False
-        self._task = None
-        self._stats.answered -= 1
-        if self._transport is None:
-            return
-        self._buf[:0] = raw_head  # in front of whatever was pipelined behind it
-        self._hand_off()
-
-    def _hand_off(self) -> None:
-        transport = self._transport
-        assert transport is not None
-        self._stats.handed_off += 1
-        self._cancel_timers()
-        self._live.discard(self)
-        self._transport = None  # the connection (and its count) now belongs to the guard
-        guarded = GuardedProtocol(self._guard, self._make_handler(), self._take_back)
-        transport.set_protocol(guarded)
-        guarded.adopt(transport)
-        if self._paused_writing:
-            guarded.pause_writing()
-        if self._paused_reading:
-            transport.resume_reading()
-        data, self._buf = bytes(self._buf), bytearray()
-        if data:
-            guarded.data_received(data)
-        if self._eof and not guarded.eof_received():
-            transport.close()
-
-    def _take_back(self, guarded: GuardedProtocol, data: bytes) -> bool:
-        """A new head begins on a connection aiohttp holds: take it back if aiohttp is idle on
-        it (handback), so one miss does not keep a viewer's connection off the fast path."""
-        transport = guarded.transport
-        if (transport is None or transport.is_closing() or self._live.draining
-                or not handback.idle(guarded.inner)):
-            return False
-        self._stats.taken_back += 1
-        self._paused_writing = guarded.release()
-        self._paused_reading = False  # resumed at the hand-off; aiohttp idle has not paused it
-        handback.detach(guarded.inner)
-        transport.set_protocol(self)
-        self._transport = transport
-        self._live.add(self)
-        self._progress = [(None, 0), time.monotonic()]
-        self._schedule_watchdog()
-        self.data_received(data)
-        return True
-
-    # -- drain
+    def _timed_out(self) -> None:
+        # a head that did not end in time, or a keep-alive connection idle too long
+        if self._transport is not None and not self._busy:
+            self._transport.close()
 
     def drain(self) -> None:
-        """Close now if idle, else right after the answer being written."""
+        """The listener closed: close now when idle, else after the answer in progress."""
         self._closing = True
-        if self._transport is not None and not self._busy and not self._buf:
+        reader = self._reader
+        if (self._transport is not None and not self._busy
+                and (reader is None or not reader.mid_message)):
             self._transport.close()
 
     def abort(self) -> None:
         if self._transport is not None:
             self._transport.abort()
-
-
-def _log(node: NodeState, answer: Answer, request: Request, sent: int, seconds: float) -> None:
-    """The access log line of a fast answer, as the middleware writes it for aiohttp's."""
-    assert node.access_log is not None
-    client = request.peer
-    if node.trusted:
-        client = client_address(client, CIMultiDict(request.headers), node.trusted)
-    path, _, query = request.target.partition("?")
-    at = answer.fields.find(b"X-Cache: ")
-    cache = answer.fields[at + 9:answer.fields.index(b"\r", at)].decode() if at >= 0 else None
-    node.access_log.request(client=client, method=request.method, path=path, query=query,
-                            status=answer.status, sent=sent, seconds=seconds, cache=cache,
-                            ua=request.fields.get("user-agent", ""))

@@ -1,97 +1,172 @@
-"""Writing the body of a fast answer (fasthttp): in-memory views in chunks with back-pressure,
-or a file span through the loop's sendfile (else chunks read in a thread)."""
+"""Writing a response body to a connection: in-memory slices in chunks with back-pressure, file
+spans through the kernel's sendfile, and streams (chunked when their length is unknown).
+
+sendfile: neither asyncio's loop nor uvloop lets a protocol watch its own transport's socket for
+writability (add_writer refuses a socket a transport owns), and uvloop has no loop.sendfile. So a
+span is sent with os.sendfile on the socket while the transport's own buffer is empty, and when
+the socket is full, writability is watched on a duplicate of its descriptor (a separate fd over
+the same socket, which both loops accept). TLS connections have no sendfile: their spans are read
+in a worker thread (no blocking file call on the loop) and written like memory.
+
+Every sender returns the body bytes written. A body that cannot be completed raises
+ConnectionError (the client went away, the source broke off); the caller then aborts the
+connection, so a short body is never mistaken for a complete one.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import Sequence
-from typing import BinaryIO
+import socket
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from typing import Final, Protocol
 
-from edge360.http.wire import Answer, Request
+from edge360.http.response import FileSpan, Part
 
-#: bytes written per chunk of an in-memory body (then back-pressure decides)
-CHUNK = 256 * 1024
+#: bytes written per chunk of a big in-memory body (then back-pressure decides)
+CHUNK: Final = 256 * 1024
+#: bytes one os.sendfile call is asked for at most (the loop stays responsive)
+SENDFILE_CHUNK: Final = 4 * 1024 * 1024
+#: bytes of a verified span held back until its file proved unchanged
+TAIL: Final = 64 * 1024
 
 
-class BodySender:
-    """The body-writing half of fasthttp.FastProtocol."""
+class Writable(Protocol):
+    """What a sender needs of the connection."""
 
-    _transport: asyncio.Transport | None
-    _paused_writing: bool
-    _resume: asyncio.Future[None] | None
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+    def writable(self) -> Awaitable[None]: ...
+    def drained(self) -> Awaitable[None]: ...
+    @property
+    def sock(self) -> socket.socket | None: ...
 
-    def _finish(self, answer: Answer, request: Request, sent: int, close: bool, *,
-                from_task: bool) -> None:
-        raise NotImplementedError
 
-    def _unanswer(self, raw_head: bytes) -> None:
-        """Nothing was written for this request: let aiohttp answer it after all."""
-        raise NotImplementedError
+class SourceError(ConnectionError):
+    """The body's source broke off (an upstream, a piece that failed validation)."""
 
-    async def _wait_writable(self) -> None:
-        if self._paused_writing:
-            self._resume = asyncio.get_running_loop().create_future()
-            await self._resume
 
-    async def _send_memory(self, views: Sequence[memoryview], count: int, answer: Answer,
-                           request: Request, close: bool) -> None:
-        try:
-            for view in views:
-                for pos in range(0, len(view), CHUNK):
-                    await self._wait_writable()
-                    if self._transport is None:
-                        return
-                    self._transport.write(view[pos:pos + CHUNK])
-        except ConnectionError:
-            return
-        self._finish(answer, request, count, close, from_task=True)
+def _transport(conn: Writable) -> asyncio.Transport:
+    transport = conn.transport
+    if transport is None or transport.is_closing():
+        raise ConnectionResetError("client went away")
+    return transport
 
-    async def _send_file(self, transport: asyncio.Transport, head: bytes, answer: Answer,
-                         request: Request, close: bool, raw_head: bytes) -> None:
-        assert answer.file is not None
-        path, offset, count = answer.file
-        loop = asyncio.get_running_loop()
-        try:
-            fh = await asyncio.to_thread(_open, path)
-        except OSError:
-            # gone (or unreadable) since the catalog saw it, and nothing written yet: aiohttp's
-            # handler answers it as it would without the fast path (404, or 500)
-            self._unanswer(raw_head)
-            return
-        try:
+
+async def write_memory(conn: Writable, data: bytes | memoryview) -> int:
+    """Write `data` in chunks, each once the transport has room."""
+    view = memoryview(data)
+    for pos in range(0, len(view), CHUNK):
+        await conn.writable()
+        _transport(conn).write(view[pos:pos + CHUNK])
+    return len(view)
+
+
+async def write_span(conn: Writable, span: FileSpan) -> int:
+    """Write a file span: sendfile on a plain socket, else chunks read in a thread. A span with
+    `verify` keeps its last bytes back until the file proved unchanged (see FileSpan)."""
+    if span.verify is None:
+        return await _write_span(conn, span)
+    tail = min(TAIL, span.count)
+    head = FileSpan(span.fd, span.offset, span.count - tail)
+    if head.count:
+        await _write_span(conn, head)
+    data, same = await asyncio.to_thread(_read_verified, span, tail)
+    if not same or len(data) != tail:
+        raise SourceError("file changed while it was being sent")
+    await conn.writable()
+    _transport(conn).write(data)
+    return span.count
+
+
+def _read_verified(span: FileSpan, tail: int) -> tuple[bytes, bool]:
+    data = os.pread(span.fd, tail, span.offset + span.count - tail)
+    assert span.verify is not None
+    return data, span.verify()
+
+
+async def _write_span(conn: Writable, span: FileSpan) -> int:
+    sock = conn.sock
+    if sock is None:
+        return await _copy_span(conn, span)
+    await conn.drained()  # our bytes must follow everything the transport still holds
+    _transport(conn)
+    loop = asyncio.get_running_loop()
+    fd, offset, left = sock.fileno(), span.offset, span.count
+    watch = -1
+    try:
+        while left > 0:
             try:
-                transport.write(head)
-                try:
-                    sent = await loop.sendfile(transport, fh, offset, count, fallback=False)
-                except (NotImplementedError, RuntimeError):
-                    sent = await self._copy_file(fh, offset, count)  # uvloop: no sendfile
+                n = os.sendfile(fd, span.fd, offset, min(left, SENDFILE_CHUNK))
+            except BlockingIOError:
+                n = -1
+            if n == 0:
+                raise SourceError("file ended before its length")  # shrank under us
+            if n > 0:
+                offset += n
+                left -= n
+                continue
+            if watch < 0:
+                watch = os.dup(fd)
+            ready = loop.create_future()
+            loop.add_writer(watch, ready.set_result, None)
+            try:
+                await ready
             finally:
-                fh.close()
-        except (ConnectionError, OSError):
-            if self._transport is not None:
-                self._transport.abort()  # the head went out: the body must not end cleanly
-            return
-        if sent != count:
-            transport.abort()
-            return
-        self._finish(answer, request, sent, close, from_task=True)
-
-    async def _copy_file(self, fh: BinaryIO, offset: int, count: int) -> int:
-        sent = 0
-        while sent < count:
-            data = await asyncio.to_thread(os.pread, fh.fileno(), min(CHUNK, count - sent),
-                                           offset + sent)
-            if not data:
-                break
-            await self._wait_writable()
-            if self._transport is None:
-                raise ConnectionResetError("client went away")
-            self._transport.write(data)
-            sent += len(data)
-        return sent
+                loop.remove_writer(watch)
+            _transport(conn)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        raise ConnectionResetError(f"client went away: {e}") from None
+    finally:
+        if watch >= 0:
+            os.close(watch)
+    return span.count
 
 
+async def _copy_span(conn: Writable, span: FileSpan) -> int:
+    sent, offset = 0, span.offset
+    while sent < span.count:
+        n = min(CHUNK, span.count - sent)
+        data = await asyncio.to_thread(os.pread, span.fd, n, offset + sent)
+        if not data:
+            raise SourceError("file ended before its length")
+        await conn.writable()
+        _transport(conn).write(data)
+        sent += len(data)
+    return sent
 
-def _open(path: str) -> BinaryIO:
-    return open(path, "rb")
+
+async def write_parts(conn: Writable, parts: Sequence[Part], chunked: bool = False) -> int:
+    sent = 0
+    for part in parts:
+        sent += await write_part(conn, part, chunked)
+    return sent
+
+
+async def write_part(conn: Writable, part: Part, chunked: bool = False) -> int:
+    size = part.count if isinstance(part, FileSpan) else len(part)
+    if not size:
+        return 0
+    if chunked:
+        _transport(conn).write(b"%x\r\n" % size)
+    sent = await write_span(conn, part) if isinstance(part, FileSpan) \
+        else await write_memory(conn, part)
+    if chunked:
+        _transport(conn).write(b"\r\n")
+    return sent
+
+
+async def write_stream(conn: Writable, stream: AsyncIterator[Part], length: int | None) -> int:
+    """Write a stream; chunked when `length` is None. A stream that yields more or fewer bytes
+    than `length` raises SourceError (the head promised that length)."""
+    chunked = length is None
+    sent = 0
+    async for part in stream:
+        sent += await write_part(conn, part, chunked)
+        if length is not None and sent > length:
+            raise SourceError("stream longer than its Content-Length")
+    if length is not None and sent != length:
+        raise SourceError("stream shorter than its Content-Length")
+    if chunked:
+        _transport(conn).write(b"0\r\n\r\n")
+    return sent

@@ -1,73 +1,89 @@
-"""The clocks of a fast-path connection (fasthttp.FastProtocol): one deadline timer for the head
-timeout and the keep-alive timeout, and the send watchdog of limits.send_timeout.
+"""The clocks of one connection: a deadline (the head timeout while a request head arrives, the
+keep-alive timeout while idle) and the send watchdog (limits.send_timeout).
 
-The deadline is re-armed lazily: a timer is only replaced when the deadline moves earlier; when
-it fires before a later deadline it re-arms itself for it. So a busy keep-alive connection costs
-no timer churn per request.
+The deadline is one timer re-armed lazily: the timer is replaced only when the deadline moves
+earlier; when it fires before a later deadline it re-arms itself for that one. So a busy keep-alive
+connection costs no timer churn per request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
+from collections.abc import Callable
 from typing import Any
 
-from edge360.http.guard import ConnectionGuard
 from edge360.http.sendprogress import check_send_progress
 
 
-class ConnectionTimers:
-    """The timer half of fasthttp.FastProtocol."""
+class Deadline:
+    """One timer; `expired()` runs when the armed deadline passes (unless disarmed)."""
 
-    _transport: asyncio.Transport | None
-    _guard: ConnectionGuard
-    _loop: asyncio.AbstractEventLoop
-    _busy: bool
-    _deadline: float | None
-    _timer: asyncio.TimerHandle | None
-    _timer_at: float
-    _watchdog: asyncio.TimerHandle | None
-    _progress: list[Any]
+    __slots__ = ("_at", "_deadline", "_expired", "_loop", "_timer")
 
-    def _arm(self, seconds: float) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, expired: Callable[[], None]) -> None:
+        self._loop = loop
+        self._expired = expired
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._at = 0.0
+
+    def arm(self, seconds: float) -> None:
         self._deadline = deadline = self._loop.time() + seconds
-        if self._timer is None or self._timer_at > deadline:
+        if self._timer is None or self._at > deadline:
             if self._timer is not None:
                 self._timer.cancel()
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._timed_out)
+            self._at = deadline
+            self._timer = self._loop.call_at(deadline, self._fire)
 
-    def _cancel_timer(self) -> None:
-        self._deadline = None  # the timer, if any, fires and finds no deadline
+    def disarm(self) -> None:
+        """No deadline until the next arm (the timer, if any, fires and finds none)."""
+        self._deadline = None
 
-    def _cancel_timers(self) -> None:
+    def cancel(self) -> None:
         self._deadline = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._watchdog is not None:
-            self._watchdog.cancel()
-            self._watchdog = None
 
-    def _timed_out(self) -> None:
-        # a head that did not end in time, or a keep-alive connection idle too long
+    def _fire(self) -> None:
         self._timer = None
         deadline = self._deadline
         if deadline is None:
-            return  # writing an answer: the next _arm starts a timer
+            return
         if self._loop.time() < deadline:
-            self._timer_at = deadline
-            self._timer = self._loop.call_at(deadline, self._timed_out)
+            self._at = deadline
+            self._timer = self._loop.call_at(deadline, self._fire)
             return
-        if self._transport is not None and not self._busy:
-            self._transport.close()
+        self._deadline = None
+        self._expired()
 
-    def _schedule_watchdog(self) -> None:
-        self._watchdog = asyncio.get_running_loop().call_later(
-            max(0.05, self._guard.send_timeout / 2), self._check_send)
 
-    def _check_send(self) -> None:
-        self._watchdog = None
-        if self._transport is None or self._transport.is_closing():
+class SendWatchdog:
+    """Aborts the connection when its pending output has not moved for `timeout` seconds (a
+    reader that stopped reading); looks every timeout / 2 seconds."""
+
+    __slots__ = ("_handle", "_progress", "_timeout", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, timeout: Callable[[], float]) -> None:
+        self._transport = transport
+        self._timeout = timeout
+        self._progress: list[Any] = [None, time.monotonic()]
+        self._handle: asyncio.TimerHandle | None = None
+        self._schedule()
+
+    def _schedule(self) -> None:
+        self._handle = asyncio.get_running_loop().call_later(
+            max(0.05, self._timeout() / 2), self._check)
+
+    def _check(self) -> None:
+        self._handle = None
+        if self._transport.is_closing():
             return
-        if check_send_progress(self._transport, self._progress, self._guard.send_timeout):
-            self._schedule_watchdog()
+        if check_send_progress(self._transport, self._progress, self._timeout()):
+            self._schedule()
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None

@@ -1,172 +1,194 @@
-"""The messages of the fast path: a parsed request head as the answerer sees it, the answer it
-returns, and the Date field (formatted once a second). Parsing stays strict: anything the fast
-path is unsure of parses to None, and the request goes to aiohttp (see fasthttp)."""
+"""Reading HTTP/1.1 requests off a connection (RFC 9112) with httptools: each request head is
+parsed once, into a Request that every layer above reads.
+
+`RequestReader` is fed the bytes as they arrive, in whatever pieces the network cut them, and
+queues complete requests. The limits hold whatever the write boundaries: a head larger than
+`max_head` (counted while it arrives, and again from its parsed lines, so one big write and a
+byte-by-byte trickle are refused alike) and a body larger than `max_body` raise WireError with
+the status to answer (431, 413, 400) before the request is queued.
+"""
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from email.utils import formatdate
-from typing import Any, cast
+from collections import deque
+from typing import Final
+from urllib.parse import parse_qsl
 
 import httptools
 
-from edge360.core.errors import RangeNotSatisfiable
-from edge360.core.ranges import ByteRange, Multi, content_range, resolve_range
+from edge360.core.errors import BadRequest, Edge360Error, HeadersTooLarge
 
-#: prepared header blocks and rewritten playlists kept at most (per listener)
-MAX_PREPARED = 4096
+#: fields a request may carry only once (RFC 9112 §3.2, §6.3): a repeat is refused
+_SINGLE: Final = frozenset({"host", "content-length"})
+#: request bodies are small here (admin JSON, passed API calls); more is refused with 413
+MAX_BODY: Final = 1024 * 1024
 
 
-@dataclass(slots=True)
+class PayloadTooLarge(Edge360Error):
+    status = 413
+    default_reason = "payload too large"
+
+
 class Request:
-    """One parsed request head, as the answerer sees it."""
+    """One request as every layer reads it: method, target (path and raw query), the header
+    fields as sent and lower-cased with repeats comma-joined (RFC 9110 §5.3), the body, the
+    client's address as the connection knows it (TCP peer or PROXY header) and when its head
+    was complete (monotonic seconds)."""
 
-    method: str
-    target: str  # the request target as sent ("/t/a.m3u8?sid=x")
-    headers: list[tuple[str, str]]  # as sent, in order
-    fields: dict[str, str]  # lower-cased names (the head has no repeated name)
-    keep_alive: bool
-    peer: str
-    started: float  # time.monotonic() when the head was complete
+    __slots__ = ("_params", "_query", "body", "fields", "headers", "keep_alive", "method",
+                 "path", "peer", "query_string", "started", "target", "tls", "version")
 
+    def __init__(self, method: str, target: str, headers: list[tuple[str, str]],
+                 fields: dict[str, str], version: str, keep_alive: bool, peer: str,
+                 tls: bool = False) -> None:
+        self.method = method
+        self.target = target
+        path, _, self.query_string = target.partition("?")
+        if path.startswith(("http://", "https://")):  # absolute-form (RFC 9112 §3.2.2)
+            rest = path.split("//", 1)[1]
+            path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
+        self.path = path
+        self.headers = headers
+        self.fields = fields
+        self.version = version
+        self.keep_alive = keep_alive
+        self.peer = peer
+        self.tls = tls
+        self.body = b""
+        self.started = time.monotonic()
+        self._query: list[tuple[str, str]] | None = None
+        self._params: dict[str, str] | None = None
 
-@dataclass(slots=True)
-class Answer:
-    """What the fast path writes: status, header fields (each line CRLF-ended, Content-Length
-    included; Date, Server and Connection are added here), and the body: in-memory bytes, or a
-    span of a file. `done(sent, seconds)` runs once the body went to the kernel (sent = body
-    bytes, 0 for HEAD); it is not called when the connection broke first."""
+    @property
+    def query(self) -> list[tuple[str, str]]:
+        """The query's (name, value) pairs, percent-decoded, in order (repeats kept)."""
+        if self._query is None:
+            self._query = parse_qsl(self.query_string, keep_blank_values=True) \
+                if self.query_string else []
+        return self._query
 
-    status: int
-    fields: bytes
-    body: bytes | memoryview | None = None
-    parts: Sequence[memoryview] | None = None  # a body in slices (of pieces), written in order
-    file: tuple[str, int, int] | None = None  # (path, offset, count)
-    done: Callable[[int, float], None] | None = None
-    date: bool = True  # add Date (False: the fields carry one, as a stored answer may)
-    server: bool = True  # add Server (likewise)
+    def param(self, name: str) -> str | None:
+        """The first value of query parameter `name` (the first of a repeated name counts)."""
+        return self.params().get(name)
 
-
-Answerer = Callable[[Request], Answer | None]
-
-
-class Prepared:
-    """A bounded LRU of prepared answers (header blocks, rewritten bodies)."""
-
-    def __init__(self, limit: int = MAX_PREPARED) -> None:
-        self._items: OrderedDict[Any, Any] = OrderedDict()
-        self._limit = limit
-
-    def get(self, key: Any) -> Any:
-        found = self._items.get(key)
-        if found is not None:
-            self._items.move_to_end(key)
-        return found
-
-    def put(self, key: Any, value: Any) -> None:
-        self._items[key] = value
-        while len(self._items) > self._limit:
-            self._items.popitem(last=False)
+    def params(self) -> dict[str, str]:
+        """The query as a dict; where a name repeats, its first value."""
+        if self._params is None:
+            self._params = dict(reversed(self.query))
+        return self._params
 
 
-def encode_fields(headers: dict[str, str]) -> bytes:
-    return "".join(f"{k}: {v}\r\n" for k, v in headers.items()).encode("utf-8")
+class WireError(Exception):
+    """The bytes on the connection cannot be read as a request: answer `error` and close."""
+
+    def __init__(self, error: Edge360Error) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
-def plan_range(rng: str | None, length: int,
-               max_ranges: int) -> tuple[int, int, int, bytes] | None:
-    """(status, first byte, byte count, Content-Range field) as responses.serve plans it for a
-    request without If-Range; None for what the fast path leaves to aiohttp (416, multipart)."""
-    if rng is None:
-        return 200, 0, length, b""
-    try:
-        plan = resolve_range(rng, length, max_ranges=max_ranges)
-    except RangeNotSatisfiable:
-        return None
-    if isinstance(plan, Multi):
-        return None
-    if isinstance(plan, ByteRange):
-        field = f"Content-Range: {content_range(plan, length)}\r\n".encode("latin-1")
-        return 206, plan.start, plan.length, field
-    return 200, 0, length, b""
+class RequestReader:
+    """httptools callbacks for one connection: complete requests land in `ready`."""
 
+    __slots__ = ("_fields", "_head_bytes", "_headers", "_in_head", "_parsed", "_parser",
+                 "_request", "_url", "max_body", "max_head", "peer", "ready", "tls")
 
-class _Head:
-    """httptools callbacks for one head."""
+    def __init__(self, peer: str, max_head: int, *, max_body: int = MAX_BODY,
+                 tls: bool = False) -> None:
+        self.peer = peer
+        self.tls = tls
+        self.max_head = max_head
+        self.max_body = max_body
+        self.ready: deque[Request] = deque()
+        self._parser = httptools.HttpRequestParser(self)
+        self._request: Request | None = None
+        self._url = b""
+        self._headers: list[tuple[str, str]] = []
+        self._fields: dict[str, str] = {}
+        self._head_bytes = 0
+        self._parsed = 0  # bytes of the current head's lines as parsed
+        self._in_head = False
 
-    __slots__ = ("complete", "headers", "url")
+    @property
+    def mid_message(self) -> bool:
+        """A request has begun and is not complete yet (a head or a body still arriving)."""
+        return self._in_head or self._request is not None
 
-    def __init__(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[str, str]] = []
-        self.complete = False
+    def feed(self, data: bytes) -> None:
+        """Parse `data`; raises WireError for what cannot be served (see the module docstring)."""
+        if self._in_head or not self.mid_message:
+            self._head_bytes += len(data)
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserCallbackError as e:
+            cause = e.__context__
+            raise WireError(cause.error if isinstance(cause, WireError) else
+                            BadRequest("bad request")) from None
+        except httptools.HttpParserUpgrade:
+            # an Upgrade we do not speak: the request is answered as plain HTTP, then the
+            # connection closes (the bytes after it belong to another protocol)
+            for request in self.ready:
+                request.keep_alive = False
+        except httptools.HttpParserError:
+            raise WireError(BadRequest("bad request")) from None
+        if self._in_head and self._head_bytes > self.max_head:
+            raise WireError(HeadersTooLarge("request head too large"))
+
+    # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_head = True
+        self._url = b""
+        self._headers = []
+        self._fields = {}
+        self._parsed = 0
 
     def on_url(self, url: bytes) -> None:
-        self.url += url
+        self._url += url
+        if len(self._url) > self.max_head:
+            raise WireError(HeadersTooLarge("request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.decode("latin-1"), value.decode("latin-1")))
+        key = name.decode("latin-1")
+        text = value.decode("latin-1")
+        self._headers.append((key, text))
+        lower = key.lower()
+        fields = self._fields
+        if lower in fields:
+            if lower in _SINGLE:
+                raise WireError(BadRequest(f"repeated {lower}"))
+            fields[lower] = f"{fields[lower]}, {text}"
+        else:
+            fields[lower] = text
+        # the head as parsed: a head that arrived in one piece is held to the limit too
+        self._parsed += len(name) + len(value) + 4
+        if self._parsed + len(self._url) > self.max_head:
+            raise WireError(HeadersTooLarge("request head too large"))
+
+    def on_headers_complete(self) -> None:
+        parser = self._parser
+        self._in_head = False
+        self._head_bytes = 0
+        version = parser.get_http_version()
+        if version not in ("1.1", "1.0"):
+            raise WireError(BadRequest(f"HTTP/{version}"))
+        if version == "1.1" and "host" not in self._fields:
+            raise WireError(BadRequest("no Host"))  # RFC 9112 §3.2
+        length = self._fields.get("content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            raise WireError(PayloadTooLarge("request body too large"))
+        self._request = Request(parser.get_method().decode("latin-1"),
+                                self._url.decode("latin-1"), self._headers, self._fields,
+                                version, parser.should_keep_alive(), self.peer, self.tls)
+
+    def on_body(self, body: bytes) -> None:
+        request = self._request
+        if request is not None:
+            if len(request.body) + len(body) > self.max_body:
+                raise WireError(PayloadTooLarge("request body too large"))
+            request.body += body
 
     def on_message_complete(self) -> None:
-        self.complete = True
-
-
-_date_cache: list[Any] = [0, b""]
-
-
-def date_field() -> bytes:
-    """The Date field, formatted once a second (aiohttp does the same)."""
-    now = int(time.time())
-    if _date_cache[0] != now:
-        _date_cache[0] = now
-        _date_cache[1] = f"Date: {formatdate(now, usegmt=True)}\r\n".encode("latin-1")
-    return cast(bytes, _date_cache[1])
-
-
-
-
-def parse_head(head: bytes, peer: str) -> Request | None:
-    """One complete request head (ending in a blank line) as a Request, or None when the fast
-    path must not touch it: bare-LF line ends, a head the parser refuses or that asks for an
-    upgrade, HTTP other than 1.1, a repeated field, Connection tokens other than keep-alive or
-    close."""
-    return HeadParser()(head, peer)
-
-
-class HeadParser:
-    """parse_head with one httptools parser per connection: a parser that read a head completely
-    and accepted it reads the next one; any other outcome replaces it."""
-
-    __slots__ = ("_h", "_parser")
-
-    def __init__(self) -> None:
-        self._h = _Head()
-        self._parser: httptools.HttpRequestParser | None = None
-
-    def __call__(self, head: bytes, peer: str) -> Request | None:
-        if head.count(b"\n") != head.count(b"\r\n"):
-            return None  # bare LF line ends: aiohttp's parser decides what they mean
-        h = self._h
-        h.url, h.headers, h.complete = b"", [], False
-        parser = self._parser
-        if parser is None:
-            parser = httptools.HttpRequestParser(h)
-        self._parser = None
-        try:
-            parser.feed_data(head)
-        except (httptools.HttpParserError, httptools.HttpParserUpgrade):
-            return None
-        if not h.complete or parser.get_http_version() != "1.1" or parser.should_upgrade():
-            return None
-        fields = {name.lower(): value for name, value in h.headers}
-        if len(fields) != len(h.headers):
-            return None  # a repeated field: aiohttp refuses some, joins others
-        connection = fields.get("connection", "keep-alive").lower()
-        if connection not in ("keep-alive", "close"):
-            return None  # other tokens (upgrade, hop-by-hop names): aiohttp's reading of them
-        self._parser = parser
-        return Request(parser.get_method().decode("latin-1"), h.url.decode("latin-1"),
-                       h.headers, fields, connection == "keep-alive", peer, time.monotonic())
+        request, self._request = self._request, None
+        if request is not None:
+            self.ready.append(request)

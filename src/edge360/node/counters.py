@@ -54,6 +54,8 @@ class Counters:
     coalesced_waiters: int = 0
     prefetches: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     evictions: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    cache_write_errors: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    responses_cut: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections_open: int = 0
     access_log_dropped: int = 0
 
@@ -83,7 +85,8 @@ def bounded(counter: dict[tuple[str, str], int], key: tuple[str, str]) -> tuple[
 
 
 _LABELLED = ("requests", "egress", "late_segments", "cache_requests", "cache_bytes",
-             "upstream_requests", "prefetches", "evictions")
+             "upstream_requests", "prefetches", "evictions", "cache_write_errors",
+             "responses_cut")
 
 
 def counters_to_dict(c: Counters) -> dict[str, Any]:

@@ -1,22 +1,42 @@
-"""The per-process state every handler reads: config, clock, session tracker, counters, drain flag.
+"""The per-process state every handler reads: config, clock, session tracker, counters, drain flag,
+auth keys, and the links to the role's own state and to the worker hub.
 
-`app` builds one NodeState and stores it on the aiohttp Application; handlers reach it through
-`node_of(request)`. Role-specific state (the origin's catalog, the edge's cache) lives in the role's
-own module and is attached here as an opaque slot, so origin and edge never import each other.
+The role's state (the origin's catalog, the edge's cache and parents) and the hub link are typed
+by the Protocols below, so this layer never imports the roles and the roles never import each
+other.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
-
-from aiohttp import web
+from typing import Any, Protocol
 
 from edge360.config.schema import Config
 from edge360.node.accesslog import AccessLog
-from edge360.node.counters import Counters, TrackerView
+from edge360.node.counters import Counters, TierGauge, TrackerView
 from edge360.security.clientaddr import TrustedProxies
+from edge360.security.tokens import Key
+
+
+class RoleState(Protocol):
+    """What the node's own endpoints read of the role (origin catalog or edge cache)."""
+
+    def health(self) -> dict[str, object]: ...
+    def tiers(self) -> Sequence[TierGauge]: ...
+    def parents_up(self) -> dict[str, bool]: ...
+
+
+class HubLink(Protocol):
+    """A worker's link to the supervisor's hub (run.hub.HubClient) with --workers N."""
+
+    worker: int
+    handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]
+
+    @property
+    def node_counters(self) -> Counters: ...
+    async def refresh(self) -> None: ...
+    async def cast(self, op: str, args: dict[str, Any]) -> list[Any]: ...
 
 
 @dataclass(slots=True)
@@ -30,15 +50,15 @@ class NodeState:
     started_at: float = 0.0
     #: called on SIGHUP (keys, upstreams, limits, titles); each returns a short description
     reloaders: list[Callable[[], Awaitable[str]]] = field(default_factory=list)
-    #: the role's own state (origin.Catalog holder or edge.Edge), typed by the role module
-    role_state: Any = None
-    #: auth keys (tuple of auth.Key), reloaded on SIGHUP
-    auth_keys: tuple[Any, ...] = ()
-    #: with --workers N: the link to the supervisor's hub (hub.HubClient), else None
-    hub: Any = None
+    #: the role's own state, set when the role starts
+    role_state: RoleState | None = None
+    #: auth keys, reloaded on SIGHUP
+    auth_keys: tuple[Key, ...] = ()
+    #: with --workers N: the link to the supervisor's hub, else None
+    hub: HubLink | None = None
     #: open connections' client addresses named by a PROXY header (transport -> address)
     proxied: dict[Any, str] = field(default_factory=dict)
-    #: the access log (accesslog.AccessLog) with server.access_log, else None
+    #: the access log with server.access_log, else None
     access_log: AccessLog | None = None
 
     async def refresh(self) -> None:
@@ -49,10 +69,3 @@ class NodeState:
     def node_counters(self) -> Counters:
         """This process's counters, or the whole node's when it runs several workers."""
         return self.hub.node_counters if self.hub is not None else self.counters
-
-
-NODE = web.AppKey("edge360_node", NodeState)
-
-
-def node_of(request: web.Request) -> NodeState:
-    return request.app[NODE]

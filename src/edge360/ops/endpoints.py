@@ -1,46 +1,24 @@
-"""The node's own endpoints: /healthz, /metrics, /api/stats; none opens or touches a session."""
+"""The node's own endpoints: /healthz, /metrics, /api/stats (and /api/titles on an origin); none
+opens or touches a session. With --workers N the figures are node-wide whichever worker answers
+(the worker asks the hub first)."""
 
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 
-import orjson
-from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from edge360 import __version__
-from edge360.node.state import NODE, NodeState, node_of
-from edge360.ops.metrics import exposition
+from edge360.http.dispatch import Route, route
+from edge360.http.response import Response, encode_fields, json_response
+from edge360.http.wire import Request
+from edge360.node.counters import TierGauge
+from edge360.node.state import NodeState
+from edge360.ops.metrics import NodeCollector, exposition, make_registry
 
-REGISTRY = web.AppKey("edge360_registry", CollectorRegistry)
-EGRESS = web.AppKey("edge360_egress_samples", deque)
-
-
-def _json(data: object, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(data), content_type="application/json",
-                        headers={"Cache-Control": "no-store"})
-
-
-async def healthz(request: web.Request) -> web.Response:
-    """200 while serving, 503 while draining; an edge adds each parent's health."""
-    node = node_of(request)
-    body: dict[str, object] = {
-        "status": "draining" if node.draining else "ok",
-        "role": node.config.server.role,
-        "version": __version__,
-        "uptime": round(node.clock() - node.started_at, 3),
-    }
-    health = getattr(node.role_state, "health", None)
-    if callable(health):
-        body.update(health())
-    return _json(body, 503 if node.draining else 200)
-
-
-async def metrics(request: web.Request) -> web.Response:
-    await node_of(request).refresh()
-    data = exposition(request.app[REGISTRY])
-    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST,
-                                            "Cache-Control": "no-store"})
+#: egress samples kept (one a second): the egress rate is over this many seconds
+EGRESS_SAMPLES = 10
 
 
 def sample_egress(node: NodeState, samples: deque[tuple[float, int]]) -> None:
@@ -78,20 +56,51 @@ def stats_body(node: NodeState, samples: deque[tuple[float, int]]) -> dict[str, 
     }
 
 
-async def stats(request: web.Request) -> web.Response:
-    node = node_of(request)
-    await node.refresh()
-    return _json(stats_body(node, request.app[EGRESS]))
+class Endpoints:
+    """The node's own endpoints over one node state."""
 
+    def __init__(self, node: NodeState) -> None:
+        self.node = node
+        self.egress: deque[tuple[float, int]] = deque(maxlen=EGRESS_SAMPLES)
 
-def monitoring_app(main: web.Application) -> web.Application:
-    """The app of server.metrics_listen: /healthz, /metrics and /api/stats of the same node as
-    `main` (same state, registry and egress samples), nothing else (content paths are 404)."""
-    app = web.Application(client_max_size=1024)
-    app[NODE] = main[NODE]
-    app[REGISTRY] = main[REGISTRY]
-    app[EGRESS] = main[EGRESS]
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/metrics", metrics)
-    app.router.add_get("/api/stats", stats)
-    return app
+        def tiers() -> Sequence[TierGauge]:
+            return node.role_state.tiers() if node.role_state is not None else ()
+
+        def parents() -> dict[str, bool]:
+            return node.role_state.parents_up() if node.role_state is not None else {}
+
+        self.registry: CollectorRegistry = make_registry(NodeCollector(
+            tracker=lambda: node.tracker, counters=node.node_counters, now=node.clock,
+            tiers=tiers, parents=parents))
+
+    def healthz(self, request: Request) -> Response:
+        """200 while serving, 503 while draining; the role adds its own health."""
+        node = self.node
+        body: dict[str, object] = {
+            "status": "draining" if node.draining else "ok",
+            "role": node.config.server.role,
+            "version": __version__,
+            "uptime": round(node.clock() - node.started_at, 3),
+        }
+        if node.role_state is not None:
+            body.update(node.role_state.health())
+        return json_response(body, 503 if node.draining else 200)
+
+    async def metrics(self, request: Request) -> Response:
+        await self.node.refresh()
+        return Response(200, encode_fields({"Content-Type": CONTENT_TYPE_LATEST,
+                                            "Cache-Control": "no-store"}),
+                        body=exposition(self.registry))
+
+    async def stats(self, request: Request) -> Response:
+        await self.node.refresh()
+        return json_response(stats_body(self.node, self.egress))
+
+    def tick(self) -> None:
+        """Once a second: end idle sessions, sample egress."""
+        self.node.tracker.expire(self.node.clock())
+        sample_egress(self.node, self.egress)
+
+    def routes(self) -> dict[str, Route]:
+        return {"/healthz": route(self.healthz), "/metrics": route(self.metrics),
+                "/api/stats": route(self.stats)}

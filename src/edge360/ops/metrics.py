@@ -113,6 +113,17 @@ class NodeCollector(Collector):
         evictions.update(c.evictions)
         yield labelled("edge360_cache_evictions_total", "Objects evicted per tier", ["tier"],
                        evictions)
+        # known label sets from the start (at 0): rate() sees the first failure and the first cut
+        write_errors = {tier: c.cache_write_errors.get(tier, 0) for tier in tiers}
+        write_errors.update(c.cache_write_errors)
+        yield labelled("edge360_cache_write_errors_total",
+                       "Cache writes that failed (full disk, I/O error); the answer went on",
+                       ["tier"], write_errors)
+        cuts = {reason: c.responses_cut.get(reason, 0) for reason in ("client", "source")}
+        cuts.update(c.responses_cut)
+        yield labelled("edge360_responses_cut_total",
+                       "Answers whose body broke off (client gone, source broken)", ["reason"],
+                       cuts)
         hist = HistogramMetricFamily("edge360_upstream_request_duration_seconds",
                                      "Upstream time to response headers")
         hist.add_metric([], c.upstream_latency.buckets(), c.upstream_latency.total)

@@ -20,10 +20,12 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import orjson
-from aiohttp import web
 
 from edge360.core.errors import BadRequest, NotFound
-from edge360.http.responses import Representation, serve
+from edge360.http.dispatch import Route, route
+from edge360.http.represent import Prepared, memory_slicer, plan_for, render
+from edge360.http.response import Response, encode_fields
+from edge360.http.wire import Request
 
 log = logging.getLogger("edge360.player")
 
@@ -160,36 +162,41 @@ class Player:
         return self.template.replace(CONFIG_MARK, attr).encode()
 
 
-PLAYER = web.AppKey("edge360_player", Player)
 _SECURITY = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
 
 
-async def page(request: web.Request) -> web.Response:
-    """GET /player: the page for `?src=` (default the demo) and `?maxHeight=`."""
-    query = parse_query(request.query.get("src"), request.query.get("maxHeight"))
-    body = request.app[PLAYER].render(query)
-    return web.Response(body=body, content_type="text/html", charset="utf-8", headers={
-        "Content-Security-Policy": content_security_policy(query),
-        "Cache-Control": "no-cache",
-        **_SECURITY,
-    })
+class PlayerPages:
+    """GET /player and its static files (http.dispatch endpoints)."""
+
+    def __init__(self, player: Player) -> None:
+        self.player = player
+
+    def page(self, request: Request) -> Response:
+        """GET /player: the page for `?src=` (default the demo) and `?maxHeight=`."""
+        query = parse_query(request.param("src"), request.param("maxHeight"))
+        body = self.player.render(query)
+        return Response(200, encode_fields({
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": content_security_policy(query),
+            "Cache-Control": "no-cache", **_SECURITY}), body=body)
+
+    def static(self, request: Request) -> Response:
+        """GET/HEAD of the page's script, style sheet and hls.js, with ETag revalidation."""
+        asset = self.player.assets.get(request.path)
+        if asset is None:
+            raise NotFound(request.path)
+        prepared = Prepared({"Content-Type": asset.content_type, "ETag": asset.etag,
+                             # unversioned URLs: short lifetime, then a cheap 304
+                             "Cache-Control": "public, max-age=300", **_SECURITY})
+        p = plan_for(request, prepared, len(asset.body), None, 1)
+        return render(p, prepared, memory_slicer(asset.body))
+
+    def routes(self) -> dict[str, Route]:
+        out = {"/player": route(self.page)}
+        for path in (*ASSETS, HLS_PATH):
+            out[path] = route(self.static)
+        return out
 
 
-async def static(request: web.Request) -> web.StreamResponse:
-    """GET/HEAD of the page's script, style sheet and hls.js, with ETag revalidation."""
-    asset = request.app[PLAYER].assets.get(request.path)
-    if asset is None:
-        raise NotFound(request.path)
-    rep = Representation(headers={"Content-Type": asset.content_type, "ETag": asset.etag,
-                                  # unversioned URLs: short lifetime, then a cheap 304
-                                  "Cache-Control": "public, max-age=300", **_SECURITY},
-                         length=len(asset.body), etag=asset.etag, body=asset.body)
-    return (await serve(request, rep, max_ranges=1)).response
-
-
-def install(app: web.Application) -> None:
-    """Register /player and its static files; call before a role's catch-all content route."""
-    app[PLAYER] = Player.load(find_hls())
-    app.router.add_get("/player", page)
-    for path in (*ASSETS, HLS_PATH):
-        app.router.add_get(path, static)
+def player_pages() -> PlayerPages:
+    return PlayerPages(Player.load(find_hls()))

@@ -11,16 +11,18 @@ from __future__ import annotations
 
 import os
 import posixpath
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge360.config.schema import OriginConfig
-from edge360.core.conditional import http_date, make_etag
+from edge360.core.errors import NotFound
 from edge360.core.kinds import MediaType, media_type
 from edge360.core.paths import is_inside
 from edge360.hls import playlist
 from edge360.hls.rewrite import CompiledPlaylist
 from edge360.hls.titles import TitleInfo, scan_media_root
+from edge360.origin.files import read_version, stat_version
 
 #: files up to this size are kept in memory (playlists, keys, subtitles, small segments)
 SMALL_FILE = 256 * 1024
@@ -41,6 +43,8 @@ class MediaFile:
     media_type: MediaType
     cache_control: str
     is_master: bool = False
+    #: a live or event title's file: written while served, never held back by the settle rule
+    live: bool = False
     body: bytes | None = None  # in memory when small
     compiled: CompiledPlaylist | None = None  # playlists, for per-viewer rewriting
     #: seconds of media per segment file, or per byte offset for single-file renditions
@@ -53,6 +57,11 @@ class Catalog:
     titles: dict[str, TitleInfo]
     broken: dict[str, str]
     files: dict[str, MediaFile]
+    #: titles with a file modified within origin.settle_seconds of the scan (still arriving)
+    settling: tuple[str, ...] = ()
+    #: live and event titles (their files are written while served: never held back), and
+    #: titles that were live at an earlier scan (a live event that ended)
+    live: frozenset[str] = frozenset()
 
 
 def _playlist_cache_control(text: str, is_master: bool, config: OriginConfig) -> str:
@@ -88,11 +97,13 @@ def _durations(info: TitleInfo) -> dict[str, dict[int, float]]:
 
 
 def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
-                 files: dict[str, MediaFile]) -> None:
+                 files: dict[str, MediaFile], now: float, live: bool) -> bool:
+    """Index one title's files; True when one of them is still settling at `now`."""
     title_dir = os.path.join(root_real, info.name)
     renditions = _rendition_names(info)
     durations = _durations(info)
     masters = set(info.masters)
+    settling = False
     for dirpath, dirnames, filenames in os.walk(title_dir):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
         for name in filenames:
@@ -105,18 +116,17 @@ def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
             real = os.path.realpath(full)
             if not is_inside(root_real, real):
                 continue  # a symlink pointing out of the media root is never served
-            try:
-                st = os.stat(real)
-            except OSError:
-                continue
             rel = os.path.relpath(full, title_dir).replace(os.sep, "/")
             body = None
-            if st.st_size <= SMALL_FILE:
-                try:
-                    with open(real, "rb") as fh:
-                        body = fh.read()
-                except OSError:
+            try:
+                version = stat_version(real)
+                if version is None:
                     continue
+                if version.size <= SMALL_FILE:
+                    body, version = read_version(real)
+            except NotFound:
+                continue  # gone or changing while we looked: the next scan takes it
+            settling = settling or (now - version.mtime < config.settle_seconds)
             is_master = rel in masters
             compiled = None
             if mt.kind == "playlist" and body is not None:
@@ -130,18 +140,25 @@ def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
             files[f"/{info.name}/{rel}"] = MediaFile(
                 url_path=f"/{info.name}/{rel}", fs_path=real, title=info.name,
                 rendition="none" if is_master else renditions.get(rel, "none"),
-                size=st.st_size, mtime=st.st_mtime,
-                etag=make_etag(st.st_size, st.st_mtime_ns),
-                last_modified=http_date(st.st_mtime), media_type=mt,
-                cache_control=cache_control, is_master=is_master, body=body,
+                size=version.size, mtime=version.mtime, etag=version.etag,
+                last_modified=version.last_modified, media_type=mt,
+                cache_control=cache_control, is_master=is_master, live=live, body=body,
                 compiled=compiled, durations=durations.get(rel, {}))
+    return settling and not live
 
 
-def build(root: str, config: OriginConfig) -> Catalog:
-    """Scan the media root (blocking; run it in a thread). Broken titles are listed, not served."""
+def build(root: str, config: OriginConfig, was_live: frozenset[str] = frozenset()) -> Catalog:
+    """Scan the media root (blocking; run it in a thread). Broken titles are listed, not served;
+    titles still arriving are listed as settling (their recent files answer 503 until settled).
+    `was_live`: the live titles of the previous scan (an event that ended stays exempt)."""
     root_real = os.path.realpath(root)
     titles, broken = scan_media_root(Path(root_real))
     files: dict[str, MediaFile] = {}
-    for info in titles.values():
-        _index_title(root_real, info, config, files)
-    return Catalog(root=root_real, titles=titles, broken=broken, files=files)
+    now = time.time()
+    live = frozenset(name for name, info in titles.items()
+                     if name in was_live or any(not p.vod for p in info.playlists))
+    settling = tuple(sorted(name for name, info in titles.items()
+                            if _index_title(root_real, info, config, files, now,
+                                            name in live)))
+    return Catalog(root=root_real, titles=titles, broken=broken, files=files, settling=settling,
+                   live=live)

@@ -1,128 +1,235 @@
-"""The origin role: files of the titles under the media root, exactly and cheaply.
+"""The origin role: files of the titles under the media root, exactly and cheaply (docs/ORIGIN.md).
 
-A request is one catalog lookup (no stat, no open for playlists); playlists are rewritten per
-viewer from their compiled form and sent private; segments go out through the kernel's sendfile.
-Range, conditionals, HEAD and CORS come from `responses`. The catalog is rebuilt off the loop on a
-timer and on SIGHUP, so titles dropped into the media root appear without a restart.
+A request is one catalog lookup. Small files (playlists, keys, small segments) are held in memory
+as one version each and answered at once, with no task and no I/O; their file is stat'ed again at
+most once a second (off the loop), so a change is served as the new version within a second and
+never mixed with the old. Bigger segments are opened per request and answered from that
+descriptor (origin.files): size and validators from its fstat, bytes by the kernel's sendfile.
+A file still being written answers 503 (origin.files.Settle). Playlists are rewritten per viewer
+and sent private. Ranges, preconditions and HEAD follow core.answer for every file.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Sequence
 
 import orjson
-from aiohttp import web
 
-from edge360.core.errors import MethodNotAllowed, NotFound
-from edge360.core.paths import split_request_path
-from edge360.http.responses import (
-    Representation,
+from edge360.core.errors import MethodNotAllowed, NotFound, Overloaded
+from edge360.core.lru import LRU
+from edge360.core.paths import CheckedPaths
+from edge360.core.ranges import ByteRange
+from edge360.hls.personalize import gzip_accepted, personalize
+from edge360.hls.rewrite import CompiledPlaylist
+from edge360.http.represent import (
+    Prepared,
     cors_headers,
-    gzip_accepted,
-    personalize,
+    memory_slicer,
+    plan_for,
     preflight,
-    serve,
+    render,
 )
+from edge360.http.response import FileSpan, Part, Response
 from edge360.http.viewers import check_loop, check_token, identify, is_child_cache, touch
-from edge360.node.state import NodeState, node_of
-from edge360.origin import catalog as catalog_mod
+from edge360.http.wire import Request
+from edge360.node.counters import TierGauge
+from edge360.node.state import NodeState
 from edge360.origin.catalog import Catalog, MediaFile
+from edge360.origin.files import Opened, Settle, open_version, read_version, stat_version
 from edge360.sessions.viewer import Viewer
 
 log = logging.getLogger("edge360.origin")
 
+#: seconds a memory-held file is trusted before its file is stat'ed again
+RECHECK = 1.0
+#: prepared header blocks and per-viewer playlists kept at most
+MAX_PREPARED = 4096
+Answer = Response | Awaitable[Response]
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class OriginState:
+    """The origin's role state: the catalog (replaced by each rescan) and the settle rule."""
+
     catalog: Catalog
+    settle: Settle
+
+    def health(self) -> dict[str, object]:
+        return {"titles": len(self.catalog.titles), "settling": list(self.catalog.settling)}
+
+    def tiers(self) -> Sequence[TierGauge]:
+        return ()
+
+    def parents_up(self) -> dict[str, bool]:
+        return {}
 
 
-def origin_state(node: NodeState) -> OriginState:
-    state = node.role_state
-    assert isinstance(state, OriginState)
-    return state
-
-
-async def load_catalog(node: NodeState) -> Catalog:
-    """Scan the media root in a thread; report broken titles by name."""
-    cat = await asyncio.to_thread(catalog_mod.build, node.config.origin.media, node.config.origin)
-    for name, problem in sorted(cat.broken.items()):
-        log.warning("title %s is broken and not served: %s", name, problem)
-    return cat
-
-
-async def rescan(node: NodeState) -> str:
-    state = origin_state(node)
-    state.catalog = await load_catalog(node)
-    return f"{len(state.catalog.titles)} titles, {len(state.catalog.broken)} broken"
-
-
-def _lookup(node: NodeState, request: web.Request) -> tuple[str, MediaFile]:
-    max_len = node.config.limits.max_header_bytes
-    segments = split_request_path(request.raw_path.split("?", 1)[0], max_length=min(max_len, 1024))
-    path = "/" + "/".join(segments)
-    mf = origin_state(node).catalog.files.get(path)
-    if mf is None:
-        raise NotFound(path)
-    return path, mf
-
-
-def _gzip_ok(request: web.Request) -> bool:
-    return gzip_accepted(request.headers.get("Accept-Encoding", ""), "Range" in request.headers)
-
-
-async def handle(request: web.Request) -> web.StreamResponse:
-    node = node_of(request)
-    cors = node.config.origin.cors_origin
-    if request.method == "OPTIONS":
-        return preflight(cors)
-    if request.method not in ("GET", "HEAD"):
-        raise MethodNotAllowed(request.method, headers={"Allow": "GET, HEAD, OPTIONS"})
-    started = time.monotonic()
-    check_loop(request)
-    path, mf = _lookup(node, request)
-    check_token(request, node, path)
-    child = is_child_cache(request, node)
-    headers = content_headers(mf, cors)
-    is_playlist = mf.compiled is not None
-    viewer = None if child else identify(request, node, opens=is_playlist)
-    rep = Representation(headers=headers, length=mf.size, etag=mf.etag,
-                         last_modified=mf.mtime, body=mf.body, fs_path=mf.fs_path)
-    if is_playlist:
-        params = viewer.params() if viewer is not None else ""
-        body, rep.etag = render_playlist(mf, params, headers, _gzip_ok(request))
-        rep.body = body
-        rep.length = len(body)
-    headers["ETag"] = rep.etag or ""
-    served = await serve(request, rep, max_ranges=node.config.limits.max_ranges)
-    account(node, mf, viewer, served.response.status, served.body_bytes,
-            time.monotonic() - started, request.headers.get("Range", ""))
-    return served.response
-
-
-def content_headers(mf: MediaFile, cors: str) -> dict[str, str]:
-    """The header fields of a catalog file's answer, before the playlist rules and ETag."""
+def content_headers(mf: MediaFile, cors: str, etag: str, last_modified: str) -> dict[str, str]:
+    """The header fields of a catalog file's answer (the playlist rules come after)."""
     return {"Content-Type": mf.media_type.content_type, "Cache-Control": mf.cache_control,
-            "Last-Modified": mf.last_modified, **cors_headers(cors)}
+            "Last-Modified": last_modified, **cors_headers(cors), "ETag": etag}
 
 
-def render_playlist(mf: MediaFile, params: str, headers: dict[str, str],
-                    gzip_ok: bool) -> tuple[bytes, str | None]:
-    """A catalog playlist rewritten for the viewer whose query fragment is `params`: its body
-    and ETag; `headers` gets the playlist fields (private Cache-Control, Vary, Content-Encoding).
-    Shared by `handle` and the fast path, so both rewrite alike."""
-    assert mf.compiled is not None
-    return personalize(mf.compiled.render(params), params, headers, mf.etag, gzip_ok)
+class Origin:
+    """The content handler of an origin node (http.dispatch endpoint)."""
+
+    def __init__(self, node: NodeState, state: OriginState) -> None:
+        self.node = node
+        self.state = state
+        cfg = node.config
+        self.cors = cfg.origin.cors_origin
+        self.max_ranges = cfg.limits.max_ranges
+        self.paths = CheckedPaths(min(cfg.limits.max_header_bytes, 1024))
+        self._checked: dict[str, float] = {}  # memory-held file -> when its file was stat'ed
+        self._prepared: LRU[object, tuple[MediaFile, Prepared, bytes | None]] = \
+            LRU(MAX_PREPARED)
+
+    def __call__(self, request: Request) -> Answer:
+        method = request.method
+        if method == "OPTIONS":
+            return preflight(self.cors)
+        if method not in ("GET", "HEAD"):
+            raise MethodNotAllowed(method, headers={"Allow": "GET, HEAD, OPTIONS"})
+        check_loop(request)
+        path = "/" + "/".join(self.paths(request.path))
+        mf = self.state.catalog.files.get(path)
+        if mf is None:
+            raise NotFound(path)
+        node = self.node
+        check_token(request, node, path)
+        viewer = None if is_child_cache(request, node) else identify(
+            request, node, opens=mf.compiled is not None)
+        if mf.body is None:
+            return self._from_file(request, mf, viewer)
+        # file times are wall-clock times: the settle rule reads the wall clock, never the
+        # node's (injectable) session clock; the recheck interval is a monotonic one
+        ticks = time.monotonic()
+        if ticks - self._checked.get(path, -RECHECK) >= RECHECK:
+            self._checked[path] = ticks  # one look per second, whoever asks meanwhile
+            return self._recheck(request, mf, viewer)
+        return self._from_memory(request, mf, viewer, time.time())
+
+    # -- small files, held in memory
+
+    def _from_memory(self, request: Request, mf: MediaFile, viewer: Viewer | None,
+                     now: float) -> Response:
+        if not mf.live and self.state.settle.recent(mf.mtime, now):
+            raise self._settling(mf.mtime, now)
+        assert mf.body is not None
+        gzip_ok = False
+        if mf.compiled is not None:
+            params = viewer.params() if viewer is not None else ""
+            gzip_ok = gzip_accepted(request.fields.get("accept-encoding", ""),
+                                    "range" in request.fields)
+            key: object = (mf.url_path, params, gzip_ok)
+        else:
+            params, key = "", mf.url_path
+        found = self._prepared.get(key)
+        if found is None or found[0] is not mf:
+            headers = content_headers(mf, self.cors, mf.etag, mf.last_modified)
+            body = mf.body
+            if mf.compiled is not None:
+                body, etag = personalize(mf.compiled.render(params), params, headers, mf.etag,
+                                         gzip_ok)
+                headers["ETag"] = etag or ""
+            found = (mf, Prepared(headers), body)
+            if viewer is None or not viewer.minted:  # a minted sid is not asked for again
+                self._prepared.put(key, found)
+        _, prepared, held = found
+        assert held is not None
+        p = plan_for(request, prepared, len(held), mf.mtime, self.max_ranges)
+        return self._counted(render(p, prepared, memory_slicer(held)), mf, viewer, request)
+
+    async def _recheck(self, request: Request, mf: MediaFile, viewer: Viewer | None) -> Response:
+        """A memory-held file's periodic look: the new version replaces it when it changed."""
+        version = await asyncio.to_thread(stat_version, mf.fs_path)
+        if version is None:
+            self.state.catalog.files.pop(mf.url_path, None)
+            raise NotFound(mf.url_path)
+        if version.etag != mf.etag:
+            mf = await asyncio.to_thread(_reload, mf)
+            self.state.catalog.files[mf.url_path] = mf
+        return self._from_memory(request, mf, viewer, time.time())
+
+    # -- segments sent from their file
+
+    async def _from_file(self, request: Request, mf: MediaFile,
+                         viewer: Viewer | None) -> Response:
+        opened = await _open(mf.fs_path)
+        try:
+            version = opened.version
+            now = time.time()
+            if not mf.live and self.state.settle.settling(mf.url_path, version, now):
+                raise self._settling(version.mtime, now)
+            prepared = Prepared(content_headers(mf, self.cors, version.etag,
+                                                version.last_modified))
+            p = plan_for(request, prepared, version.size, version.mtime, self.max_ranges)
+        except BaseException:
+            opened.close()
+            raise
+        response = render(p, prepared, _file_slicer(opened))
+        response.release = opened.close
+        return self._counted(response, mf, viewer, request)
+
+    def _settling(self, mtime: float, now: float) -> Overloaded:
+        wait = self.state.settle.retry_after(mtime, now)
+        error = Overloaded("file still being written", retry_after=wait)
+        error.headers["Cache-Control"] = "no-store"
+        return error
+
+    # -- accounting
+
+    def _counted(self, response: Response, mf: MediaFile, viewer: Viewer | None,
+                 request: Request) -> Response:
+        """`response`, counted (account) once its body went out."""
+        node, status, rng = self.node, response.status, request.fields.get("range", "")
+
+        def done(sent: int, seconds: float) -> None:
+            account(node, mf, viewer, status, sent, seconds, rng)
+        response.done = done
+        return response
+
+
+def _reload(mf: MediaFile) -> MediaFile:
+    """A memory-held file read again (blocking): its new bytes, version and compiled playlist."""
+    body, version = read_version(mf.fs_path)
+    compiled = mf.compiled
+    if compiled is not None:
+        compiled = CompiledPlaylist.compile(body.decode("utf-8", "replace"))
+    return dataclasses.replace(mf, body=body, size=version.size, mtime=version.mtime,
+                               etag=version.etag, last_modified=version.last_modified,
+                               compiled=compiled)
+
+
+async def _open(path: str) -> Opened:
+    """open_version in a thread; a descriptor opened for a request that went away is closed."""
+    pending = asyncio.get_running_loop().run_in_executor(None, open_version, path)
+    try:
+        return await asyncio.shield(pending)
+    except asyncio.CancelledError:
+        def close(f: asyncio.Future[Opened]) -> None:
+            if not f.cancelled() and f.exception() is None:
+                f.result().close()
+        pending.add_done_callback(close)
+        raise
+
+
+def _file_slicer(opened: Opened) -> Callable[[ByteRange], list[Part]]:
+    """File spans of the opened version, each verified unchanged before its last bytes go out
+    (the response's release closes the file)."""
+    def cut(r: ByteRange) -> list[Part]:
+        return [FileSpan(opened.fd, r.start, r.length, verify=opened.unchanged)]
+    return cut
 
 
 def account(node: NodeState, mf: MediaFile, viewer: Viewer | None, status: int,
             body_bytes: int, seconds: float, range_header: str) -> None:
     """Count a served answer: the viewer's session, egress, a segment sent later than its
-    duration. Shared by `handle` and the fast path."""
+    duration."""
     touch(node, viewer, status, title=mf.title, rendition=mf.rendition,
           playlist=mf.compiled is not None, nbytes=body_bytes)
     counters = node.counters
@@ -147,11 +254,11 @@ def _duration(mf: MediaFile, rng: str) -> float | None:
     return mf.durations.get(offset)
 
 
-async def titles(request: web.Request) -> web.Response:
-    """GET /api/titles: every served title and its renditions, and the broken ones by name."""
-    cat = origin_state(node_of(request)).catalog
-    body = orjson.dumps({
-        "titles": [info.to_dict() for _, info in sorted(cat.titles.items())],
-        "broken": cat.broken,
+def titles_body(catalog: Catalog) -> bytes:
+    """GET /api/titles: every served title and its renditions, the broken ones by name, and the
+    titles still arriving."""
+    return orjson.dumps({
+        "titles": [info.to_dict() for _, info in sorted(catalog.titles.items())],
+        "broken": catalog.broken,
+        "settling": list(catalog.settling),
     })
-    return web.Response(body=body, content_type="application/json")

@@ -1,34 +1,47 @@
-"""Composition: create_app(config, *, clock) -> web.Application. Wiring only, no decisions.
+"""Composition: one node's state, its role, its endpoints and the dispatcher every connection
+answers through. Wiring only, no decisions.
 
-Builds the node state (tracker, counters, metrics registry), the role's handlers and the owned
-background tasks (session expiry, egress sampling, title rescans).
+`App(config)` builds the node state (tracker, counters, access log, auth keys); `start()` starts
+the role (the origin's catalog scan, the edge's parents and cache) and the owned background tasks
+(session expiry, egress sampling, rescans), then `dispatcher` answers requests; `close()` stops
+them all.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
-
-from aiohttp import web
+from collections.abc import Callable
+from typing import Protocol
 
 from edge360.config.schema import Config
-from edge360.edge import handler as edge
-from edge360.http import guard as limits
-from edge360.http.middleware import guard
+from edge360.core.errors import NotFound
+from edge360.edge.role import EdgeRole
+from edge360.http.dispatch import Dispatcher, Endpoint, Route
+from edge360.http.guard import Limits
+from edge360.http.response import Response
+from edge360.http.wire import Request
 from edge360.node.accesslog import AccessLog
-from edge360.node.counters import Counters, TierGauge, TrackerView
-from edge360.node.state import NODE, NodeState
+from edge360.node.counters import Counters, TrackerView
+from edge360.node.state import NodeState
 from edge360.node.tasks import TaskGroup
-from edge360.ops import endpoints as ops
-from edge360.ops import player
-from edge360.ops.metrics import NodeCollector, make_registry
-from edge360.origin import handler as origin
+from edge360.ops.endpoints import Endpoints
+from edge360.ops.player import player_pages
+from edge360.origin.role import OriginRole
 from edge360.security import tokens as auth
 from edge360.security.clientaddr import TrustedProxies
 from edge360.sessions.statefile import new_tracker
 
-TASKS = web.AppKey("edge360_tasks", TaskGroup)
+
+class Role(Protocol):
+    """What the node asks of its role (origin.role, edge.role)."""
+
+    @property
+    def content(self) -> Endpoint | None: ...
+
+    async def start(self) -> None: ...
+    async def close(self) -> None: ...
+    def routes(self) -> dict[str, Route]: ...
+    def serves_demo(self) -> bool: ...
 
 
 def load_auth_keys(config: Config) -> tuple[auth.Key, ...]:
@@ -51,74 +64,50 @@ def build_node(config: Config, clock: Callable[[], float],
         access_log=AccessLog(counters) if config.server.access_log else None)
 
 
-def create_app(config: Config, *, clock: Callable[[], float] = time.time,
-               tracker: TrackerView | None = None) -> web.Application:
-    """The application for `config`; `tracker` is the session tracker to use (a restored one,
-    or a worker's view of the node's hub), a fresh one by default."""
-    node = build_node(config, clock, tracker)
-    app = web.Application(middlewares=[guard], client_max_size=64 * 1024,
-                          handler_args={"max_field_size": config.limits.max_header_bytes,
-                                        "max_line_size": config.limits.max_header_bytes})
-    app[NODE] = node
-    if node.access_log is not None:
-        log = node.access_log
+class App:
+    """See the module docstring."""
 
-        async def close_log(_: web.Application) -> None:
-            log.close()  # the last lines, after every answer (cleanup runs after the drain)
-        app.on_cleanup.append(close_log)
-    limits.install(app)
-    app[TASKS] = TaskGroup()
-    app[ops.EGRESS] = deque(maxlen=10)
-    def tiers() -> Sequence[TierGauge]:
-        return getattr(node.role_state, "tiers", tuple)()
+    def __init__(self, config: Config, *, clock: Callable[[], float] = time.time,
+                 tracker: TrackerView | None = None) -> None:
+        self.node = node = build_node(config, clock, tracker)
+        self.tasks = TaskGroup()
+        self.limits = Limits(config)
+        self.endpoints = Endpoints(node)
+        self.role: Role = OriginRole(node, self.tasks) if config.server.role == "origin" \
+            else EdgeRole(node)
+        self.dispatcher: Dispatcher | None = None
 
-    def parents() -> dict[str, bool]:
-        return getattr(node.role_state, "parents_up", dict)()
+        async def reload_keys() -> str:
+            node.auth_keys = load_auth_keys(node.config)
+            return f"{len(node.auth_keys)} auth keys"
+        node.reloaders.append(reload_keys)
 
-    collector = NodeCollector(tracker=lambda: node.tracker, counters=node.node_counters,
-                              now=node.clock, tiers=tiers, parents=parents)
-    app[ops.REGISTRY] = make_registry(collector)
-    app.router.add_get("/healthz", ops.healthz)
-    app.router.add_get("/metrics", ops.metrics)
-    app.router.add_get("/api/stats", ops.stats)
-    player.install(app)  # before the roles' catch-all content routes
+    async def start(self) -> Dispatcher:
+        await self.role.start()
+        content = self.role.content
+        assert content is not None
+        routes = {**self.endpoints.routes(), **player_pages().routes(), **self.role.routes()}
+        self.dispatcher = Dispatcher(self.node, self.limits, content, routes)
 
-    async def reload_keys() -> str:
-        node.auth_keys = load_auth_keys(node.config)
-        return f"{len(node.auth_keys)} auth keys"
-    node.reloaders.append(reload_keys)
+        async def tick() -> None:
+            self.endpoints.tick()
+        self.tasks.every(1.0, tick, "ticker")
+        return self.dispatcher
 
-    if config.server.role == "origin":
-        app.router.add_get("/api/titles", origin.titles)
-        app.router.add_route("*", "/{tail:.*}", origin.handle)
-        app.cleanup_ctx.append(_origin_ctx)
-    else:
-        edge.install(app, node)
-    app.cleanup_ctx.append(_ticker_ctx)
-    return app
+    def monitoring(self) -> Dispatcher:
+        """The dispatcher of server.metrics_listen: /healthz, /metrics and /api/stats of this
+        node, nothing else (content paths are 404), never rate limited."""
+        def nothing(request: Request) -> Response:
+            raise NotFound(request.path)
+        return Dispatcher(self.node, Limits(self.node.config.replace(
+            "limits", rate_per_ip=0.0).replace("sessions", per_ip_per_minute=0)), nothing,
+            self.endpoints.routes(), counted=False)
 
+    def serves_demo(self) -> bool:
+        return self.role.serves_demo()
 
-async def _ticker_ctx(app: web.Application) -> AsyncIterator[None]:
-    node = app[NODE]
-    tasks = app[TASKS]
-    samples = app[ops.EGRESS]
-
-    async def tick() -> None:
-        node.tracker.expire(node.clock())
-        ops.sample_egress(node, samples)
-    tasks.every(1.0, tick, "ticker")
-    yield
-    await tasks.close()
-
-
-async def _origin_ctx(app: web.Application) -> AsyncIterator[None]:
-    node = app[NODE]
-    node.role_state = origin.OriginState(await origin.load_catalog(node))
-
-    async def rescan() -> str:
-        return await origin.rescan(node)
-    node.reloaders.append(rescan)
-    interval = node.config.origin.rescan_interval
-    if interval > 0:
-        app[TASKS].every(interval, rescan, "rescan")
-    yield
+    async def close(self) -> None:
+        await self.tasks.close()
+        await self.role.close()
+        if self.node.access_log is not None:
+            self.node.access_log.close()  # the last lines, after every answer

@@ -1,12 +1,12 @@
 """Running a node: listen, print the ready line, reload on SIGHUP, drain on SIGTERM/SIGINT.
 
-SIGHUP resolves the config again from the sources the process started with (liveconfig): the
+SIGHUP resolves the config again from the sources the process started with (config.live): the
 keys that can change live (parents, rate limits, connection limits, trusted proxies) apply to the
 running node without dropping a connection, other differences are named in one log line and left
 as they were, and a config that does not resolve is logged and ignored. Then the reloaders run
 (auth keys, the origin's titles, the edge's parents).
 
-Drain follows CONTRACT.md: /healthz answers 503 for server.drain_delay while everything still
+Drain (docs/OPERATIONS.md): /healthz answers 503 for server.drain_delay while everything still
 serves, then the listener closes, in-flight responses get server.drain_timeout to finish, and the
 process exits 0.
 """
@@ -20,19 +20,14 @@ import ssl
 import sys
 import time
 
-from aiohttp import web
-
 from edge360.config.live import ConfigSource, merge_live, split_listen
 from edge360.config.schema import Config
 from edge360.core.errors import ConfigError
-from edge360.http.guard import LIMITS, GuardedSite
-from edge360.http.middleware import runner_options
-from edge360.http.protocol import FastListener
+from edge360.http.guard import ConnectionGuard
+from edge360.http.listener import Listener
 from edge360.node.counters import Counters, TrackerView
-from edge360.node.state import NODE, NodeState
-from edge360.ops import endpoints as ops
-from edge360.run.app import TASKS, create_app
-from edge360.run.fastpath import FastPath
+from edge360.node.state import NodeState
+from edge360.run.app import App
 from edge360.run.hub import HubClient, RemoteTracker
 from edge360.security.clientaddr import TrustedProxies
 from edge360.sessions.statefile import load_tracker, save_tracker
@@ -41,7 +36,7 @@ from edge360.sessions.tracker import SessionTracker
 log = logging.getLogger("edge360")
 
 
-def _ssl_context(config: Config) -> ssl.SSLContext | None:
+def ssl_context(config: Config) -> ssl.SSLContext | None:
     if not config.server.tls_cert:
         return None
     ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
@@ -58,46 +53,36 @@ def ready_line(config: Config, port: int, demo: bool) -> str:
     return line
 
 
-async def start_site(runner: web.AppRunner, app: web.Application, config: Config, *,
-                     host: str, port: int, reuse_port: bool = False,
-                     ) -> tuple[GuardedSite, FastListener | None]:
-    """Listen for `runner` behind the connection guards (GuardedSite: connection ceiling, head
-    timeout, send timeout), with the fast path in front of aiohttp when server.fastpath is on
-    (not with TLS: the fast path writes plain sockets and uses sendfile)."""
-    ssl_context = _ssl_context(config)
-    fast = None
-    if config.server.fastpath and ssl_context is None:
-        fast = FastListener(FastPath(app), config.limits.keepalive_timeout, app[NODE])
-    site = GuardedSite(runner, config, app[NODE].counters, host=host, port=port,
-                       ssl_context=ssl_context, reuse_port=reuse_port, front=fast, node=app[NODE])
-    await site.start()
-    return site, fast
+async def listen(app: App, config: Config, *, host: str, port: int,
+                 reuse_port: bool = False) -> Listener:
+    """The public listener of a started App: guards, PROXY gate and TLS as configured."""
+    node = app.node
+    assert app.dispatcher is not None
+    guard = ConnectionGuard(config, node.counters, clients=node.proxied)
+    proxy = (lambda: node.trusted) if config.server.proxy_protocol else None
+    listener = Listener(app.dispatcher, guard, ssl_context=ssl_context(config), proxy=proxy)
+    await listener.start(host, port, reuse_port=reuse_port)
+    return listener
 
 
-async def start_monitoring(app: web.Application, config: Config,
-                           ) -> tuple[web.AppRunner, GuardedSite] | None:
-    """The server.metrics_listen listener (/metrics, /healthz, /api/stats only), or None when off.
-    Its connections are guarded but counted apart: a full public port never sheds a scrape."""
+async def listen_monitoring(app: App, config: Config) -> Listener | None:
+    """The server.metrics_listen listener, or None when off. Its connections are guarded but
+    counted apart: a full public port never sheds a scrape."""
     if not config.server.metrics_listen:
         return None
-    runner = web.AppRunner(ops.monitoring_app(app), handle_signals=False, access_log=None,
-                           shutdown_timeout=1)
-    await runner.setup()
     host, port = split_listen(config.server.metrics_listen)
-    site = GuardedSite(runner, config.replace("server", proxy_protocol=False), Counters(),
-                       host=host, port=port)
-    await site.start()
-    log.info("metrics listening on http://%s:%d/", host, site.port)
-    return runner, site
+    listener = Listener(app.monitoring(), ConnectionGuard(config, Counters()))
+    await listener.start(host, port)
+    log.info("metrics listening on http://%s:%d/", host, listener.port)
+    return listener
 
 
 class Reload:
     """What SIGHUP does (see the module docstring)."""
 
-    def __init__(self, app: web.Application, source: ConfigSource | None,
-                 sites: list[GuardedSite], fast: FastListener | None) -> None:
-        self.app, self.node = app, app[NODE]
-        self.source, self.sites, self.fast = source, sites, fast
+    def __init__(self, app: App, source: ConfigSource | None, listeners: list[Listener]) -> None:
+        self.app, self.node = app, app.node
+        self.source, self.listeners = source, listeners
 
     async def __call__(self) -> None:
         if self.source is not None:
@@ -123,11 +108,9 @@ class Reload:
             return
         node.config = merged
         node.trusted = TrustedProxies(merged.server.trusted_proxies)
-        self.app[LIMITS].configure(merged)
-        for site in self.sites:
-            site.guard.configure(merged)
-        if self.fast is not None:  # decided per request from now on, keep-alive ones included
-            self.fast.answer = FastPath(self.app)
+        self.app.limits.configure(merged)
+        for listener in self.listeners:
+            listener.guard.configure(merged)
         log.info("reload: applied %s", ", ".join(changed))
 
 
@@ -146,37 +129,31 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
         tracker = RemoteTracker(hub)
     else:
         tracker = load_tracker(config, time.time)
-    app = create_app(config, tracker=tracker)
-    node = app[NODE]
-    tasks = app[TASKS]
+    app = App(config, tracker=tracker)
+    node = app.node
     if hub is not None:
         hub.counters = node.counters
         node.hub = hub
-        tasks.spawn(hub.listen(), "hub-listen")
-    runner = web.AppRunner(app, handle_signals=False, **runner_options(node),
-                           shutdown_timeout=config.server.drain_timeout,
-                           keepalive_timeout=config.limits.keepalive_timeout)
-    await runner.setup()
-    site, fast = await start_site(runner, app, config, host=config.server.host,
-                                  port=config.server.port, reuse_port=config.server.workers > 1)
-    port = site.port
+        app.tasks.spawn(hub.listen(), "hub-listen")
+    await app.start()
+    listener = await listen(app, config, host=config.server.host, port=config.server.port,
+                            reuse_port=config.server.workers > 1)
     # with --workers N, worker 0 listens for the monitoring port; its answers are node-wide
-    monitoring = await start_monitoring(app, config) if worker is None or worker[0] == 0 else None
-    role_state = node.role_state
-    demo = "demo" in getattr(getattr(role_state, "catalog", None), "titles", {})
+    monitoring = await listen_monitoring(app, config) \
+        if worker is None or worker[0] == 0 else None
+    demo = app.serves_demo()
     if hub is not None:
-        hub.ready(port, demo)
+        hub.ready(listener.port, demo)
     else:
-        sys.stdout.write(ready_line(config, port, demo) + "\n")
+        sys.stdout.write(ready_line(config, listener.port, demo) + "\n")
         sys.stdout.flush()
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
-
-    reload = Reload(app, source, [site], fast)
+    reload = Reload(app, source, [listener])
 
     def on_hup() -> None:
-        tasks.spawn(reload(), "reload")
+        app.tasks.spawn(reload(), "reload")
 
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
@@ -185,12 +162,12 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
     node.draining = True
     if config.server.drain_delay > 0:
         await asyncio.sleep(config.server.drain_delay)
-    drained_by = time.monotonic() + config.server.drain_timeout
-    await runner.cleanup()
-    if fast is not None:  # fast connections still answering get the rest of drain_timeout
-        await fast.wait_drained(max(0.0, drained_by - time.monotonic()))
+    listener.close()
+    await listener.wait_drained(config.server.drain_timeout)
     if monitoring is not None:  # scrapes answer 503 from /healthz until the very end
-        await monitoring[0].cleanup()
+        monitoring.close()
+        await monitoring.wait_drained(1.0)
+    await app.close()
     if hub is not None:
         await hub.close()
     elif isinstance(tracker, SessionTracker):
