@@ -129,6 +129,7 @@ class FastProtocol(BodySender, ConnectionTimers, asyncio.Protocol):
         self._paused_reading = False
         self._eof = False
         self._closing = False  # drain: close once idle
+        self._heard = False  # a byte has arrived (a new connection's first head may be on its way)
         self._resume: asyncio.Future[None] | None = None
         # the head or keep-alive timeout is a deadline; one timer per connection, re-armed
         # lazily (only when it fires before the deadline or the deadline moves earlier)
@@ -162,6 +163,7 @@ class FastProtocol(BodySender, ConnectionTimers, asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
+        self._heard = True
         if not self._buf:
             self._arm(self._guard.header_timeout)  # a new head starts: it has header_timeout
         self._buf += data
@@ -351,9 +353,11 @@ class FastProtocol(BodySender, ConnectionTimers, asyncio.Protocol):
     # -- drain
 
     def drain(self) -> None:
-        """Close now if idle, else right after the answer being written."""
+        """Close now if idle, else right after the answer being written. A connection accepted
+        just before the listener closed is not idle until its first head has come (or its head
+        timeout): a drain or a takeover never closes a new connection without an answer."""
         self._closing = True
-        if self._transport is not None and not self._busy and not self._buf:
+        if self._transport is not None and not self._busy and not self._buf and self._heard:
             self._transport.close()
 
     def abort(self) -> None:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -31,6 +32,7 @@ from edge360.http.protocol import FastListener
 from edge360.node.counters import Counters, TrackerView
 from edge360.node.state import NODE, NodeState
 from edge360.ops import endpoints as ops
+from edge360.run import ports
 from edge360.run.app import TASKS, create_app
 from edge360.run.fastpath import FastPath
 from edge360.run.hub import HubClient, RemoteTracker
@@ -59,7 +61,7 @@ def ready_line(config: Config, port: int, demo: bool) -> str:
 
 
 async def start_site(runner: web.AppRunner, app: web.Application, config: Config, *,
-                     host: str, port: int, reuse_port: bool = False,
+                     host: str, port: int, sock: socket.socket | None = None,
                      ) -> tuple[GuardedSite, FastListener | None]:
     """Listen for `runner` behind the connection guards (GuardedSite: connection ceiling, head
     timeout, send timeout), with the fast path in front of aiohttp when server.fastpath is on
@@ -69,12 +71,12 @@ async def start_site(runner: web.AppRunner, app: web.Application, config: Config
     if config.server.fastpath and ssl_context is None:
         fast = FastListener(FastPath(app), config.limits.keepalive_timeout, app[NODE])
     site = GuardedSite(runner, config, app[NODE].counters, host=host, port=port,
-                       ssl_context=ssl_context, reuse_port=reuse_port, front=fast, node=app[NODE])
+                       ssl_context=ssl_context, sock=sock, front=fast, node=app[NODE])
     await site.start()
     return site, fast
 
 
-async def start_monitoring(app: web.Application, config: Config,
+async def start_monitoring(app: web.Application, config: Config, sock: socket.socket | None = None,
                            ) -> tuple[web.AppRunner, GuardedSite] | None:
     """The server.metrics_listen listener (/metrics, /healthz, /api/stats only), or None when off.
     Its connections are guarded but counted apart: a full public port never sheds a scrape."""
@@ -85,7 +87,7 @@ async def start_monitoring(app: web.Application, config: Config,
     await runner.setup()
     host, port = split_listen(config.server.metrics_listen)
     site = GuardedSite(runner, config.replace("server", proxy_protocol=False), Counters(),
-                       host=host, port=port)
+                       host=host, port=port, sock=sock)
     await site.start()
     log.info("metrics listening on http://%s:%d/", host, site.port)
     return runner, site
@@ -157,19 +159,13 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
                            shutdown_timeout=config.server.drain_timeout,
                            keepalive_timeout=config.limits.keepalive_timeout)
     await runner.setup()
+    listeners = await ports.obtain(app)  # this node's own sockets (run/ports.py)
     site, fast = await start_site(runner, app, config, host=config.server.host,
-                                  port=config.server.port, reuse_port=config.server.workers > 1)
+                                  port=config.server.port, sock=listeners.serve[0])
     port = site.port
     # with --workers N, worker 0 listens for the monitoring port; its answers are node-wide
-    monitoring = await start_monitoring(app, config) if worker is None or worker[0] == 0 else None
-    role_state = node.role_state
-    demo = "demo" in getattr(getattr(role_state, "catalog", None), "titles", {})
-    if hub is not None:
-        hub.ready(port, demo)
-    else:
-        sys.stdout.write(ready_line(config, port, demo) + "\n")
-        sys.stdout.flush()
-
+    monitoring = (await start_monitoring(app, config, listeners.metrics)
+                  if worker is None or worker[0] == 0 else None)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
 
@@ -178,9 +174,17 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
     def on_hup() -> None:
         tasks.spawn(reload(), "reload")
 
+    # before the ready line: a signal sent as soon as the node says it is ready is handled
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    role_state = node.role_state
+    demo = "demo" in getattr(getattr(role_state, "catalog", None), "titles", {})
+    if hub is not None:
+        hub.ready(port, demo)
+    else:
+        sys.stdout.write(ready_line(config, port, demo) + "\n")
+        sys.stdout.flush()
     await stop.wait()
     node.draining = True
     if config.server.drain_delay > 0:
