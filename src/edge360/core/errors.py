@@ -34,6 +34,7 @@ class ConfigError(Edge360Error):
     def __init__(self, key: str, problem: str) -> None:
         super().__init__(f"config: {key}: {problem}")
         self.key = key
+        self.problem = problem
 
 
 class UsageError(Edge360Error):

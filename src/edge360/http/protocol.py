@@ -74,6 +74,7 @@ class Connection(asyncio.Protocol):
         self._busy = False
         self._eof = False
         self._closing = False  # drain: close once the answer in progress is written
+        self._heard = False  # a byte has arrived (a new connection's first head may be coming)
         self._paused_reading = False
         self._paused_writing = False
         self._resume: asyncio.Future[None] | None = None
@@ -128,6 +129,7 @@ class Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._transport is None:
             return
+        self._heard = True
         if self._busy:
             self._backlog += data
             if len(self._backlog) > MAX_BACKLOG and not self._paused_reading:
@@ -302,10 +304,13 @@ class Connection(asyncio.Protocol):
             self._transport.close()
 
     def drain(self) -> None:
-        """The listener closed: close now when idle, else after the answer in progress."""
+        """The listener closed: close now when idle, else after the answer in progress. A
+        connection accepted just before the listener closed is not idle until its first head
+        came (or its head timeout): a drain or a takeover never closes a new connection without
+        an answer."""
         self._closing = True
         reader = self._reader
-        if (self._transport is not None and not self._busy
+        if (self._transport is not None and not self._busy and self._heard
                 and (reader is None or not reader.mid_message)):
             self._transport.close()
 

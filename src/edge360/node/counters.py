@@ -73,6 +73,18 @@ class Counters:
         self.access_log_dropped += other.access_log_dropped
 
 
+#: the Counters fields that are gauges (a level now, not a running total): a worker that has gone
+#: takes its share of these with it, while its share of every other field stays counted
+GAUGES = ("connections_open",)
+
+
+def without_gauges(c: Counters) -> Counters:
+    """`c` with its gauges zeroed: what a worker that has gone still contributes to the node."""
+    for name in GAUGES:
+        setattr(c, name, 0)
+    return c
+
+
 #: label pairs a per-title counter keeps at most; later new pairs count under OTHER_LABEL, so a
 #: flood of made-up paths can never grow memory or Prometheus cardinality without bound
 MAX_LABELS = 4096

@@ -27,6 +27,7 @@ from edge360.node.tasks import TaskGroup
 from edge360.ops.endpoints import Endpoints
 from edge360.ops.player import player_pages
 from edge360.origin.role import OriginRole
+from edge360.security import keyset
 from edge360.security import tokens as auth
 from edge360.security.clientaddr import TrustedProxies
 from edge360.sessions.statefile import new_tracker
@@ -45,12 +46,9 @@ class Role(Protocol):
 
 
 def load_auth_keys(config: Config) -> tuple[auth.Key, ...]:
-    """Keys from EDGE360_AUTH_KEYS, or the file EDGE360_AUTH_KEYS_FILE names (re-read on SIGHUP)."""
-    text = config.auth.keys
-    if config.auth.keys_file:
-        with open(config.auth.keys_file, encoding="utf-8") as fh:
-            text = fh.read()
-    return auth.parse_keys(text) if text.strip() else ()
+    """Keys from EDGE360_AUTH_KEYS, or the file EDGE360_AUTH_KEYS_FILE names (re-read on SIGHUP);
+    refused when empty while auth.required is on (security.keyset)."""
+    return keyset.read_keys(config)
 
 
 def build_node(config: Config, clock: Callable[[], float],
@@ -78,7 +76,7 @@ class App:
         self.dispatcher: Dispatcher | None = None
 
         async def reload_keys() -> str:
-            node.auth_keys = load_auth_keys(node.config)
+            node.auth_keys = keyset.reload_keys(node.config, node.auth_keys)  # or keeps them
             return f"{len(node.auth_keys)} auth keys"
         node.reloaders.append(reload_keys)
 

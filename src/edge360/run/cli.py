@@ -40,6 +40,9 @@ def _serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", help="worker processes sharing the port, or auto (default 1)")
     p.add_argument("--cache-dir", help="disk cache tier directory (edge)")
     p.add_argument("--access-log", action="store_true", help="one JSON line per request on stderr")
+    p.add_argument("--takeover", action="store_true",
+                   help="replace the node serving this address without refusing a connection "
+                        "(an upgrade: it hands over its sockets and drains)")
 
 
 def source_from_args(args: argparse.Namespace,
@@ -72,7 +75,8 @@ def _run_serve(args: argparse.Namespace) -> int:
     source = source_from_args(args)
     config = source.load()
     from edge360.run.cluster import run_node
-    return run_node(config, loop_factory=event_loop_factory(config), source=source)
+    return run_node(config, loop_factory=event_loop_factory(config), source=source,
+                    takeover=bool(getattr(args, "takeover", False)))
 
 
 def event_loop_factory(config: Config) -> Callable[[], Any] | None:

@@ -1,12 +1,13 @@
 """`--workers N`: a supervisor that runs N worker processes on one port and counts for all of them.
 
-Each worker binds its own listening socket to the same port with SO_REUSEPORT, so the kernel
-spreads connections across them; the supervisor holds the port first (bound, never listening) so
-`--port 0` names one port for all. The supervisor runs the hub (hub.Hub): the node's one session
-tracker, fed by every worker. SIGTERM/SIGINT are passed on to the workers, which drain; then the
-supervisor saves the session state and exits 0. SIGHUP is passed on (each worker resolves the
-config again itself, see server.Reload). A worker that dies is started
-again, so one crash does not shrink the node.
+The supervisor claims the address and creates the listening sockets, one SO_REUSEPORT socket per
+worker (run/ports.py), so the kernel spreads connections across the workers and `--port 0` names
+one port for all; each worker is handed its socket. The supervisor runs the hub (hub.Hub): the
+node's one session tracker and counters, fed by every worker. SIGTERM/SIGINT are passed on to the
+workers, which drain; then the supervisor saves the session state and exits 0. SIGHUP is passed on
+(each worker resolves the config again itself, see server.Reload). A worker that dies is started
+again on the same socket, so one crash neither shrinks the node nor refuses the connections
+queued meanwhile; a worker never outlives the supervisor (run/lifeline.py).
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import multiprocessing
 import os
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
@@ -29,51 +29,66 @@ from typing import Any
 
 from edge360.config.live import ConfigSource
 from edge360.config.schema import Config
+from edge360.core.errors import Edge360Error
+from edge360.run import ports
 from edge360.run.hub import Hub
+from edge360.run.lifeline import die_with_parent
 from edge360.run.server import ready_line, serve, setup_logging
+from edge360.security.keyset import read_keys
 from edge360.sessions.statefile import load_tracker, save_tracker
 
 log = logging.getLogger("edge360.cluster")
 
 #: a worker that died is restarted at most this often per minute before the node gives up
 MAX_RESTARTS_PER_MINUTE = 10
+#: seconds the workers get to become ready
+READY_TIMEOUT = 120.0
 
 
 def worker_main(config: Config, index: int, hub_path: str,
-                loop_factory: Callable[[], Any] | None, source: ConfigSource | None = None) -> None:
+                loop_factory: Callable[[], Any] | None, source: ConfigSource | None,
+                parent: int, listeners: ports.Listeners) -> None:
     """Entry point of a worker process (started with the spawn method)."""
+    die_with_parent(parent)
+    _reloads_wait_until_ready()
     setup_logging()
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        sys.exit(runner.run(serve(config, worker=(index, hub_path), source=source)))
-
-
-def _hold_port(host: str, port: int) -> socket.socket:
-    """Bind (without listening) so the port is ours and known before the workers bind it too."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    s = socket.socket(family, socket.SOCK_STREAM)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    s.bind((host, port))
-    return s
+    ports.inherit(listeners)
+    code = 2
+    try:
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            code = runner.run(serve(config, worker=(index, hub_path), source=source))
+    except (Edge360Error, OSError) as e:  # one line, as the command line would say it
+        sys.stderr.write(f"serve: worker {index}: {e}\n")
+    sys.exit(code)
 
 
 class Supervisor:
     def __init__(self, config: Config, loop_factory: Callable[[], Any] | None,
-                 source: ConfigSource | None = None) -> None:
+                 source: ConfigSource | None, listeners: ports.Listeners) -> None:
         self.config = config
         self.loop_factory = loop_factory
         self.source = source
+        self.listeners = listeners
         self.ctx = multiprocessing.get_context("spawn")
         self.procs: dict[int, BaseProcess] = {}
         self.restarts: list[float] = []
         self.stopping = False
 
     def start_worker(self, index: int, hub_path: str) -> None:
+        # called on the main thread only: PR_SET_PDEATHSIG follows the thread that forks
         proc = self.ctx.Process(target=worker_main, name=f"edge360-worker-{index}",
                                 args=(self.config, index, hub_path, self.loop_factory,
-                                      self.source))
+                                      self.source, os.getpid(),
+                                      ports.worker_listeners(self.listeners, index)))
         proc.start()
         self.procs[index] = proc
+
+    def not_ready(self) -> str | None:
+        """Why the node cannot become ready (a worker exited during start-up), or None."""
+        for index, proc in self.procs.items():
+            if proc.exitcode is not None:
+                return f"worker {index} exited with status {proc.exitcode} before it was ready"
+        return None
 
     def signal_all(self, sig: int) -> None:
         for proc in self.procs.values():
@@ -109,20 +124,36 @@ class Supervisor:
                 await asyncio.to_thread(proc.join, 5)
 
 
+async def _until_ready(sup: Supervisor, hub: Hub, stop: asyncio.Event) -> str | None:
+    """Wait until every worker is ready: None, or why not (stopped, a worker gone, time)."""
+    for _ in range(int(READY_TIMEOUT / 0.2)):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(hub.ready_event.wait(), 0.2)
+        if hub.ready_event.is_set():
+            return None
+        if stop.is_set():
+            return "stopped"
+        failed = sup.not_ready()
+        if failed is not None:
+            return failed
+    return "workers did not become ready"
+
+
 async def supervise(config: Config, loop_factory: Callable[[], Any] | None,
-                    source: ConfigSource | None = None) -> int:
-    n = config.server.workers
+                    source: ConfigSource | None, listeners: ports.Listeners) -> int:
+    n = len(listeners.serve)
     tracker = load_tracker(config, time.time)
     hub = Hub(tracker, time.time)
     hub.expected = n
     tmp = tempfile.mkdtemp(prefix="edge360-hub-")
     hub_path = os.path.join(tmp, "hub.sock")
     server = await asyncio.start_unix_server(hub.handle, hub_path)
-    held = _hold_port(config.server.host, config.server.port)
-    port = held.getsockname()[1]
+    port = listeners.port
     if source is not None:  # a reload in a worker resolves the port the node holds, not 0
-        source = dataclasses.replace(source, flags={**source.flags, "server.port": port})
-    sup = Supervisor(config.replace("server", port=port), loop_factory, source)
+        source = dataclasses.replace(source, flags={**source.flags, "server.port": port,
+                                                    "server.workers": n})
+    sup = Supervisor(config.replace("server", port=port, workers=n), loop_factory, source,
+                     listeners)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -131,25 +162,28 @@ async def supervise(config: Config, loop_factory: Callable[[], Any] | None,
     try:
         for i in range(n):
             sup.start_worker(i, hub_path)
-        ready = asyncio.ensure_future(hub.ready_event.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({ready, stopped}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
-        ready.cancel()
-        if not hub.ready_event.is_set():
-            stopped.cancel()
-            sys.stderr.write("serve: workers did not become ready\n")
+        failed = await _until_ready(sup, hub, stop)
+        if failed is not None:
             sup.stopping = True
             sup.signal_all(signal.SIGKILL)
+            if failed == "stopped":
+                return 0
+            sys.stderr.write(f"serve: {failed}\n")
             return 2
-        held.close()  # every worker holds the port now
+        # the workers serve: a node being taken over may go now, and this one owns the address
+        await asyncio.to_thread(ports.commit, listeners)
+        ports.offer(listeners, hub.tasks, lambda: save_tracker(config, hub.tracker, time.time()))
         sys.stdout.write(ready_line(config, port, hub.demo) + "\n")
         sys.stdout.flush()
         hub.tasks.every(1.0, _expire(hub), "hub-expire")
         watcher = hub.tasks.spawn(sup.watch(hub_path), "watch-workers")
-        await stopped
+        await stop.wait()
         sup.stopping = True
         if watcher is not None:
             watcher.cancel()
+        # the workers keep their copies until they close their listeners (after drain_delay);
+        # then the address refuses new connections, as it does with one process
+        listeners.close_listening()
         sup.signal_all(signal.SIGTERM)
         drain = config.server.drain_delay + config.server.drain_timeout + 10
         await sup.wait_all(drain)
@@ -159,9 +193,13 @@ async def supervise(config: Config, loop_factory: Callable[[], Any] | None,
         await hub.tasks.close()
         server.close()
         save_tracker(config, hub.tracker, time.time())
-        with contextlib.suppress(OSError):
-            held.close()
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _reloads_wait_until_ready() -> None:
+    """SIGHUP terminates a process by default: until the node installs its reload handler (as
+    it starts serving), one is ignored instead; there is nothing loaded yet to reload."""
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
 
 def _expire(hub: Hub) -> Callable[[], Any]:
@@ -171,11 +209,20 @@ def _expire(hub: Hub) -> Callable[[], Any]:
 
 
 def run_node(config: Config, *, loop_factory: Callable[[], Any] | None,
-             source: ConfigSource | None = None) -> int:
-    """Run a node; `source` is where its config came from (SIGHUP resolves it again)."""
+             source: ConfigSource | None = None, takeover: bool = False) -> int:
+    """Run a node; `source` is where its config came from (SIGHUP resolves it again); with
+    `takeover` the node replaces the one serving its address (run/handover.py)."""
     setup_logging()
-    if config.server.workers > 1:
-        with asyncio.Runner() as runner:
-            return runner.run(supervise(config, loop_factory, source))
-    with asyncio.Runner(loop_factory=loop_factory) as runner:
-        return runner.run(serve(config, source=source))
+    _reloads_wait_until_ready()
+    # refusals that concern the whole node come before the address is touched: one line, exit 2
+    read_keys(config)
+    listeners = ports.claim(config, count=config.server.workers, takeover=takeover)
+    try:
+        if len(listeners.serve) > 1:
+            with asyncio.Runner() as runner:
+                return runner.run(supervise(config, loop_factory, source, listeners))
+        ports.inherit(listeners)
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(serve(config, source=source))
+    finally:
+        listeners.close()

@@ -8,8 +8,14 @@ A worker answering /metrics or /api/stats first flushes its batch and asks the h
 so every answer is node-wide and includes that worker's own latest requests. Admin actions are
 fanned out to every worker through `cast`.
 
+Node-wide counters never go backwards (they are Prometheus counters, whose rate() reads any
+decrease as a reset): a worker that dies takes its counters with it and its replacement starts
+from zero, so the hub keeps the last counters each gone worker reported (gauges aside) and adds
+the live workers' on top. A worker reports its counters with every batch, and at least every
+SYNC_SECONDS when it has no batch to send, so a SIGKILL loses at most that much.
+
 Frames are a 4-byte big-endian length and an orjson object. Batches are bounded (a full batch is
-sent at once), and the hub keeps at most one counters record per worker.
+sent at once), and the hub keeps at most one counters record per worker connection.
 """
 
 from __future__ import annotations
@@ -23,11 +29,18 @@ from typing import Any
 
 import orjson
 
-from edge360.node.counters import Counters, counters_from_dict, counters_to_dict
+from edge360.node.counters import (
+    Counters,
+    counters_from_dict,
+    counters_to_dict,
+    without_gauges,
+)
 from edge360.node.tasks import TaskGroup
 from edge360.sessions.tracker import SessionTracker
 
 BATCH_SECONDS = 0.05
+#: a worker with nothing to batch still reports its counters this often
+SYNC_SECONDS = 1.0
 MAX_BATCH = 4096
 MAX_FRAME = 64 * 1024 * 1024
 _LEN = struct.Struct("!I")
@@ -68,7 +81,11 @@ class Hub:
     def __init__(self, tracker: SessionTracker, clock: Callable[[], float]) -> None:
         self.tracker = tracker
         self.clock = clock
+        #: the latest counters of each live worker connection
         self.counters: dict[int, dict[str, Any]] = {}
+        #: what workers that have gone counted (see the module docstring)
+        self.retired = Counters()
+        self._connections = itertools.count()
         self.ready: dict[int, int] = {}  # worker -> bound port
         self.ready_event = asyncio.Event()
         self.expected = 0
@@ -90,12 +107,16 @@ class Hub:
 
     def merged_counters(self) -> Counters:
         total = Counters()
+        total.add(self.retired)
         for data in self.counters.values():
             total.add(counters_from_dict(data))
         return total
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         worker = -1
+        # keyed by connection, not worker index: a restarted worker's first report must never
+        # replace the totals of the process it replaces
+        conn = next(self._connections)
         try:
             while True:
                 msg = await read_frame(reader)
@@ -107,7 +128,7 @@ class Hub:
                 if "b" in msg:
                     self.apply(msg["b"])
                 if "c" in msg:
-                    self.counters[worker] = msg["c"]
+                    self.counters[conn] = msg["c"]
                 if kind == "ready":
                     self.ready[worker] = int(msg["port"])
                     self.demo = bool(msg.get("demo"))
@@ -123,7 +144,11 @@ class Hub:
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
-            self._writers.pop(worker, None)
+            if self._writers.get(worker) is writer:
+                del self._writers[worker]
+            last = self.counters.pop(conn, None)
+            if last is not None:
+                self.retired.add(without_gauges(counters_from_dict(last)))
             writer.close()
 
     async def fanout(self, op: str, args: Any, within: float = 30) -> list[Any]:
@@ -180,11 +205,22 @@ class HubClient:
         self._waiters: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._ids = itertools.count(1)
         self._flusher: asyncio.TimerHandle | None = None
+        self._syncer: asyncio.TimerHandle | None = None
         self._lock = asyncio.Lock()
 
     async def connect(self, path: str) -> None:
         self._reader, self._writer = await asyncio.open_unix_connection(path)
         write_frame(self._writer, {"t": "hello", "w": self.worker})
+        self._sync()
+
+    def _sync(self) -> None:
+        """Report the counters now and then, so the hub's copy is never far behind them."""
+        if self._writer is None or self._writer.is_closing():
+            self._syncer = None
+            return
+        if self._flusher is None:  # a scheduled flush carries them anyway
+            self.flush()
+        self._syncer = asyncio.get_running_loop().call_later(SYNC_SECONDS, self._sync)
 
     def touch(self, key: str, now: float, *, title: str, rendition: str | None,
               nbytes: int = 0) -> bool:
@@ -252,6 +288,9 @@ class HubClient:
                     write_frame(self._writer, {"t": "reply", "id": msg["id"], "r": result})
 
     async def close(self) -> None:
+        if self._syncer is not None:
+            self._syncer.cancel()
+            self._syncer = None
         self.flush()
         if self._writer is not None:
             with contextlib.suppress(Exception):

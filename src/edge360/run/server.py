@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import socket
 import ssl
 import sys
 import time
@@ -27,6 +28,7 @@ from edge360.http.guard import ConnectionGuard
 from edge360.http.listener import Listener
 from edge360.node.counters import Counters, TrackerView
 from edge360.node.state import NodeState
+from edge360.run import ports
 from edge360.run.app import App
 from edge360.run.hub import HubClient, RemoteTracker
 from edge360.security.clientaddr import TrustedProxies
@@ -53,26 +55,28 @@ def ready_line(config: Config, port: int, demo: bool) -> str:
     return line
 
 
-async def listen(app: App, config: Config, *, host: str, port: int,
-                 reuse_port: bool = False) -> Listener:
-    """The public listener of a started App: guards, PROXY gate and TLS as configured."""
+async def listen(app: App, config: Config, *, host: str = "127.0.0.1", port: int = 0,
+                 sock: socket.socket | None = None) -> Listener:
+    """The public listener of a started App (on `sock`, else host:port): guards, PROXY gate
+    and TLS as configured."""
     node = app.node
     assert app.dispatcher is not None
     guard = ConnectionGuard(config, node.counters, clients=node.proxied)
     proxy = (lambda: node.trusted) if config.server.proxy_protocol else None
     listener = Listener(app.dispatcher, guard, ssl_context=ssl_context(config), proxy=proxy)
-    await listener.start(host, port, reuse_port=reuse_port)
+    await listener.start(host, port, sock=sock)
     return listener
 
 
-async def listen_monitoring(app: App, config: Config) -> Listener | None:
+async def listen_monitoring(app: App, config: Config,
+                            sock: socket.socket | None = None) -> Listener | None:
     """The server.metrics_listen listener, or None when off. Its connections are guarded but
     counted apart: a full public port never sheds a scrape."""
     if not config.server.metrics_listen:
         return None
     host, port = split_listen(config.server.metrics_listen)
     listener = Listener(app.monitoring(), ConnectionGuard(config, Counters()))
-    await listener.start(host, port)
+    await listener.start(host, port, sock=sock)
     log.info("metrics listening on http://%s:%d/", host, listener.port)
     return listener
 
@@ -136,17 +140,11 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
         node.hub = hub
         app.tasks.spawn(hub.listen(), "hub-listen")
     await app.start()
-    listener = await listen(app, config, host=config.server.host, port=config.server.port,
-                            reuse_port=config.server.workers > 1)
+    sockets = await ports.obtain(node, app.tasks)  # this node's own sockets (run/ports.py)
+    listener = await listen(app, config, sock=sockets.serve[0])
     # with --workers N, worker 0 listens for the monitoring port; its answers are node-wide
-    monitoring = await listen_monitoring(app, config) \
+    monitoring = await listen_monitoring(app, config, sockets.metrics) \
         if worker is None or worker[0] == 0 else None
-    demo = app.serves_demo()
-    if hub is not None:
-        hub.ready(listener.port, demo)
-    else:
-        sys.stdout.write(ready_line(config, listener.port, demo) + "\n")
-        sys.stdout.flush()
 
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -155,9 +153,16 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
     def on_hup() -> None:
         app.tasks.spawn(reload(), "reload")
 
+    # before the ready line: a signal sent as soon as the node says it is ready is handled
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+    demo = app.serves_demo()
+    if hub is not None:
+        hub.ready(listener.port, demo)
+    else:
+        sys.stdout.write(ready_line(config, listener.port, demo) + "\n")
+        sys.stdout.flush()
     await stop.wait()
     node.draining = True
     if config.server.drain_delay > 0:
