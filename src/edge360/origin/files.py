@@ -8,7 +8,7 @@ the same descriptor is sent. Before the last bytes go out the descriptor is stat
 (`unchanged`): a file overwritten in place while it was being sent cuts the answer.
 
 A file still being written is not published (`Settle`): its mtime lies within
-`origin.settle_seconds`, or its size changed since the previous look less than that ago. Such a
+`origin.settle_seconds`, or it grew since the previous look less than that ago. Such a
 file is answered 503 with Retry-After and no-store; live and event titles are exempt (their files
 are written while they are served, by design). Blocking calls: run them in a thread.
 """
@@ -138,7 +138,7 @@ class Settle:
         self._seen[path] = (version.size, now)
         if len(self._seen) > MAX_SEEN:
             self._seen.popitem(last=False)
-        return previous is not None and previous[0] != version.size \
+        return previous is not None and version.size > previous[0] \
             and now - previous[1] < self.seconds
 
     def retry_after(self, mtime: float, now: float) -> int:
