@@ -59,7 +59,8 @@ async def fetch_ranges(base: str, files: dict[str, bytes]) -> list[str]:
 
 
 @contextlib.contextmanager
-def edge_on_small_disk(upstream: str, cache_dir: Path, log: Path) -> Iterator[ServerProcess]:
+def edge_on_small_disk(upstream: str, cache_dir: Path, log: Path,
+                       workers: int = 1) -> Iterator[ServerProcess]:
     """An edge process whose --cache-dir is a 20 MB tmpfs mounted in its own mount namespace
     (as root with `unshare -m`, else `unshare -r -m`)."""
     unshare = require_tool("unshare")
@@ -73,7 +74,8 @@ def edge_on_small_disk(upstream: str, cache_dir: Path, log: Path) -> Iterator[Se
     with open(log, "wb") as err:
         proc = subprocess.Popen([*ns, "sh", "-c", script, str(cache_dir), sys.executable, "-m",
                                  "edge360", "serve", "--role", "edge", "--port", "0",
-                                 "--upstream", upstream, "--cache-dir", str(cache_dir)],
+                                 "--upstream", upstream, "--cache-dir", str(cache_dir),
+                                 "--workers", str(workers)],
                                 cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=err, text=True)
     assert proc.stdout is not None
     sp: ServerProcess | None = None

@@ -182,7 +182,7 @@ async def test_a_cut_is_counted_and_logged_once_never_a_traceback() -> None:
 
     async with fake_upstream(broken) as (up, fake), edge([up]) as e, \
             aiohttp.ClientSession() as s:
-        st, _, body = await get_body(s, e + "/t/v0/seg.ts")
+        _, _, body = await get_body(s, e + "/t/v0/seg.ts")
         assert body is None  # cut, not a 100 kB body ending cleanly
         for _ in range(50):  # bounded: the count lands once the answer ended
             if await metric(s, e, "edge360_responses_cut_total", 'reason="source"') >= 1:
@@ -190,7 +190,7 @@ async def test_a_cut_is_counted_and_logged_once_never_a_traceback() -> None:
             await asyncio.sleep(0.05)
         assert await metric(s, e, "edge360_responses_cut_total", 'reason="source"') == 1
         assert await metric(s, e, "edge360_upstream_requests_total", 'code="truncated"') >= 1
-        st, _, body = await get_body(s, e + "/t/v0/seg.ts")
+        _, _, body = await get_body(s, e + "/t/v0/seg.ts")
         assert body is None and fake.count("/t/v0/seg.ts") == 2  # nothing was stored
 
 

@@ -26,6 +26,13 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def rewrite_in_place(path: Path, data: bytes) -> None:
+    """Write `data` over the file (same inode), then cut it to that length."""
+    with open(path, "r+b") as fh:
+        fh.write(data)
+        fh.truncate(len(data))
+
+
 async def get(base: str, path: str) -> tuple[int, CIMultiDict[str], bytes]:
     async with aiohttp.ClientSession() as s, s.get(base + path) as r:
         return r.status, CIMultiDict(r.headers), await r.read()
@@ -52,9 +59,7 @@ async def test_a_replaced_file_is_answered_as_its_new_version(
     st, h, body = await get(origin.base, "/" + SEG.as_posix())
     assert (st, body) == (200, old) and int(h["Content-Length"]) == len(old)
     new = os.urandom(size)
-    with open(path, "r+b") as fh:  # rewritten in place: same inode
-        fh.write(new)
-        fh.truncate(size)
+    await asyncio.to_thread(rewrite_in_place, path, new)
     publish(path)  # long settled: only the version may differ
     for _ in range(60):  # bounded: a file that grew since the last look settles first (503)
         st, h2, body = await get(origin.base, "/" + SEG.as_posix())
@@ -99,8 +104,7 @@ async def test_a_file_rewritten_while_it_is_sent_cuts_that_answer(
                       if line.lower().startswith(b"content-length")))
     body = await reader.read(64 * 1024)
     versions.append(os.urandom(len(versions[0])))
-    with open(path, "r+b") as fh:  # rewritten in place while the answer is on its way
-        fh.write(versions[1])
+    await asyncio.to_thread(rewrite_in_place, path, versions[1])  # the answer is on its way
     received = bytearray(body)
     for _ in range(10_000):  # bounded
         chunk = await reader.read(256 * 1024)

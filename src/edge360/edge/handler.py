@@ -109,13 +109,14 @@ class Edge:
         if not segments:
             raise NotFound("/")
         path = request.path
-        key = cache_key(path, request.query, self.state.config.cache_key_params)
+        key_params = self.state.config.cache_key_params
+        key = cache_key(path, request.query, key_params) if key_params else path
         fields = request.fields
         if peer:
             # the peer token is our own tiers' credential, not a viewer's: the answer is the
             # same for every viewer, so it may be stored (RFC 9111 §3.5 is about users' ones)
             fields = {k: v for k, v in fields.items() if k != "authorization"}
-        return Target.of(key, path, segments[0], fields, fields.get("cdn-loop"))
+        return Target.of(key, path, segments[0], fields, fields.get("cdn-loop"), request.kind)
 
     # -- deciding
 
@@ -125,10 +126,14 @@ class Edge:
         entry = state.store.memory.get(t.key)
         if entry is None:
             return self._lookup(request, t, child, viewer)
-        obj = state.decoded(entry.meta)
-        if obj is None:
+        held = state.hits.held(entry.meta)
+        if held is None:
             return self._lookup(request, t, child, viewer)
-        return self._decide(request, t, (obj, None if obj.pieced else entry.body), child, viewer)
+        obj = held.obj
+        found = (obj, None if obj.pieced else entry.body)
+        if held.fresh_for(request.fields, self.node.clock()):
+            return self._from_cache(request, t, found, "HIT", child, viewer, entry.meta)
+        return self._decide(request, t, found, child, viewer, entry.meta)
 
     async def _lookup(self, request: Request, t: Target, child: bool,
                       viewer: Viewer | None) -> Response:
@@ -144,7 +149,7 @@ class Edge:
         return answer if isinstance(answer, Response) else await answer
 
     def _decide(self, request: Request, t: Target, found: Found, child: bool,
-                viewer: Viewer | None) -> Answer:
+                viewer: Viewer | None, meta: bytes | None = None) -> Answer:
         cfg = self.state.config
         # the edge's default stale window is for HLS kinds (like segment_ttl): elsewhere stale is
         # served only with the upstream's or the client's permission (RFC 9111 §4.2.4)
@@ -154,12 +159,12 @@ class Edge:
                                  if t.kind != OTHER else 0.0)
         action = decision.action
         if action is policy.Action.FRESH:
-            return self._from_cache(request, t, found, "HIT", child, viewer)
+            return self._from_cache(request, t, found, "HIT", child, viewer, meta)
         if action is policy.Action.STALE:
-            return self._from_cache(request, t, found, "STALE", child, viewer)
+            return self._from_cache(request, t, found, "STALE", child, viewer, meta)
         if action is policy.Action.STALE_REVALIDATE_BACKGROUND:
             self.state.refresh_behind(t, found)
-            return self._from_cache(request, t, found, "STALE", child, viewer)
+            return self._from_cache(request, t, found, "STALE", child, viewer, meta)
         if action is policy.Action.GATEWAY_TIMEOUT:
             raise UpstreamTimeout("only-if-cached and nothing fresh stored")
         return self._miss(request, t, found if action is policy.Action.REVALIDATE else None,
@@ -174,21 +179,21 @@ class Edge:
     # -- answering from the cache
 
     def _from_cache(self, request: Request, t: Target, found: Found, result: str, child: bool,
-                    viewer: Viewer | None) -> Answer:
+                    viewer: Viewer | None, meta: bytes | None = None) -> Answer:
         obj, body = found
         s = obj.stored
         state = self.state
-        headers = client_headers(s.fields, to_peer=child)
         age = s.age_header(self.node.clock())
         try:
             if not obj.pieced:
                 assert body is not None
-                headers.update(self._extra(result, age))
+                prepared = self._prepared(obj, result, child, age, meta)
                 if t.kind == "playlist" and s.status == 200:
-                    return self._playlist(request, t, obj.version, body, headers, viewer, result)
-                return from_whole(request, obj, body, Prepared(headers), self.max_ranges, result)
-            prepared = Prepared(headers)
-            p = pieces_plan(request, obj, prepared, self.max_ranges)
+                    return self._playlist(request, t, obj.version, body,
+                                          dict(prepared.headers), viewer, result)
+                return from_whole(request, obj, body, prepared, self.max_ranges, result)
+            p = pieces_plan(request, obj, self._prepared(obj, result, child, age, meta),
+                            self.max_ranges)
         except Edge360Error as e:
             e.headers["X-Cache"] = result  # decided from the stored object
             raise
@@ -196,16 +201,30 @@ class Edge:
         held = [data for n in needed
                 if (data := state.store.piece_in_memory(t.key, obj, n)) is not None]
         if len(held) == len(needed):
-            headers.update(self._extra(result, age))
-            return from_pieces(p, obj, Prepared(headers), held, state.piece_of(t, obj), result)
+            return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), held,
+                               state.piece_of(t, obj), result)
         # a range touching any uncached piece is a MISS (docs/HTTP.md, Edge headers)
         present = [state.store.has_piece(t.key, obj, n) for n in needed]
         if not obj.strong and not all(present):
             # never assembled from separate fetches: fetched whole again (a new version)
             return self._miss(request, t, None, child, viewer)
         result = result if all(present) else "MISS"
+        return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), None,
+                           state.piece_of(t, obj), result)
+
+    def _prepared(self, obj: StoredObject, result: str, child: bool, age: str,
+                  meta: bytes | None) -> Prepared:
+        """The answer's header fields (stored fields, CORS, X-Cache, Age), encoded once per
+        stored version, answer kind and second of age."""
+        kind = f"{result}:{int(child)}"
+        hits = self.state.hits
+        found = hits.prepared(meta, kind, int(age)) if meta is not None else None
+        if found is not None:
+            return found
+        headers = client_headers(obj.stored.fields, to_peer=child)
         headers.update(self._extra(result, age))
-        return from_pieces(p, obj, Prepared(headers), None, state.piece_of(t, obj), result)
+        made = hits.prepared(meta, kind, int(age), headers) if meta is not None else None
+        return made if made is not None else Prepared(headers)
 
     def _playlist(self, request: Request, t: Target, version: str, body: bytes,
                   headers: dict[str, str], viewer: Viewer | None, result: str) -> Response:

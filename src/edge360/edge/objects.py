@@ -20,7 +20,7 @@ from edge360.sessions.viewer import VIEWER_PARAMS
 _RANGE_FIELDS: Final = ("content-range", "content-length")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Target:
     """One object as the edge asks its parent for it."""
 
@@ -34,14 +34,14 @@ class Target:
 
     @classmethod
     def of(cls, key: str, path: str, title: str, request_headers: dict[str, str] | None = None,
-           cdn_loop: str | None = None) -> Target:
+           cdn_loop: str | None = None, kind: str | None = None) -> Target:
         """The target of the object cached under `key` (`path`, then "?" and the key params when
         there are any): the parent is asked for exactly that, so a viewer's sid, token or CMCD
         never goes upstream. Without request headers it describes an object no client field
         steers (a hit, a prefetch, a warm-up)."""
         query = key[len(path) + 1:] if len(key) > len(path) else ""
         return cls(key=key, path=path, upstream=path + (f"?{query}" if query else ""),
-                   kind=kind_of(path), title=title,
+                   kind=kind_of(path) if kind is None else kind, title=title,
                    request_headers={} if request_headers is None else request_headers,
                    cdn_loop=cdn_loop)
 
@@ -76,7 +76,7 @@ def new_object(config: EdgeConfig, t: Target, headers: dict[str, str], request_t
 
 def cache_key(path: str, query: list[tuple[str, str]], key_params: tuple[str, ...]) -> str:
     """Path plus the key params, sorted; "*" = all but sid, token and CMCD (never in a key)."""
-    if not query:
+    if not query or not key_params:
         return path
     items = [(k, v) for k, v in query if k not in VIEWER_PARAMS
              and (key_params == ("*",) or k in key_params)]

@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from edge360.core import invalidation, policy
 from edge360.core.errors import Overloaded, UpstreamError
 from edge360.core.kinds import OTHER
-from edge360.core.lru import LRU
 from edge360.core.storedfields import forwarded_request_fields
 from edge360.edge.coalescer import Coalescer
 from edge360.edge.fetch import Fetcher
+from edge360.edge.hits import HitCache
 from edge360.edge.objects import Target
 from edge360.edge.playlists import PlaylistIndex
 from edge360.edge.prefetch import Prefetcher
@@ -33,8 +33,6 @@ log = logging.getLogger("edge360.edge")
 
 #: body bytes of an unsafe request's answer relayed at most (they are API answers, not media)
 MAX_PASS_BODY = 1024 * 1024
-#: decoded heads kept (by the stored meta they were decoded from)
-MAX_DECODED = 16_384
 #: seconds between two log lines about answers cut because their source broke off
 CUT_LOG_EVERY = 10.0
 
@@ -55,7 +53,7 @@ class EdgeState:
         self.index = PlaylistIndex()
         self.fetcher.on_playlist = lambda t, text: self.index.learn(t.path, t.title, text)
         self.prefetcher = Prefetcher(self)
-        self._decoded: LRU[int, tuple[bytes, StoredObject | None]] = LRU(MAX_DECODED)
+        self.hits = HitCache()
         self._cut_logged = -CUT_LOG_EVERY
 
     async def start(self) -> None:
@@ -77,15 +75,6 @@ class EdgeState:
         self.counters.coalesced_waiters += 1
 
     # -- decisions -------------------------------------------------------------------------
-
-    def decoded(self, meta: bytes) -> StoredObject | None:
-        """The head stored as `meta`, decoded once per stored version."""
-        found = self._decoded.get(id(meta))
-        if found is not None and found[0] is meta:
-            return found[1]
-        obj = StoredObject.decode(meta)
-        self._decoded.put(id(meta), (meta, obj))  # holding meta keeps its id from being reused
-        return obj
 
     async def piece(self, t: Target, obj: StoredObject, n: int) -> bytes:
         """Piece n from the cache, else fetched (once, however many ask) when the object has a

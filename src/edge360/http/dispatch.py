@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from edge360.core.errors import Edge360Error, MethodNotAllowed, Overloaded
-from edge360.core.kinds import OTHER, kind_of
+from edge360.core.kinds import OTHER
 from edge360.http.guard import Limits
 from edge360.http.response import Response, error_response
 from edge360.http.viewers import address_of
@@ -58,8 +58,7 @@ class Dispatcher:
 
     def respond(self, request: Request) -> Answer:
         try:
-            self.limits.check(request.path, request.method, request.params(), request.fields,
-                              address_of(request, self.node), request.started)
+            self.limits.check(request, address_of(request, self.node))
             found = self.routes.get(request.path)
             if found is None:
                 result = self.content(request)
@@ -100,7 +99,7 @@ class Dispatcher:
         """Count the answer once it is written, and log it."""
         node = self.node
         if self.counted:
-            kind = kind_of(request.path) if request is not None else OTHER
+            kind = request.kind if request is not None else OTHER
             node.counters.requests[(kind, str(response.status))] += 1
         access = node.access_log
         if access is not None:

@@ -12,6 +12,8 @@ from typing import Any, Final
 
 from edge360.config.schema import Config
 from edge360.core.errors import TooManyRequests
+from edge360.core.kinds import PLAYLIST
+from edge360.http.wire import Request
 from edge360.node.counters import Counters
 from edge360.security.ratelimit import TokenBucketLimiter, WindowCounter
 from edge360.sessions.viewer import opens_counted_session
@@ -48,18 +50,19 @@ class Limits:
         self.rated = lim.rate_per_ip > 0
         self.session_opens.limit = config.sessions.per_ip_per_minute
 
-    def check(self, path: str, method: str, query: dict[str, str], fields: dict[str, str],
-              address: str, now: float) -> None:
+    def check(self, request: Request, address: str) -> None:
         """Raise TooManyRequests (Retry-After rounded up) when `address` is over its request
         rate, or over the sessions it may open a minute (viewer.opens_counted_session)."""
+        path, now = request.path, request.started
         if is_exempt(path):
             return
         if self.rated:
             wait = self.rate.check(address, now)
             if wait > 0:
                 raise TooManyRequests(math.ceil(wait))
-        if (self.session_opens.limit
-                and opens_counted_session(path, method, query, fields, address)
+        if (self.session_opens.limit and request.kind == PLAYLIST
+                and opens_counted_session(path, request.method, request.params(),
+                                          request.fields, address)
                 and not self.session_opens.allow(address, now)):
             raise TooManyRequests(math.ceil(SESSION_WINDOW))
 

@@ -27,7 +27,10 @@ def address_of(request: Request, node: NodeState) -> str:
     it), then any forwarding headers when that address is a trusted proxy."""
     if not node.trusted:
         return request.peer
-    return client_address(request.peer, request.fields, node.trusted)
+    found = request.client
+    if found is None:
+        found = request.client = client_address(request.peer, request.fields, node.trusted)
+    return found
 
 
 def identify(request: Request, node: NodeState, *, opens: bool) -> Viewer:

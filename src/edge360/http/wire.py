@@ -18,6 +18,7 @@ from urllib.parse import parse_qsl
 import httptools
 
 from edge360.core.errors import BadRequest, Edge360Error, HeadersTooLarge
+from edge360.core.kinds import kind_of
 
 #: fields a request may carry only once (RFC 9112 §3.2, §6.3): a repeat is refused
 _SINGLE: Final = frozenset({"host", "content-length"})
@@ -36,8 +37,24 @@ class Request:
     client's address as the connection knows it (TCP peer or PROXY header) and when its head
     was complete (monotonic seconds)."""
 
-    __slots__ = ("_params", "_query", "body", "fields", "headers", "keep_alive", "method",
-                 "path", "peer", "query_string", "started", "target", "tls", "version")
+    __slots__ = (
+        "_kind",
+        "_params",
+        "_query",
+        "body",
+        "client",
+        "fields",
+        "headers",
+        "keep_alive",
+        "method",
+        "path",
+        "peer",
+        "query_string",
+        "started",
+        "target",
+        "tls",
+        "version",
+    )
 
     def __init__(self, method: str, target: str, headers: list[tuple[str, str]],
                  fields: dict[str, str], version: str, keep_alive: bool, peer: str,
@@ -59,14 +76,23 @@ class Request:
         self.started = time.monotonic()
         self._query: list[tuple[str, str]] | None = None
         self._params: dict[str, str] | None = None
+        self._kind: str | None = None
+        #: the client's address once known (http.viewers.address_of)
+        self.client: str | None = None
 
     @property
     def query(self) -> list[tuple[str, str]]:
         """The query's (name, value) pairs, percent-decoded, in order (repeats kept)."""
         if self._query is None:
-            self._query = parse_qsl(self.query_string, keep_blank_values=True) \
-                if self.query_string else []
+            self._query = parse_query(self.query_string)
         return self._query
+
+    @property
+    def kind(self) -> str:
+        """The metric kind of the path (core.kinds: playlist, segment, other)."""
+        if self._kind is None:
+            self._kind = kind_of(self.path)
+        return self._kind
 
     def param(self, name: str) -> str | None:
         """The first value of query parameter `name` (the first of a repeated name counts)."""
@@ -77,6 +103,21 @@ class Request:
         if self._params is None:
             self._params = dict(reversed(self.query))
         return self._params
+
+
+def parse_query(query: str) -> list[tuple[str, str]]:
+    """A query's (name, value) pairs, as urllib.parse.parse_qsl(keep_blank_values=True) gives
+    them; a plain query (no percent-escape, no "+", no ";") is split without it."""
+    if not query:
+        return []
+    if "%" in query or "+" in query or ";" in query:
+        return parse_qsl(query, keep_blank_values=True)
+    out = []
+    for pair in query.split("&"):
+        if pair:
+            name, _, value = pair.partition("=")
+            out.append((name, value))
+    return out
 
 
 class WireError(Exception):
