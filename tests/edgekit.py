@@ -63,11 +63,12 @@ async def origin(media: Path, **flags: Any) -> AsyncIterator[str]:
 
 
 @contextlib.asynccontextmanager
-async def edge(upstreams: list[str], env: dict[str, str] | None = None,
-               **flags: Any) -> AsyncIterator[str]:
+async def edge(upstreams: list[str], env: dict[str, str] | None = None, *,
+               clock: Callable[[], float] | None = None, **flags: Any) -> AsyncIterator[str]:
+    """An edge in front of `upstreams`; `clock`: the node's clock (a test's FakeClock)."""
     config = make_config({"server.role": "edge", "edge.upstreams": upstreams,
                           "edge.health_interval": 30, **flags}, env)
-    async with running_app(config) as url:
+    async with running_app(config, **({"clock": clock} if clock is not None else {})) as url:
         yield url
 
 

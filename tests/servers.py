@@ -27,6 +27,19 @@ DEMO = REPO / "media"
 READY_RE = re.compile(r"^edge360 (origin|edge) ready (https?://[^/\s]+/)")
 
 
+class FakeClock:
+    """The node's injectable clock, set by the test (sessions, freshness, ages)."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 def make_config(flags: Mapping[str, Any], env: Mapping[str, str] | None = None) -> Config:
     return load(None, dict(env or {}), flags, require_media=True)
 

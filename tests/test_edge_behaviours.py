@@ -11,6 +11,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.edgekit import edge, fake_upstream, get, make_title, origin
+from tests.servers import FakeClock
 
 
 async def metric(session: aiohttp.ClientSession, base: str, name: str, label: str = "") -> float:
@@ -50,8 +51,10 @@ async def test_negative_caching_is_brief_and_never_over_a_good_copy() -> None:
             return web.Response(body=b"good", headers={"Cache-Control": "max-age=1"})
         return web.Response(status=state["status"], body=b"nope")
 
+    clock = FakeClock(1e9)
     async with fake_upstream(upstream) as (u, fake), \
-            edge([u], {"EDGE360_EDGE_NEGATIVE_TTL": "60"}) as e, aiohttp.ClientSession() as s:
+            edge([u], {"EDGE360_EDGE_NEGATIVE_TTL": "60"}, clock=clock) as e, \
+            aiohttp.ClientSession() as s:
         for _ in range(3):
             st, h, _ = await get(s, e + "/t/v0/missing.ts")
             assert st == 404
@@ -61,7 +64,7 @@ async def test_negative_caching_is_brief_and_never_over_a_good_copy() -> None:
         st, _, body = await get(s, e + "/t/v0/good.ts")
         assert (st, body) == (200, b"good")
         state["status"] = 503
-        await asyncio.sleep(1.2)  # let the good copy go stale (max-age=1)
+        clock.advance(1.2)  # let the good copy go stale (max-age=1)
         for _ in range(2):
             st, h, body = await get(s, e + "/t/v0/good.ts")
             assert (st, body) == (200, b"good"), h  # stale-if-error, never the cached 503

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from tests.conftest import publish
 from tests.edgekit import edge, fake_upstream, make_title
-from tests.servers import REPO, ServerProcess, start_process
+from tests.servers import REPO, FakeClock, ServerProcess, start_process
 from tests.test_edge_behaviours import metric
 from tests.test_tiers import PEER, fleet, free_port
 
@@ -205,12 +205,14 @@ async def test_a_hanging_parent_gives_way_to_the_stale_copy() -> None:
         return web.Response(body=b"v" * 1000, headers={
             "Cache-Control": "max-age=1, stale-if-error=3600", "ETag": '"a"'})
 
+    clock = FakeClock(1e9)
     async with fake_upstream(handler) as (up, _), \
-            edge([up], **{"edge.revalidate_timeout": 0.3, "edge.stale_while_revalidate": 0}) \
-            as e, aiohttp.ClientSession() as s:
+            edge([up], clock=clock, **{"edge.revalidate_timeout": 0.3,
+                                       "edge.stale_while_revalidate": 0}) as e, \
+            aiohttp.ClientSession() as s:
         st, cache, _ = await get_body(s, e + "/t/file.bin")
         assert (st, cache) == (200, "MISS")
-        await asyncio.sleep(1.2)
+        clock.advance(1.2)  # stale now
         hang.set()
         st, cache, body = await asyncio.wait_for(get_body(s, e + "/t/file.bin"), 10)
         assert (st, cache, body) == (200, "STALE", b"v" * 1000)

@@ -19,7 +19,7 @@ from prometheus_client.samples import Sample
 
 from edge360.node.state import NodeState
 from tests.edgekit import edge, get, make_title, origin
-from tests.servers import make_config, running_node, server_process
+from tests.servers import FakeClock, make_config, running_node, server_process
 from tests.tools import require_tool
 
 VIEWERS = 300
@@ -141,14 +141,6 @@ async def _concurrent(origin_base: str, edge_base: str) -> None:
 
 
 # -- expiry and peaks under a fake clock ------------------------------------------------------
-
-class FakeClock:
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
 
 @contextlib.asynccontextmanager
 async def app_with_clock(media: Path, clock: FakeClock) -> AsyncIterator[
