@@ -16,6 +16,7 @@ callback, and logged in one line by whoever knows why (never a traceback).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 from collections.abc import Awaitable
@@ -34,10 +35,14 @@ from edge360.http.send import (
 from edge360.http.timers import Deadline, SendWatchdog
 from edge360.http.wire import Request, RequestReader, WireError
 
+log = logging.getLogger("edge360")
+
 #: request bytes held at most while an answer is being written (then reading pauses)
 MAX_BACKLOG: Final = 256 * 1024
 #: bytes a TLS connection buffers before its writer waits
 TLS_HIGH_WATER: Final = 256 * 1024
+#: seconds a refused connection keeps reading (and dropping) before it closes
+LINGER: Final = 2.0
 
 
 class Handler(Protocol):
@@ -75,6 +80,7 @@ class Connection(asyncio.Protocol):
         self._eof = False
         self._closing = False  # drain: close once the answer in progress is written
         self._heard = False  # a byte has arrived (a new connection's first head may be coming)
+        self._lingering = False  # refused: what still arrives is read and dropped, then close
         self._paused_reading = False
         self._paused_writing = False
         self._resume: asyncio.Future[None] | None = None
@@ -127,7 +133,7 @@ class Connection(asyncio.Protocol):
         self._watchdog = SendWatchdog(transport, lambda: self._guard.send_timeout)
 
     def data_received(self, data: bytes) -> None:
-        if self._transport is None:
+        if self._transport is None or self._lingering:
             return
         self._heard = True
         if self._busy:
@@ -140,7 +146,7 @@ class Connection(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
-        if not self._busy and self._transport is not None:
+        if (not self._busy or self._lingering) and self._transport is not None:
             self._transport.close()
         # keep a plain transport open: an answer may still be on its way out (TLS cannot
         # half-close, and says so if asked)
@@ -255,6 +261,10 @@ class Connection(asyncio.Protocol):
             if isinstance(e, asyncio.CancelledError):
                 raise
             return
+        except Exception as e:  # a bug: the answer is cut, never left hanging
+            log.exception("sending an answer failed")
+            self._cut(response, e)
+            return
         finally:
             response.released()
         self._task = None
@@ -280,8 +290,19 @@ class Connection(asyncio.Protocol):
         peer = self._reader.peer if self._reader is not None else ""
         self._handler.observe(request, response, wire, seconds, peer)
         self._busy = False
-        if close and self._transport is not None:
-            self._transport.close()
+        transport = self._transport
+        if not close or transport is None:
+            return
+        if request is None and not self._tls and transport.can_write_eof():
+            # a refused head: the client may still be sending it. Closing now with unread
+            # bytes would reset the connection and could destroy the answer on its way, so
+            # the write side ends, what still arrives is dropped, and the close follows
+            # (RFC 9112 §9.6, a "lingering close")
+            self._lingering = True
+            transport.write_eof()
+            self._deadline.arm(LINGER)
+            return
+        transport.close()
 
     def _resumed(self) -> None:
         """An answer written by a task completed: read what waited, answer what is queued."""
@@ -299,7 +320,8 @@ class Connection(asyncio.Protocol):
     # -- time and drain
 
     def _timed_out(self) -> None:
-        # a head that did not end in time, or a keep-alive connection idle too long
+        # a head that did not end in time, a keep-alive connection idle too long, or the end
+        # of a lingering close
         if self._transport is not None and not self._busy:
             self._transport.close()
 

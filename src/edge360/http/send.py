@@ -18,15 +18,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
 from edge360.http.response import FileSpan, Part
 
 #: bytes written per chunk of a big in-memory body (then back-pressure decides)
 CHUNK: Final = 256 * 1024
-#: bytes one os.sendfile call is asked for at most (the loop stays responsive)
+#: bytes one os.sendfile or send call is asked for at most (the loop stays responsive)
 SENDFILE_CHUNK: Final = 4 * 1024 * 1024
+SEND_CHUNK: Final = SENDFILE_CHUNK
 #: bytes of a verified span held back until its file proved unchanged
 TAIL: Final = 64 * 1024
 
@@ -54,12 +55,64 @@ def _transport(conn: Writable) -> asyncio.Transport:
 
 
 async def write_memory(conn: Writable, data: bytes | memoryview) -> int:
-    """Write `data` in chunks, each once the transport has room."""
+    """Write `data`: on a plain socket straight to the kernel (as much as its buffer takes at
+    each turn, never copied into the transport's buffer first), else (TLS) in chunks, each
+    once the transport has room."""
     view = memoryview(data)
+    sock = conn.sock
+    if sock is not None:
+        pos = 0
+
+        def send() -> int:
+            # os.write on the descriptor: the loops hand out a socket wrapper without send()
+            return os.write(sock.fileno(), view[pos:pos + SEND_CHUNK])
+        async for n in _pump(conn, sock, send):
+            pos += n
+            if pos >= len(view):
+                break
+        return len(view)
     for pos in range(0, len(view), CHUNK):
         await conn.writable()
         _transport(conn).write(view[pos:pos + CHUNK])
     return len(view)
+
+
+async def _pump(conn: Writable, sock: socket.socket,
+                send: Callable[[], int]) -> AsyncIterator[int]:
+    """Call `send()` (a non-blocking send of the next bytes on `sock`) while the caller wants
+    more, yielding what each call sent; when the socket is full, wait until it is writable.
+    Writability is watched on a duplicate of the socket's descriptor: neither asyncio's loop
+    nor uvloop lets a protocol watch a socket its transport owns. Starts once the transport's
+    own buffer is empty, so these bytes follow everything written before."""
+    await conn.drained()
+    _transport(conn)
+    loop = asyncio.get_running_loop()
+    watch = -1
+    try:
+        while True:
+            try:
+                n = send()
+            except BlockingIOError:
+                n = -1
+            if n > 0:
+                yield n
+                continue
+            if n == 0:
+                raise SourceError("the source ended before its length")  # a file shrank
+            if watch < 0:
+                watch = os.dup(sock.fileno())
+            ready = loop.create_future()
+            loop.add_writer(watch, ready.set_result, None)
+            try:
+                await ready
+            finally:
+                loop.remove_writer(watch)
+            _transport(conn)
+    except (BrokenPipeError, ConnectionResetError) as e:
+        raise ConnectionResetError(f"client went away: {e}") from None
+    finally:
+        if watch >= 0:
+            os.close(watch)
 
 
 async def write_span(conn: Writable, span: FileSpan) -> int:
@@ -87,39 +140,16 @@ def _read_verified(span: FileSpan, tail: int) -> tuple[bytes, bool]:
 
 async def _write_span(conn: Writable, span: FileSpan) -> int:
     sock = conn.sock
-    if sock is None:
+    if sock is None or not span.count:
         return await _copy_span(conn, span)
-    await conn.drained()  # our bytes must follow everything the transport still holds
-    _transport(conn)
-    loop = asyncio.get_running_loop()
-    fd, offset, left = sock.fileno(), span.offset, span.count
-    watch = -1
-    try:
-        while left > 0:
-            try:
-                n = os.sendfile(fd, span.fd, offset, min(left, SENDFILE_CHUNK))
-            except BlockingIOError:
-                n = -1
-            if n == 0:
-                raise SourceError("file ended before its length")  # shrank under us
-            if n > 0:
-                offset += n
-                left -= n
-                continue
-            if watch < 0:
-                watch = os.dup(fd)
-            ready = loop.create_future()
-            loop.add_writer(watch, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(watch)
-            _transport(conn)
-    except (BrokenPipeError, ConnectionResetError) as e:
-        raise ConnectionResetError(f"client went away: {e}") from None
-    finally:
-        if watch >= 0:
-            os.close(watch)
+    offset, end = span.offset, span.offset + span.count
+
+    def send() -> int:
+        return os.sendfile(sock.fileno(), span.fd, offset, min(end - offset, SENDFILE_CHUNK))
+    async for n in _pump(conn, sock, send):
+        offset += n
+        if offset >= end:
+            break
     return span.count
 
 
