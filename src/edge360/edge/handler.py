@@ -120,8 +120,9 @@ def account(state: EdgeState, t: Target, viewer: Viewer | None, child: bool, res
     state.counters.cache_requests[RESULTS.get(result, result.lower())] += 1
     state.counters.cache_bytes[RESULTS.get(result, result.lower())] += body_bytes
     rendition = state.index.rendition_of(t.path, t.title, offset, is_playlist=t.kind == "playlist")
+    media, track = state.index.playback(t.path, offset, t.kind)
     touch(state.node, viewer, status, title=t.title, rendition=rendition,
-          playlist=t.kind == "playlist", nbytes=body_bytes)
+          playlist=t.kind == "playlist", nbytes=body_bytes, media=media, track=track)
     counters = state.counters
     if body_bytes:
         counters.egress[bounded(counters.egress, (t.title, rendition))] += body_bytes

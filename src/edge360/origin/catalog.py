@@ -21,6 +21,7 @@ from edge360.core.paths import is_inside
 from edge360.hls import playlist
 from edge360.hls.rewrite import CompiledPlaylist
 from edge360.hls.titles import TitleInfo, scan_media_root
+from edge360.sessions.playout import MAIN, track_of
 
 #: files up to this size are kept in memory (playlists, keys, subtitles, small segments)
 SMALL_FILE = 256 * 1024
@@ -45,6 +46,23 @@ class MediaFile:
     compiled: CompiledPlaylist | None = None  # playlists, for per-viewer rewriting
     #: seconds of media per segment file, or per byte offset for single-file renditions
     durations: dict[int, float] = field(default_factory=dict)
+    #: the play-out track its segments count in (sessions.playout: main, audio or text)
+    track: int = MAIN
+
+    def media_seconds(self, range_header: str) -> float | None:
+        """Seconds of media an answer of this file carries, for the session's play-out: the
+        EXTINF of the segment (found by the range's first byte in a single-file rendition),
+        0.0 when unknown (an init section, a range that starts no segment), None when the
+        file is no media segment at all (a playlist, a key)."""
+        if self.media_type.kind != "segment":
+            return None
+        durations = self.durations
+        if len(durations) == 1:
+            return next(iter(durations.values()))
+        if not durations or not range_header.startswith("bytes="):
+            return 0.0
+        first = range_header[6:].split("-", 1)[0].strip()
+        return durations.get(int(first), 0.0) if first.isdigit() else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +96,18 @@ def _rendition_names(info: TitleInfo) -> dict[str, str]:
     return names
 
 
+def _tracks(info: TitleInfo) -> dict[str, int]:
+    """Title-relative segment path -> play-out track, from the role of the playlist that lists
+    it (an EXT-X-MEDIA TYPE=AUDIO rendition plays beside the video, subtitles count nothing)."""
+    roles = {r.path: r.role for r in info.renditions}
+    out: dict[str, int] = {}
+    for media in info.playlists:
+        role = roles.get(media.path)
+        for seg in media.segments:
+            out.setdefault(seg.path, track_of(role, seg.path))
+    return out
+
+
 def _durations(info: TitleInfo) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for media in info.playlists:
@@ -92,6 +122,7 @@ def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
     title_dir = os.path.join(root_real, info.name)
     renditions = _rendition_names(info)
     durations = _durations(info)
+    tracks = _tracks(info)
     masters = set(info.masters)
     for dirpath, dirnames, filenames in os.walk(title_dir):
         dirnames[:] = [d for d in dirnames if not d.startswith(".")]
@@ -134,7 +165,8 @@ def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
                 etag=make_etag(st.st_size, st.st_mtime_ns),
                 last_modified=http_date(st.st_mtime), media_type=mt,
                 cache_control=cache_control, is_master=is_master, body=body,
-                compiled=compiled, durations=durations.get(rel, {}))
+                compiled=compiled, durations=durations.get(rel, {}),
+                track=tracks.get(rel, track_of(None, rel)))
 
 
 def build(root: str, config: OriginConfig) -> Catalog:
