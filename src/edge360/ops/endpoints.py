@@ -10,7 +10,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry
 
 from edge360 import __version__
 from edge360.node.state import NODE, NodeState, node_of
-from edge360.ops.metrics import exposition
+from edge360.ops.metrics import exposition, stores_series
 
 REGISTRY = web.AppKey("edge360_registry", CollectorRegistry)
 EGRESS = web.AppKey("edge360_egress_samples", deque)
@@ -38,7 +38,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     await node_of(request).refresh()
-    data = exposition(request.app[REGISTRY])
+    data = exposition(request.app[REGISTRY], storing=stores_series(request.headers))
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST,
                                             "Cache-Control": "no-store"})
 
@@ -68,7 +68,9 @@ def stats_body(node: NodeState, samples: deque[tuple[float, int]]) -> dict[str, 
         "sessions_peak_time": t.peak_time,
         "sessions_peak_recent": t.peak_recent(now),
         "views_total": t.views,
+        "sessions_starting": t.starting,
         "idle_timeout": node.config.sessions.idle_timeout,
+        "time_scale": node.config.sessions.time_scale,
         "top_titles": sorted(titles.items(), key=lambda kv: -kv[1])[:10],
         "rendition_mix": mix,
         "egress_bytes_total": sum(node.node_counters().egress.values()),
