@@ -45,6 +45,9 @@ from edge360.sessions.watch import WatchClock
     # out of range or malformed values are ignored, the rest is kept
     (("bl=-5,pr=1000,ot=zz,su", None, None, None, None), Playback(su=True)),
     (("bl=1.5e3", None, None, None, None), None),
+    # version 2 sends some numbers as inner lists
+    (("bl=(21300),br=(3200 1600),pr=(1.5),v=2", None, None, None, None),
+     Playback(bl=21.3, pr=1.5)),
     (('bl=4000,cid="a,b",@@@,su', None, None, None, None), Playback(bl=4.0)),
 ])
 def test_playback_keys(values: tuple[str | None, ...], expected: Playback | None) -> None:
@@ -105,12 +108,15 @@ def test_rate_is_the_players_own_else_the_time_scale() -> None:
     # the buffer ran dry before this segment: the chain restarts now (a stall)
     (5.0, 10.0, 6.0, 1.0, None, 16.0),
     (0.0, 10.0, 0.0, 1.0, None, 10.0),  # an init section: nothing to play
-    # CMCD only tightens: the player's buffer plus this segment
-    (100.0, 10.0, 6.0, 1.0, Playback(bl=4.0), 20.0),
+    (100.0, 10.0, 0.0, 1.0, Playback(su=True), 10.0),
+    # CMCD only tightens: the player's buffer, this segment, one more still being appended
+    (100.0, 10.0, 6.0, 1.0, Playback(bl=4.0), 26.0),
     (12.0, 10.0, 6.0, 1.0, Playback(bl=30.0), 18.0),  # a bigger claim never extends it
-    (100.0, 10.0, 6.0, 1.0, Playback(su=True), 16.0),  # start-up or seek: buffer was empty
-    (100.0, 10.0, 6.0, 1.0, Playback(bs=True), 16.0),  # starved since the last request
-    (100.0, 10.0, 6.0, 2.0, Playback(bl=4.0), 15.0),
+    (100.0, 10.0, 6.0, 1.0, Playback(su=True), 22.0),  # start-up or seek: buffer was empty
+    (100.0, 10.0, 6.0, 1.0, Playback(bs=True), 22.0),  # starved since the last request
+    (12.0, 10.0, 6.0, 1.0, Playback(su=True), 18.0),
+    (100.0, 10.0, 6.0, 1.0, Playback(bl=1.0, bs=True), 23.0),  # bl says more than bs
+    (100.0, 10.0, 6.0, 2.0, Playback(bl=4.0), 18.0),
     # a paused player (pr=0) plays nothing out: its end stays where it was
     (100.0, 10.0, 6.0, 0.0, Playback(pr=0.0), 100.0),
     (5.0, 10.0, 6.0, 0.0, Playback(pr=0.0), 10.0),

@@ -58,7 +58,11 @@ class NodeCollector(Collector):
         now = self._now()
         t.expire(now)
         c = self._counters()
-        views_by_title, watch_by_title = t.views_by_title, t.watch_seconds_by_title
+        views_by_title = t.views_by_title
+        # a title with views has a watch series from its first view on (at 0 until watch time
+        # settles), so rate() of it starts from a sample at 0 like every other counter
+        watch_by_title: dict[str, float] = dict.fromkeys(views_by_title, 0.0)
+        watch_by_title.update(t.watch_seconds_by_title)
         debuts = c.debuts
         if debuts is None:  # this process counts alone: it keeps the births
             debuts = self._debuts

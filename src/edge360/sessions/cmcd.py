@@ -39,6 +39,15 @@ def pairs(value: str | None) -> Iterator[tuple[str, str | None]]:
         pos = m.end()
 
 
+def _first(raw: str | None) -> str | None:
+    """A number as CMCD version 2 may send it, as an inner list (`bl=(21300)`, one value per
+    object or track): its first member; a bare value as it is."""
+    if raw is None or not raw.startswith("("):
+        return raw
+    inner = raw[1:].split(")", 1)[0].split()
+    return inner[0].split(";", 1)[0] if inner else ""
+
+
 def string(raw: str | None) -> str | None:
     """A String value (CTA-5004 §3.3: only the quoted form is one), unescaped; None otherwise."""
     if raw is None or len(raw) < 2 or raw[0] != '"' or raw[-1] != '"':
@@ -80,7 +89,8 @@ def playback(*values: str | None) -> Playback | None:
     su = bs = False
     seen = False
     for value in values:
-        for key, raw in pairs(value):
+        for key, found in pairs(value):
+            raw = _first(found)
             if key == "bl" and bl is None and raw is not None and _INT_RE.fullmatch(raw):
                 bl = int(raw) / 1000.0  # milliseconds, rounded to 100 ms by the player
             elif key == "pr" and pr is None and raw is not None and _DEC_RE.fullmatch(raw):

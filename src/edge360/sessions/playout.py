@@ -5,8 +5,9 @@ about when it stops playing. A session therefore keeps, per track, the moment it
 has played out: each media segment adds its EXTINF duration (RFC 8216 §4.3.2.1) divided by the
 playback rate, chained after the media already fetched, or after now when that has played out
 (the buffer ran dry: a stall). CMCD (CTA-5004) can only tighten this: `bl` states the buffer the
-player holds, `su` and `bs` say the buffer was empty (start-up, seek, starvation), `pr` gives the
-rate. The session ends `idle_timeout` after the later of its last request and that moment
+player holds, `su` and `bs` say it was empty (start-up, seek, starvation), each with one segment
+of slack for a segment still being appended; `pr` gives the rate. The session ends
+`idle_timeout` after the later of its last request and that moment
 (docs/SESSIONS.md states the rule and its error bound).
 
 Pure: time is the `now` parameter.
@@ -68,20 +69,20 @@ def advance(end: float, now: float, media: float, rate: float, cmcd: Playback | 
     arrives at `now`, the track's media having played out at `end` before it.
 
     Without CMCD: chained after `end`, or after `now` when `end` has passed (a stall), at
-    `rate`. `su`/`bs` restart the chain at `now` (the buffer was empty); `bl` caps it at what the
-    player says it holds plus this segment. A paused player (`rate` 0) adds nothing."""
+    `rate`. CMCD caps the chain (never extends it) at what the player holds: `bl`, or nothing
+    when `su` or `bs` say its buffer was empty since its previous request (start-up, a seek,
+    starvation); plus this segment, plus one more of its length, because a player counts only
+    what it has appended to its media buffer and the previous segment may still be on its way
+    there (hls.js measures `bl` so). A paused player (`rate` 0) adds nothing."""
     if not media > 0.0:  # also NaN
         media = 0.0
     elif media > MAX_MEDIA:
         media = MAX_MEDIA
     if rate <= 0:
         return end if end > now else now
-    base = end
-    if base < now or (cmcd is not None and (cmcd.su or cmcd.bs)):
-        base = now
-    if media <= 0:
-        return base
-    out = base + media / rate
-    if cmcd is not None and cmcd.bl is not None:
-        out = min(out, now + (cmcd.bl + media) / rate)
+    out = (end if end > now else now) + media / rate
+    if cmcd is not None:
+        held = cmcd.bl if cmcd.bl is not None else (0.0 if cmcd.su or cmcd.bs else None)
+        if held is not None:
+            out = min(out, now + (held + 2 * media) / rate)
     return out
