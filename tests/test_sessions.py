@@ -313,7 +313,7 @@ def test_peak_recent_deque_stays_bounded() -> None:
         seg(t, f"viewer-{i:05}", now, 0.5)
         if i % 3 == 0:
             t.expire(now)
-    assert len(t._recent) <= 300
+    assert len(t._recent) <= 300  # the RecentPeak deque
     assert t.peak_recent(now) >= t.active
 
 

@@ -16,12 +16,20 @@ caller's clock, seconds); nothing here reads a clock.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any
 
 from edge360.sessions.calendar import Calendar
 from edge360.sessions.cmcd import Playback
-from edge360.sessions.playout import AUDIO, MAIN, NO_MEDIA, advance, rate_of, track_for
+from edge360.sessions.peaks import RecentPeak
+from edge360.sessions.playout import (
+    AUDIO,
+    MAIN,
+    MAX_MEDIA,
+    NO_MEDIA,
+    advance,
+    rate_of,
+    track_for,
+)
 from edge360.sessions.watch import WatchClock
 
 #: label of a session that has not asked for a segment yet
@@ -80,11 +88,7 @@ class SessionTracker:
         self.evicted = 0  # starting sessions dropped to make room in a full table
         self.views_by_title: dict[str, int] = {}
         self.bytes_by_title: dict[str, int] = {}
-        # Sliding maximum of `active` (a monotonic deque): entries are (end, value) of values that
-        # held until `end`; values strictly decrease from front to back. Ends closer together than
-        # a quantum are merged, which bounds the deque to ~256 entries per window.
-        self._recent: deque[tuple[float, int]] = deque()
-        self._quantum = self.peak_window / 256
+        self._recent = RecentPeak(self.peak_window)  # sliding maximum of `active`
 
     # ------------------------------------------------------------ the hot path
 
@@ -113,6 +117,19 @@ class SessionTracker:
             if now < s.last + timeout or now < s.until() + timeout:
                 del active[key]
                 active[key] = s  # re-inserted at the end: the dict stays ordered by last touch
+                if (cmcd is None and track == MAIN and rendition is not None
+                        and 0.0 < media <= MAX_MEDIA):
+                    # the common request, inlined: a main-track segment of known length and
+                    # no CMCD (what _again and playout.advance do for it)
+                    label = s.label
+                    if label[1] != rendition or label[0] != title:
+                        self._relabel(s, now, title, rendition)
+                    play = s.play
+                    s.play = (play if play > now else now) + media / self.time_scale
+                    s.last = now
+                    if nbytes:
+                        self._add_bytes(s.label[0], nbytes)
+                    return False
                 return self._again(key, s, now, title, rendition, nbytes, media, track, cmcd)
             # it ended (exactly at its deadline or before) and expiry has not seen it yet
             self.expire(now)
@@ -148,17 +165,22 @@ class SessionTracker:
             track = track_for(track, cmcd)
             label = s.label
             if track in (MAIN, NO_MEDIA) and (label[1] != rendition or label[0] != title):
-                if label[0] != title:
-                    self.watch.settle(now - self.idle_timeout)
-                    self.watch.retitle(s, title)
-                self._counts[label] -= 1
-                s.label = label = self._label(title, rendition)
-                self._counts[label] += 1
+                self._relabel(s, now, title, rendition)
             self._play(s, now, media, track, cmcd)
         s.last = now
         if nbytes:
             self._add_bytes(s.label[0], nbytes)
         return False
+
+    def _relabel(self, s: Session, now: float, title: str, rendition: str) -> None:
+        """The session's latest main-track segment is of another rendition or title."""
+        label = s.label
+        if label[0] != title:
+            self.watch.settle(now - self.idle_timeout)
+            self.watch.retitle(s, title)
+        self._counts[label] -= 1
+        s.label = label = self._label(title, rendition)
+        self._counts[label] += 1
 
     def _start(self, key: str, now: float, title: str, rendition: str, nbytes: int,
                media: float, track: int, cmcd: Playback | None) -> bool:
@@ -265,12 +287,7 @@ class SessionTracker:
 
     def peak_recent(self, now: float) -> int:
         """Highest `active` within the last `peak_window` seconds; reading resets nothing."""
-        recent = self._recent
-        start = now - self.peak_window
-        while recent and recent[0][0] <= start:
-            recent.popleft()
-        best = recent[0][1] if recent else 0
-        return max(best, self.active)
+        return self._recent.read(now, self.active)
 
     def active_by_label(self) -> dict[tuple[str, str], int]:
         """Active sessions by (title, rendition); the values sum to `active`."""
@@ -295,18 +312,7 @@ class SessionTracker:
 
     def _changed(self, at: float, value: int) -> None:
         """`active` held `value` until `at`: feed the sliding maximum."""
-        recent = self._recent
-        while recent and recent[-1][1] <= value:
-            recent.pop()
-        if recent and at - recent[-1][0] < self._quantum:
-            # extend the last entry (a higher value) to `at` instead of adding one: this bounds
-            # the deque and overstates how long that value held by less than a quantum
-            recent[-1] = (at, recent[-1][1])
-            return
-        recent.append((at, value))
-        start = at - self.peak_window
-        while len(recent) > 1 and recent[0][0] <= start:
-            recent.popleft()
+        self._recent.changed(at, value)
 
     # ------------------------------------------------------------ state file
 
