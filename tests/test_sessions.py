@@ -305,6 +305,18 @@ def test_ends_are_taken_in_time_order_across_idle_and_play_out() -> None:
     assert t.peak_recent(41.0) == 2 and t.peak_recent(62.0) == 1 and t.peak_recent(70.5) == 0
 
 
+def test_a_request_during_the_play_out_tail_keeps_the_same_session() -> None:
+    t = SessionTracker(10, 15, 100)
+    seg(t, "viewer-aa", 0.0, 60.0)  # idle at 10, plays until 60
+    t.expire(30.0)  # past its idle deadline: it waits in the play-out calendar
+    assert t.active == 1
+    assert not pl(t, "viewer-aa", 40.0)  # the player reloads its playlist: no new view
+    assert not seg(t, "viewer-aa", 45.0, 6.0)  # and fetches on: chained after 60
+    assert (t.views, t.active) == (1, 1)
+    assert t.expire(75.999) == 0 and t.expire(76.0) == 1
+    assert t.watch_seconds_by_title == {"film": pytest.approx(66.0)}
+
+
 def test_peak_recent_deque_stays_bounded() -> None:
     t = SessionTracker(1, 15, 1_000_000)
     now = 0.0

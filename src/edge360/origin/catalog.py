@@ -51,18 +51,19 @@ class MediaFile:
 
     def media_seconds(self, range_header: str) -> float | None:
         """Seconds of media an answer of this file carries, for the session's play-out: the
-        EXTINF of the segment (found by the range's first byte in a single-file rendition),
-        0.0 when unknown (an init section, a range that starts no segment), None when the
-        file is no media segment at all (a playlist, a key)."""
+        EXTINF of the segment that starts at the answer's first byte (0 without a Range; a
+        single-file rendition's segments by their offsets), 0.0 when none starts there (an init
+        section, a whole single-file rendition, a resumed download), None when the file is no
+        media segment at all (a playlist, a key)."""
         if self.media_type.kind != "segment":
             return None
-        durations = self.durations
-        if len(durations) == 1:
-            return next(iter(durations.values()))
-        if not durations or not range_header.startswith("bytes="):
-            return 0.0
-        first = range_header[6:].split("-", 1)[0].strip()
-        return durations.get(int(first), 0.0) if first.isdigit() else 0.0
+        offset = 0
+        if range_header.startswith("bytes="):
+            first = range_header[6:].split("-", 1)[0].strip()
+            if not first.isdigit():
+                return 0.0
+            offset = int(first)
+        return self.durations.get(offset, 0.0)
 
 
 @dataclass(frozen=True, slots=True)

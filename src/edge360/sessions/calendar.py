@@ -34,6 +34,7 @@ class Calendar:
         self._near: dict[str, float] = {}
 
     def __len__(self) -> int:
+        """Keys scheduled (O(buckets): for tests and diagnostics, not the hot path)."""
         return len(self._near) + sum(len(b) for b in self._buckets.values())
 
     def _bucket(self, deadline: float) -> int:
