@@ -190,8 +190,12 @@ def test_audio_plays_beside_the_video_and_text_counts_nothing() -> None:
         seg(t, "viewer-aa", 0.1 * i + 0.05, rendition="audio", track=AUDIO)
         seg(t, "viewer-aa", 0.1 * i + 0.06, rendition="subs", track=TEXT)
     assert t.active_by_label()[("film", "720p")] == 1  # audio and text never relabel it
-    assert t.expire(60.0 + 30 - 1e-6) == 0  # the later of the two tracks, never their sum
-    assert t.expire(60.0 + 30 + 0.05) == 1
+    seg(t, "viewer-aa", 1.0, 6.0, rendition="audio", track=AUDIO)  # audio now plays until 66
+    r = SessionTracker.restore(json.loads(json.dumps(t.snapshot(2.0))), 2.0, idle_timeout=30,
+                               peak_window=15, max_active=100)
+    for tracker in (t, r):  # the later of the two tracks, never their sum; kept across restarts
+        assert tracker.expire(66.05 + 30 - 1e-6) == 0
+        assert tracker.expire(66.05 + 30) == 1
 
 
 def test_watch_seconds_are_exported_while_sessions_are_active() -> None:

@@ -42,23 +42,17 @@ _BUCKETS_PER_TIMEOUT = 64
 
 class Session:
     """One open session: `label` is the interned (title, rendition) it counts under; `first` is
-    when it started playback; `play` and `alt` when the media it fetched on its main and on a
-    separate audio track has played out."""
+    when it started playback; `play` when the media it fetched on its main track has played
+    out (a separate audio track, which few titles have, is kept beside, in the tracker's `_alt`:
+    four slots fit a smaller allocation than five)."""
 
-    __slots__ = ("alt", "first", "label", "last", "play")
+    __slots__ = ("first", "label", "last", "play")
 
-    def __init__(self, first: float, last: float, label: tuple[str, str], play: float,
-                 alt: float = 0.0) -> None:
+    def __init__(self, first: float, last: float, label: tuple[str, str], play: float) -> None:
         self.first = first
         self.last = last
         self.label = label
         self.play = play
-        self.alt = alt
-
-    def until(self) -> float:
-        """The moment it is watched until: its last request, or its media played out."""
-        last, play, alt = self.last, self.play, self.alt
-        return last if last >= play and last >= alt else (play if play >= alt else alt)
 
 
 class SessionTracker:
@@ -77,6 +71,7 @@ class SessionTracker:
         self._starting: dict[str, Session] = {}  # by last touch
         self._active: dict[str, Session] = {}  # by last touch
         self._tail: dict[str, Session] = {}  # past their idle deadline, media still playing
+        self._alt: dict[str, float] = {}  # play-out of a separate audio track, by active key
         self._ends = Calendar(self.idle_timeout / _BUCKETS_PER_TIMEOUT)  # the tail's ends
         self._labels: dict[tuple[str, str], tuple[str, str]] = {}
         self._counts: dict[tuple[str, str], int] = {}
@@ -105,7 +100,7 @@ class SessionTracker:
         if s is None and self._tail:
             s = self._tail.get(key)
             if s is not None:
-                until = s.until()
+                until = self._until(key, s)
                 if now < until + timeout:  # its media still plays: back among the touched
                     self._ends.discard(key, until + timeout)
                     del self._tail[key]
@@ -114,7 +109,7 @@ class SessionTracker:
                 s = None
                 self.expire(now)
         if s is not None:
-            if now < s.last + timeout or now < s.until() + timeout:
+            if now < s.last + timeout or now < self._until(key, s) + timeout:
                 del active[key]
                 active[key] = s  # re-inserted at the end: the dict stays ordered by last touch
                 if (cmcd is None and track == MAIN and rendition is not None
@@ -166,7 +161,7 @@ class SessionTracker:
             label = s.label
             if track in (MAIN, NO_MEDIA) and (label[1] != rendition or label[0] != title):
                 self._relabel(s, now, title, rendition)
-            self._play(s, now, media, track, cmcd)
+            self._play(key, s, now, media, track, cmcd)
         s.last = now
         if nbytes:
             self._add_bytes(s.label[0], nbytes)
@@ -198,18 +193,29 @@ class SessionTracker:
             self.peak = n + 1
             self.peak_time = now
         self.watch.started(s)
-        self._play(s, now, media, track_for(track, cmcd), cmcd)
+        self._play(key, s, now, media, track_for(track, cmcd), cmcd)
         if nbytes:
             self._add_bytes(label[0], nbytes)
         return True
 
-    def _play(self, s: Session, now: float, media: float, track: int,
+    def _play(self, key: str, s: Session, now: float, media: float, track: int,
               cmcd: Playback | None) -> None:
         """The play-out of the track the segment belongs to moves on (sessions.playout)."""
         if track == MAIN:
             s.play = advance(s.play, now, media, rate_of(self.time_scale, cmcd), cmcd)
         elif track == AUDIO:
-            s.alt = advance(s.alt, now, media, rate_of(self.time_scale, cmcd), cmcd)
+            self._alt[key] = advance(self._alt.get(key, 0.0), now, media,
+                                     rate_of(self.time_scale, cmcd), cmcd)
+
+    def _until(self, key: str, s: Session) -> float:
+        """The moment a session is watched until: its last request, or its media played out
+        (the later of its tracks)."""
+        until = s.last if s.last >= s.play else s.play
+        if self._alt:
+            alt = self._alt.get(key)
+            if alt is not None and alt > until:
+                return alt
+        return until
 
     def _full(self) -> bool:
         """Whether the table is full; a starting session (never a view) makes room first."""
@@ -247,26 +253,28 @@ class SessionTracker:
             b = ends.first(now)
             if a is not None and (b is None or a_due <= b[0]):
                 del active[a_key]
-                until = a.until()
+                until = self._until(a_key, a)
                 if until > a.last:  # idle, but its media still plays: it waits in the tail
                     tail[a_key] = a
                     ends.add(a_key, until + timeout)
                     continue
-                self._end(a, a_due)
+                self._end(a_key, a, a_due)
             elif b is not None:
                 at, b_key = b
                 ends.pop(b_key)
-                self._end(tail.pop(b_key), at)
+                self._end(b_key, tail.pop(b_key), at)
             else:
                 return ended
             ended += 1
 
-    def _end(self, s: Session, at: float) -> None:
+    def _end(self, key: str, s: Session, at: float) -> None:
         """An active session (already out of the tables) ended at `at`."""
         # the count dropped at its deadline, not now: record that moment
         self._changed(at, len(self._active) + len(self._tail) + 1)
         self._counts[s.label] -= 1
-        self.watch.ended(s, s.until())
+        self.watch.ended(s, self._until(key, s))
+        if self._alt:
+            self._alt.pop(key, None)
 
     # ------------------------------------------------------------ reading
 
@@ -318,8 +326,10 @@ class SessionTracker:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """JSON-able state: times are stored as ages before `now`, so a restart rebases them."""
+        alt = self._alt
         rows = [[k, s.label[0], s.label[1], now - s.first, now - s.last, now - s.play,
-                 now - s.alt] for k, s in (*self._tail.items(), *self._active.items())]
+                 None if k not in alt else now - alt[k]]
+                for k, s in (*self._tail.items(), *self._active.items())]
         return {
             "version": 2,
             "peak": self.peak,
@@ -358,11 +368,11 @@ class SessionTracker:
             for row in d["sessions"]:
                 key, title, rendition, first_age, last_age = row[:5]
                 last = now - float(last_age)
-                play, alt = (last, 0.0) if version == 1 else (now - float(row[5]),
-                                                              now - float(row[6]))
+                play = last if version == 1 else now - float(row[5])
+                if version == 2 and row[6] is not None:
+                    t._alt[str(key)] = now - float(row[6])
                 sessions.append((str(key), Session(now - float(first_age), last,
-                                                   t._label(str(title), str(rendition)),
-                                                   play, alt)))
+                                                   t._label(str(title), str(rendition)), play)))
             starting = [] if version == 1 else [
                 (str(k), Session(now - float(age), now - float(age),
                                  t._label(str(title), NO_RENDITION), now - float(age)))
@@ -373,6 +383,7 @@ class SessionTracker:
         for key, s in sorted(sessions, key=lambda ks: ks[1].last)[-max_active:]:
             t._active[key] = s
             t._counts[s.label] += 1
+        t._alt = {k: v for k, v in t._alt.items() if k in t._active}
         for s in sorted(t._active.values(), key=lambda s: s.first):
             t.watch.started(s)
         room = max_active - len(t._active)
