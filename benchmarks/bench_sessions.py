@@ -4,7 +4,10 @@ Run: .venv/bin/python -m benchmarks.bench_sessions [--json OUT] [--quick]
 (in RESULTS.md through `python -m benchmarks.run --only sessions`, see benchmarks/only.py).
 Side by side with the floor: a bare `dict[key] = now` store of the same keys in the same run.
 Memory is tracemalloc growth of the whole tracker (keys included) divided by sessions, after
-every session has been touched twice (so `first` and `last` are distinct floats, as in service).
+every session has fetched two 6 s segments (so its start, last request and play-out end are
+distinct floats, as in service). Every segment touch carries its 6 s of media, so the play-out
+rule runs as in service; `sessions_ended_per_s_tail` times the expiry of sessions that each
+fetched a 120 s title in one burst, so every one of them ends through the play-out calendar.
 Touches through the request path: real request targets (`/film/1080p/seg_00042.ts?sid=...&token=
 ...`) parsed as aiohttp parses them (yarl, encoded), split by `paths.split_request_path`, the
 viewer identified by `sessions.identity` (the rule `viewers.identify` applies) and touched; in
@@ -30,6 +33,8 @@ from edge360.sessions.identity import new_sid
 from edge360.sessions.tracker import SessionTracker
 
 TOKEN = "1700000000.k1.abcdefabcdefabcdef"
+#: EXTINF of every segment touched (the play-out rule runs on each)
+SEGMENT = 6.0
 
 
 def touches_existing(n_sessions: int, n_touches: int) -> tuple[float, float]:
@@ -37,13 +42,13 @@ def touches_existing(n_sessions: int, n_touches: int) -> tuple[float, float]:
     keys = [new_sid() for _ in range(n_sessions)]
     t = SessionTracker(30.0, 15.0, 10_000_000)
     for k in keys:
-        t.touch(k, 0.0, title="film", rendition=None)
+        t.touch(k, 0.0, title="film", rendition="1080p", media=SEGMENT)
     seq = [keys[i % n_sessions] for i in range(n_touches)]
     nows = [1.0 + i * 1e-6 for i in range(n_touches)]
     touch = t.touch
     start = time.perf_counter()
     for k, now in zip(seq, nows, strict=True):
-        touch(k, now, title="film", rendition="1080p")
+        touch(k, now, title="film", rendition="1080p", media=SEGMENT)
     tracker = n_touches / (time.perf_counter() - start)
     floor: dict[str, float] = {}
     start = time.perf_counter()
@@ -54,15 +59,34 @@ def touches_existing(n_sessions: int, n_touches: int) -> tuple[float, float]:
 
 
 def touches_new(n: int) -> float:
-    """Touches/s that open a session (each also runs the expiry check)."""
+    """Touches/s that start a session with its first segment (a view; each also runs the
+    expiry check)."""
     keys = [new_sid() for _ in range(n)]
     nows = [i * 1e-6 for i in range(n)]
     t = SessionTracker(30.0, 15.0, 10_000_000)
     touch = t.touch
     start = time.perf_counter()
     for k, now in zip(keys, nows, strict=True):
-        touch(k, now, title="film", rendition=None)
+        touch(k, now, title="film", rendition="1080p", media=SEGMENT)
     return n / (time.perf_counter() - start)
+
+
+def ended_through_tail(n: int) -> float:
+    """Sessions ended per second when each fetched a whole 120 s title in one burst (as hls.js
+    does on small segments): each outlives its idle deadline, moves to the play-out calendar
+    and ends there; the expiry of all of them is timed, in one call as a scrape would run it."""
+    t = SessionTracker(30.0, 15.0, 10_000_000)
+    for i in range(n):
+        key, now = new_sid(), i * 1e-4
+        for _ in range(20):
+            t.touch(key, now, title="film", rendition="1080p", media=SEGMENT)
+    t.expire(n * 1e-4 + 31.0)  # every idle deadline has passed: all wait in the calendar
+    assert t.active == n
+    start = time.perf_counter()
+    ended = t.expire(n * 1e-4 + 20 * SEGMENT + 31.0)
+    elapsed = time.perf_counter() - start
+    assert ended == n and t.active == 0
+    return n / elapsed
 
 
 def request_urls(n_viewers: int) -> list[str]:
@@ -96,7 +120,8 @@ def touches_request_path(targets: list[str], rounds: int) -> float:
                 sid = None
             key, _ = identity(sid, query.get("CMCD"), None, address, agent)
             playlist = parts[-1].endswith(".m3u8")
-            touch(key, r + i * 1e-7, title=parts[0], rendition=None if playlist else parts[1])
+            touch(key, r + i * 1e-7, title=parts[0], rendition=None if playlist else parts[1],
+                  media=0.0 if playlist else SEGMENT)
             n += 1
     return n / (time.perf_counter() - start)
 
@@ -108,9 +133,9 @@ def bytes_per_session(n: int) -> float:
     t = SessionTracker(30.0, 15.0, 10_000_000)
     keys = [new_sid() for _ in range(n)]
     for i, k in enumerate(keys):
-        t.touch(k, i * 1e-6, title="film", rendition=None)
+        t.touch(k, i * 1e-6, title="film", rendition="1080p", media=SEGMENT)
     for i, k in enumerate(keys):
-        t.touch(k, 1.0 + i * 1e-6, title="film", rendition="1080p")
+        t.touch(k, 1.0 + i * 1e-6, title="film", rendition="1080p", media=SEGMENT)
     del keys  # the tracker holds its own references to the keys: they are counted
     gc.collect()
     after = tracemalloc.get_traced_memory()[0]
@@ -134,6 +159,7 @@ def main() -> int:
         "touches_per_s_existing": round(existing),
         "bare_dict_stores_per_s": round(bare),
         "touches_per_s_new": round(touches_new(1_000_000 // scale)),
+        "sessions_ended_per_s_tail": round(ended_through_tail(60_000 // scale)),
         "bytes_per_session_60k": round(bytes_per_session(60_000), 1),
         "sessions_large": 1_000_000 // scale,
         "bytes_per_session_1m": round(bytes_per_session(1_000_000 // scale), 1),

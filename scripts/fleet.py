@@ -209,6 +209,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     idle = round(30.0 / args.speed, 3)
     env = {"EDGE360_PEER_TOKEN": PEER_TOKEN, "EDGE360_ADMIN_TOKEN": ADMIN_TOKEN,
            "EDGE360_SESSIONS_IDLE_TIMEOUT": str(idle),
+           # media plays args.speed times faster in a compressed replay (docs/SESSIONS.md)
+           "EDGE360_SESSIONS_TIME_SCALE": str(args.speed),
            "EDGE360_SESSIONS_PEAK_WINDOW": str(max(1.0, args.scrape * 2))}
     try:
         origin_p = procs.start("origin", [*py, "serve", "--port", "0", "--media", args.media],

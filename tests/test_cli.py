@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -15,8 +16,13 @@ from tests.servers import REPO, start_process
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    """The command in a bare environment (no EDGE360_*), but with the PYTHONPATH that chose the
+    code under test, so it runs the same edge360 as the test does."""
+    env = {"PATH": "/usr/bin:/bin"}
+    if "PYTHONPATH" in os.environ:
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return subprocess.run([sys.executable, "-m", "edge360", *args], capture_output=True, text=True,
-                          timeout=60, cwd=cwd, env={"PATH": "/usr/bin:/bin"})
+                          timeout=60, cwd=cwd, env=env)
 
 
 def test_help_and_version() -> None:

@@ -57,6 +57,15 @@ def test_precedence_flags_over_env_over_toml(tmp_path: Path) -> None:
      "config: sessions.idle_timeout: expected a number 0.05-86400, got -1"),
     ("[auth]\nrequired = 'maybe'\n", "config: auth.required: expected true or false, got 'maybe'"),
     ("[admin]\ntoken = 'x'\n", "config: admin.token: secrets come only from the environment"),
+    ("[sessions]\ntime_scale = 0\n",
+     "config: sessions.time_scale: expected a number 0.001-10000, got 0"),
+    ("[edge]\nhealth_path = 'healthz'\n",
+     "config: edge.health_path: expected a path starting with /, got 'healthz'"),
+    ("[edge]\nhealth_statuses = [200, 'ok']\n",
+     "config: edge.health_statuses: expected an integer 100-599, got 'ok'"),
+    ("[edge]\nhealth_path = '/healthz'\nhealth_statuses = []\n",
+     "config: edge.health_statuses: the probe needs at least one status"),
+    ("[edge]\ndown_after = 0\n", "config: edge.down_after: expected an integer 1-1000, got 0"),
     ("[server\n", "not valid TOML"),
     ("server = 3\n", "config: server: expected a table"),
 ])
@@ -83,7 +92,12 @@ def test_environment_forms() -> None:
         "EDGE360_ADMIN_TOKEN": "adm",
         "EDGE360_PEER_TOKEN": "peer",
         "EDGE360_AUTH_REQUIRED": "true",
+        "EDGE360_EDGE_HEALTH_PATH": "/healthz",
+        "EDGE360_EDGE_HEALTH_STATUSES": "200, 204",
+        "EDGE360_SESSIONS_TIME_SCALE": "2.5",
     })
+    assert c.edge.health_path == "/healthz" and c.edge.health_statuses == (200, 204)
+    assert c.sessions.time_scale == 2.5
     assert c.edge.upstreams == ("http://a:1", "http://b:2")
     assert c.edge.cache_memory_bytes == 64 * 1024**2
     assert c.edge.cache_key_params == ("*",)

@@ -187,21 +187,23 @@ async def test_expiry_exact_at_idle_timeout_peak_kept_recent_peak_windowed(tmp_p
 
         await _sampled_at(egress, 1000.0)  # the sampler's baseline: nothing sent yet
         a, b, c = sid(1), sid(2), sid(3)
-        await hit("/demo/v0/index.m3u8", a)
-        await hit("/demo/v0/seg_000.ts", a)
-        await hit("/demo/v1/seg_001.ts", b)
-        await hit("/demo/master.m3u8", c)
+        await hit("/demo/v0/index.m3u8", a)  # a playlist alone: starting, no view
+        await hit("/demo/v0/seg_000.ts", a)  # playback starts: 4 s of media, until 1004
+        await hit("/demo/v1/seg_001.ts", b)  # also until 1004
+        await hit("/demo/master.m3u8", c)  # only ever a playlist: never a view
         stats, m = await figures()
-        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (3, 3, 3)
-        for key in ("sessions_active", "sessions_peak", "views_total"):
+        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"],
+                stats["sessions_starting"]) == (2, 2, 2, 1)
+        for key in ("sessions_active", "sessions_peak", "views_total", "sessions_starting"):
             assert type(stats[key]) is int, key
-        assert stats["idle_timeout"] == 10
+        assert stats["idle_timeout"] == 10 and stats["time_scale"] == 1
         assert stats["sessions_peak_time"] == 1000.0
-        assert stats["top_titles"] == [["demo", 3]]
-        assert stats["rendition_mix"] == {"v0": 1, "v1": 1, "none": 1}
+        assert stats["top_titles"] == [["demo", 2]]
+        assert {k: n for k, n in stats["rendition_mix"].items() if n} == {"v0": 1, "v1": 1}
         assert {(x.labels["title"], x.labels["rendition"]): x.value
-                for x in m["edge360_sessions_active"]} == {
-            ("demo", "v0"): 1, ("demo", "v1"): 1, ("demo", "none"): 1}
+                for x in m["edge360_sessions_active"] if x.value} == {
+            ("demo", "v0"): 1, ("demo", "v1"): 1}
+        assert total(m, "edge360_sessions_starting") == 1
         sent = stats["egress_bytes_total"]
         assert sent == total(m, "edge360_egress_bytes_total") and sent > 90_000
 
@@ -212,38 +214,46 @@ async def test_expiry_exact_at_idle_timeout_peak_kept_recent_peak_windowed(tmp_p
         assert stats["egress_bits_per_second"] == round(sent * 8 / 4.0, 1)
 
         clock.now = 1005.0
-        await hit("/demo/v0/seg_001.ts", a)
-        clock.now = math.nextafter(1010.0, 0.0)  # b and c last asked at 1000: not yet idle
+        await hit("/demo/v0/seg_001.ts", a)  # its buffer ran dry at 1004: plays until 1009
+        clock.now = math.nextafter(1010.0, 0.0)
         stats, _ = await figures()
-        assert stats["sessions_active"] == 3
-        clock.now = 1010.0  # exactly idle_timeout after their last request: ended
+        assert (stats["sessions_active"], stats["sessions_starting"]) == (2, 1)
+        clock.now = 1010.0  # exactly idle_timeout after c's only request: c has ended
+        stats, _ = await figures()
+        assert (stats["sessions_active"], stats["sessions_starting"]) == (2, 0)
+        clock.now = math.nextafter(1014.0, 0.0)  # b played out at 1004: not ended yet
+        stats, _ = await figures()
+        assert stats["sessions_active"] == 2
+        clock.now = 1014.0  # exactly idle_timeout after b's media played out: ended
         stats, m = await figures()
-        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (1, 3, 3)
-        assert stats["sessions_peak_recent"] == 3 and stats["sessions_peak_time"] == 1000.0
-        assert stats["rendition_mix"].get("v0") == 1 and sum(stats["rendition_mix"].values()) == 1
-        assert [x.value for x in m["edge360_watch_seconds_total"]] == [0.0]  # b, c: one moment
+        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (1, 2, 2)
+        assert stats["sessions_peak_recent"] == 2 and stats["sessions_peak_time"] == 1000.0
+        assert {k: n for k, n in stats["rendition_mix"].items() if n} == {"v0": 1}
+        # watch seconds are settled up to idle_timeout ago (1004): b's 4 s and a's first 4 s
+        assert [x.value for x in m["edge360_watch_seconds_total"]] == [8.0]
 
-        clock.now = 1012.0
-        await hit("/demo/v0/seg_002.ts", a)
-        clock.now = 1014.5  # 3 held until 1010, inside the 5 s window
+        clock.now = 1016.0
+        await hit("/demo/v0/seg_002.ts", a)  # dry again: plays until 1020
+        clock.now = 1018.5  # 2 held until 1014, inside the 5 s window
         stats, _ = await figures()
-        assert (stats["sessions_active"], stats["sessions_peak_recent"]) == (1, 3)
-        clock.now = 1015.0  # the window has passed 1010: the recent peak is what held since
+        assert (stats["sessions_active"], stats["sessions_peak_recent"]) == (1, 2)
+        clock.now = 1019.0  # the window has passed 1014: the recent peak is what held since
         stats, _ = await figures()
         assert (stats["sessions_active"], stats["sessions_peak"],
-                stats["sessions_peak_recent"]) == (1, 3, 1)
+                stats["sessions_peak_recent"]) == (1, 2, 1)
 
-        clock.now = 1016.0  # b comes back after its session ended: a new session, a new view
+        clock.now = 1020.0  # b comes back after its session ended: a new session, a new view
         await hit("/demo/v1/seg_002.ts", b)
         stats, _ = await figures()
         assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"],
-                stats["sessions_peak_recent"]) == (2, 3, 4, 2)
+                stats["sessions_peak_recent"]) == (2, 2, 3, 2)
 
-        clock.now = 1022.0  # a: last request 1012, ends exactly now; it watched 1000..1012
+        clock.now = 1030.0  # a: its media played out at 1020, ends exactly now
         stats, m = await figures()
-        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (1, 3, 4)
+        assert (stats["sessions_active"], stats["sessions_peak"], stats["views_total"]) == (1, 2, 3)
         assert stats["sessions_peak_recent"] == 2
-        assert [x.value for x in m["edge360_watch_seconds_total"]] == [12.0]
+        # a: 1000..1020, and b's first session: 1000..1004 (its second has just begun)
+        assert [x.value for x in m["edge360_watch_seconds_total"]] == [24.0]
 
 
 def test_per_title_counters_stay_bounded_under_made_up_paths() -> None:

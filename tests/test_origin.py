@@ -135,6 +135,9 @@ async def test_cors_and_preflight(tiny_media: Path) -> None:
         assert code == 204
         assert "Range" in h["Access-Control-Allow-Headers"]
         assert "GET" in h["Access-Control-Allow-Methods"]
+        # a player sending CMCD as headers (CTA-5004 §2) is preflighted for them
+        allowed = {x.strip().lower() for x in h["Access-Control-Allow-Headers"].split(",")}
+        assert {"cmcd-request", "cmcd-object", "cmcd-status", "cmcd-session"} <= allowed
 
 
 async def test_cache_control_per_kind(tiny_media: Path) -> None:

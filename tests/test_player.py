@@ -88,6 +88,26 @@ def test_query_refused(src: str, height: str | None) -> None:
         parse_query(src, height)
 
 
+@pytest.mark.parametrize(("cmcd", "expected"), [
+    (None, None), ("", None), ("query", "query"), ("headers", "headers")])
+def test_cmcd_mode_accepted(cmcd: str | None, expected: str | None) -> None:
+    assert parse_query("/t/master.m3u8", None, cmcd).cmcd == expected
+
+
+@pytest.mark.parametrize("cmcd", ["yes", "HEADERS", "<script>", "1"])
+def test_cmcd_mode_refused(cmcd: str) -> None:
+    with pytest.raises(BadPlayerQuery):
+        parse_query("/t/master.m3u8", None, cmcd)
+
+
+async def test_page_hands_the_cmcd_mode_to_hls_js(tiny_media: Path) -> None:
+    async with running_app(origin_config(tiny_media)) as base, aiohttp.ClientSession() as s:
+        async with s.get(base + "/player", params={"cmcd": "headers"}) as r:
+            assert page_config(await r.text())["cmcd"] == "headers"
+        async with s.get(base + "/player", params={"cmcd": "bogus"}) as r:
+            assert r.status == 400
+
+
 def test_hls_found_in_vendor_copy_then_checkout(tmp_path: Path) -> None:
     vendored, checkout = tmp_path / "vendor.js", tmp_path / "checkout.js"
     assert find_hls((vendored, checkout)) is None

@@ -333,3 +333,49 @@ def test_dashboard_panels_and_recording_rules_have_data(tmp_path: Path) -> None:
         for proc in (e, o):
             if proc is not None:
                 assert proc.stop() == 0, proc.stderr[-2000:]
+
+
+async def one_view(edge: str, prom_base: str) -> None:
+    async with aiohttp.ClientSession() as s:
+        prom = Prom(s, prom_base)
+        deadline = time.monotonic() + PROM_WAIT
+        # Prometheus watches the fresh edge before its first viewer comes
+        assert await prom.until('up{job="edge360"} == 1', deadline)
+        sent = 0
+        for path in ("/demo/master.m3u8", "/demo/v1/index.m3u8", "/demo/v1/seg_000.ts"):
+            async with s.get(f"{edge}{path}?sid=only-viewer1") as r:
+                assert r.status == 200, path
+                sent += len(await r.read())
+        views = await prom.until("increase(edge360_views_total[1m]) >= 1", deadline)
+        assert views, "the one view never showed in increase()"
+        # Prometheus saw the series at 0 first, and no worker ever took the value back
+        assert float((await prom.query("min_over_time(edge360_views_total[1m])"))[0]
+                     ["value"][1]) == 0
+        for name in ("edge360_views_total", "edge360_egress_bytes_total",
+                     "edge360_requests_total"):
+            resets = await prom.query(f"max(resets({name}[1m]))")
+            assert float(resets[0]["value"][1]) == 0, name
+        egress = await prom.until("sum(increase(edge360_egress_bytes_total[1m]))", deadline)
+        assert float(egress[0]["value"][1]) >= 0.9 * sent, (egress, sent)
+
+
+@pytest.mark.timeout(180)
+def test_one_view_on_a_fresh_edge_is_seen_by_increase(tmp_path: Path) -> None:
+    """Two workers and keep-alive shorter than the scrape interval: each scrape may reach
+    either worker, and both hold a new label set alike (the hub keeps the births)."""
+    require_tool("prometheus")
+    media = tmp_path / "media"
+    make_title(media)
+    o: ServerProcess | None = None
+    e: ServerProcess | None = None
+    try:
+        o = start_process(["serve", "--role", "origin", "--port", "0", "--media", str(media)])
+        e = start_process(["serve", "--role", "edge", "--port", "0", "--upstream", o.base,
+                           "--workers", "2"], {"EDGE360_LIMITS_KEEPALIVE_TIMEOUT": "0.3"})
+        (tmp_path / "prom").mkdir()
+        with prometheus(tmp_path / "prom", {"edge": e.base.removeprefix("http://")}) as base:
+            asyncio.run(one_view(e.base, base))
+    finally:
+        for proc in (e, o):
+            if proc is not None:
+                assert proc.stop() == 0, proc.stderr[-2000:]

@@ -217,6 +217,9 @@ async def test_viewers_are_counted_at_the_edge_only(tmp_path: Path) -> None:
                                    now=time.time())
             st, h, body = await fetch(s, signed, headers=wrong)
             assert st == 200 and b"sid=" in body and h["Cache-Control"].startswith("private")
+            assert (await stats(s, shield.base))["sessions_starting"] == 1
+            st, _, _ = await fetch(s, f"{shield.base}/demo/v0/{uris(body)[0]}", headers=wrong)
+            assert st == 200  # its first segment: playback started
             assert (await stats(s, shield.base))["sessions_active"] == 1
             # the right one is waived without a viewer token and still counted nowhere
             right = {"Authorization": f"Bearer {PEER}", "CDN-Loop": "edge360"}

@@ -89,3 +89,47 @@ async def test_state_survives_a_graceful_restart(tiny_media: Path, tmp_path: Pat
             assert (await get_json(sp.base + "/api/stats"))["views_total"] == 12
         finally:
             assert sp.stop() == 0
+
+
+async def test_play_out_is_counted_node_wide_and_kept_across_a_restart(
+        tiny_media: Path, tmp_path: Path) -> None:
+    """A viewer fetches 6 s of media at once (each request on its own connection, so on any
+    worker) and then nothing: the hub keeps it active for the play-out of that media, far past
+    the idle timeout, a graceful restart keeps that, and its CMCD (here: a rate of 8 and an
+    empty buffer) reaches the hub and ends it early."""
+    state = tmp_path / "sessions.json"
+    env = {"EDGE360_SESSIONS_STATE_FILE": str(state), "EDGE360_SESSIONS_IDLE_TIMEOUT": "0.5",
+           "EDGE360_SESSIONS_TIME_SCALE": "0.1"}  # 6 s of media take 60 s to play out
+    args = ["serve", "--port", "0", "--workers", "2", "--media", str(tiny_media)]
+    sp = start_process(args, env)
+    try:
+        await play(sp.base, "buffered-0001")
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s, \
+                s.get(sp.base + "/tiny/v0/seg_002.ts?sid=buffered-0001") as r:
+            assert r.status == 200
+            await r.read()
+        await asyncio.sleep(1.5)  # three idle timeouts without a request
+        for _ in range(4):
+            stats = await get_json(sp.base + "/api/stats")
+            assert (stats["sessions_active"], stats["views_total"]) == (1, 1), stats
+    finally:
+        assert sp.stop() == 0
+    sp = start_process(args, env)
+    try:
+        stats = await get_json(sp.base + "/api/stats")
+        assert (stats["sessions_active"], stats["views_total"]) == (1, 1), stats
+        # the player says it plays at 8x with an empty buffer: one 2 s segment (and the slack
+        # of one more) at 8x is 0.5 s of play-out, then the idle timeout
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as s, \
+                s.get(sp.base + "/tiny/v0/seg_000.ts?sid=buffered-0001",
+                      headers={"CMCD-Status": "bs", "CMCD-Session": "pr=8"}) as r:
+            assert r.status == 200
+            await r.read()
+        for _ in range(100):  # ended within about a second; 10 s at most
+            stats = await get_json(sp.base + "/api/stats")
+            if stats["sessions_active"] == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert (stats["sessions_active"], stats["views_total"]) == (0, 1), stats
+    finally:
+        assert sp.stop() == 0

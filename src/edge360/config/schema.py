@@ -31,6 +31,7 @@ from edge360.config.values import (
     string_list,
     text,
     url,
+    url_path,
     workers,
 )
 from edge360.core.errors import ConfigError
@@ -91,7 +92,14 @@ class EdgeConfig:
     retries: int = _f(1, integer(0, 10), "retries of idempotent requests on another parent")
     max_waiters: int = _f(10000, integer(1, 1_000_000), "waiters per in-flight object")
     max_upstream_inflight: int = _f(256, integer(1, 100000), "upstream fetches in flight")
-    health_interval: float = _f(2.0, number(0.1, 3600), "seconds between parent health checks")
+    health_interval: float = _f(2.0, number(0.1, 3600),
+                                "seconds between probes, and between retries of a parent down")
+    health_path: str = _f("", url_path, "path of the optional active probe of parents; "
+                          "empty = off: health comes from real traffic")
+    health_statuses: tuple[int, ...] = _f((200,), string_list(integer(100, 599)),
+                                          "probe statuses that mean a parent is up")
+    down_after: int = _f(3, integer(1, 1000),
+                         "consecutive failed exchanges that mark a parent down")
     revalidate_timeout: float = _f(2.0, number(0.01, 600),
                                    "seconds to wait for a parent's answer when stale may serve")
     max_entries: int = _f(200_000, integer(16, 100_000_000), "cache entries at most")
@@ -106,6 +114,8 @@ class SessionsConfig:
     state_file: str = _f("", optional_path, "keeps peak/views/sessions across restarts")
     max_active: int = _f(2_000_000, integer(1, 100_000_000), "active sessions at most")
     per_ip_per_minute: int = _f(120, integer(0, 1_000_000), "sessions one address opens a minute")
+    time_scale: float = _f(1.0, number(0.001, 10000),
+                           "divides media seconds in the play-out rule (compressed replays)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -250,6 +260,8 @@ def _check_relations(c: Config, *, require_media: bool) -> None:
     if c.server.proxy_protocol and not c.server.trusted_proxies:
         raise ConfigError("server.proxy_protocol",
                           "needs server.trusted_proxies (the balancers allowed to send it)")
+    if c.edge.health_path and not c.edge.health_statuses:
+        raise ConfigError("edge.health_statuses", "the probe needs at least one status")
     if c.auth.keys_file and not Path(c.auth.keys_file).is_file():
         raise ConfigError("auth.keys_file", f"no such file: {c.auth.keys_file!r}")
 

@@ -155,5 +155,13 @@ def key_params(v: Any) -> tuple[str, ...]:
     return string_list()(v)  # type: ignore[no-any-return]
 
 
+def url_path(v: Any) -> str:
+    """An absolute URL path with an optional query ("/healthz", "/ping?x=1"); "" = off."""
+    s = text(v).strip()
+    if s and not re.fullmatch(r"/[^\s#]*", s):
+        raise BadValue(f"expected a path starting with /, got {_describe(v)}")
+    return s
+
+
 def optional_path(v: Any) -> str:
     return text(v)

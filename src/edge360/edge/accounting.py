@@ -21,8 +21,9 @@ def account(state: EdgeState, t: Target, viewer: Viewer | None, child: bool, res
     counters.cache_requests[label] += 1
     counters.cache_bytes[label] += body_bytes
     rendition = state.index.rendition_of(t.path, t.title, offset, is_playlist=t.kind == "playlist")
+    media, track = state.index.playback(t.path, offset, t.kind)
     touch(state.node, viewer, status, title=t.title, rendition=rendition,
-          playlist=t.kind == "playlist", nbytes=body_bytes)
+          playlist=t.kind == "playlist", nbytes=body_bytes, media=media, track=track)
     if body_bytes:
         counters.egress[bounded(counters.egress, (t.title, rendition))] += body_bytes
     if t.kind == "segment" and status in (200, 206):

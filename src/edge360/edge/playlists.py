@@ -1,6 +1,7 @@
 """What the edge knows from the playlists it has passed on: which rendition a segment belongs to
-(session and egress labels), each segment's duration (late-segment counting), the segments that
-follow one (prefetch), and the compiled form of each stored playlist (per-viewer rewriting).
+(session and egress labels), each segment's duration and track (the sessions' play-out rule,
+late-segment counting), the segments that follow one (prefetch), and the compiled form of each
+stored playlist (per-viewer rewriting).
 
 Everything is learnt from the upstream copies as they are fetched (RFC 8216 §4: a media
 playlist lists its segments in order); every table is bounded and forgets the oldest first.
@@ -16,10 +17,12 @@ from edge360.core.errors import InvalidMedia
 from edge360.hls import playlist
 from edge360.hls.playlist import Segment
 from edge360.hls.rewrite import CompiledPlaylist
+from edge360.sessions.playout import MAIN, track_of
 
 MAX_PLAYLISTS = 10_000
 MAX_SEGMENTS = 500_000
 MAX_COMPILED = 2_000
+MAX_MASTERS = 2_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,6 +30,7 @@ class SegmentRef:
     rendition: str
     duration: float
     playlist: str  # path of the media playlist that lists it
+    track: int = MAIN  # sessions.playout track: main, a separate audio rendition, or text
 
 
 def rendition_label(playlist_path: str, title: str) -> str:
@@ -41,16 +45,22 @@ class PlaylistIndex:
         self._playlists: OrderedDict[str, list[Segment]] = OrderedDict()
         self._segments: OrderedDict[tuple[str, int | None], SegmentRef] = OrderedDict()
         self._compiled: OrderedDict[tuple[str, str], CompiledPlaylist] = OrderedDict()
+        #: what the masters say of their media playlists: path -> EXT-X-MEDIA TYPE ("audio"...)
+        self._roles: OrderedDict[str, str] = OrderedDict()
+        self._masters: OrderedDict[str, int] = OrderedDict()  # master path -> hash of its text
 
     def learn(self, path: str, title: str, text: str) -> None:
-        """Index a media playlist just fetched (a master teaches nothing here)."""
+        """Index a playlist just fetched or served: a media playlist's segments, a master's
+        alternative renditions (which media playlists are audio or subtitles)."""
         if playlist.kind(text) != "media":
+            self._learn_master(path, text)
             return
         try:
             segments = playlist.segments(text, path)
         except InvalidMedia:
             return
         label = rendition_label(path, title)
+        role = self._roles.get(path)
         self._playlists.pop(path, None)
         self._playlists[path] = segments
         while len(self._playlists) > MAX_PLAYLISTS:
@@ -58,9 +68,35 @@ class PlaylistIndex:
         for seg in segments:
             key = (seg.path, seg.byterange[0] if seg.byterange else None)
             self._segments.pop(key, None)
-            self._segments[key] = SegmentRef(label, seg.duration, path)
+            self._segments[key] = SegmentRef(label, seg.duration, path,
+                                             track_of(role, seg.path))
         while len(self._segments) > MAX_SEGMENTS:
             self._segments.popitem(last=False)
+
+    def _learn_master(self, path: str, text: str) -> None:
+        digest = hash(text)
+        if self._masters.get(path) == digest:
+            return  # served again unchanged: nothing new to learn
+        self._masters.pop(path, None)
+        self._masters[path] = digest
+        while len(self._masters) > MAX_MASTERS:
+            self._masters.popitem(last=False)
+        for media_path, role in playlist.media_roles(text, path).items():
+            self._roles.pop(media_path, None)
+            self._roles[media_path] = role
+        while len(self._roles) > MAX_PLAYLISTS:
+            self._roles.popitem(last=False)
+
+    def playback(self, path: str, offset: int | None, kind: str) -> tuple[float | None, int]:
+        """(media seconds, track) an answer for `path` carries, for the session's play-out: the
+        EXTINF of a known segment, 0.0 for a segment or init section the index does not know,
+        None for anything that is no segment (playlists, keys)."""
+        if kind != "segment":
+            return None, MAIN
+        ref = self.segment(path, offset)
+        if ref is None:
+            return 0.0, track_of(None, path)
+        return ref.duration, ref.track
 
     def knows(self, path: str) -> bool:
         return path in self._playlists

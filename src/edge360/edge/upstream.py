@@ -1,5 +1,6 @@
 """The edge's HTTP client to its parents: one keep-alive aiohttp session per process, parent choice
-by rendezvous hashing of the object key, health checks, bounded retries and bounded concurrency.
+by rendezvous hashing of the object key, parent health from real traffic (edge.parenthealth) and
+an optional active probe, bounded retries and bounded concurrency.
 
 Every request carries `CDN-Loop: edge360` appended to any incoming value (RFC 8586 §2), a `Via`
 entry naming this process by a random pseudonym (RFC 9110 §7.6.3; a request that comes back
@@ -24,6 +25,7 @@ import aiohttp
 from edge360.config.schema import EdgeConfig
 from edge360.core import hashing
 from edge360.core.errors import UpstreamError, UpstreamTimeout
+from edge360.edge.parenthealth import ParentHealth, is_failure
 from edge360.node.counters import Counters
 
 #: read size for upstream bodies; waiters are handed these chunks as they arrive
@@ -91,7 +93,8 @@ class Upstream:
         #: our received-by name in Via: unique per process (workers included), never a hostname
         self.pseudonym = f"edge360-{secrets.token_hex(6)}"
         self.parents: tuple[str, ...] = tuple(config.upstreams)
-        self.up: dict[str, bool] = dict.fromkeys(self.parents, True)
+        self.health = ParentHealth(self.parents, down_after=config.down_after,
+                                   retry_every=config.health_interval)
         self._inflight = asyncio.Semaphore(config.max_upstream_inflight)
         self._session: aiohttp.ClientSession | None = None
 
@@ -115,14 +118,20 @@ class Upstream:
             await self._session.close()
             self._session = None
 
+    @property
+    def up(self) -> dict[str, bool]:
+        """Each parent's health (edge360_parent_up)."""
+        return self.health.up
+
     def set_parents(self, parents: tuple[str, ...]) -> None:
         """New parents (SIGHUP); health of known ones is kept."""
         self.parents = parents
-        self.up = {p: self.up.get(p, True) for p in parents}
+        self.health.set_parents(parents)
 
     def ranked(self, key: str) -> list[str]:
-        """Parents for `key` (the path without query or range): healthy ones first."""
-        return hashing.choose(key, self.parents, lambda p: self.up.get(p, True))
+        """Parents for `key` (the path without query or range): healthy ones first, a down
+        parent that owns the key first when its trial is due (edge.parenthealth)."""
+        return self.health.order(hashing.rank(key, self.parents), time.monotonic())
 
     def request_headers(self, incoming_loop: str | None,
                         extra: Mapping[str, str] | None = None, *,
@@ -162,11 +171,13 @@ class Upstream:
             except (TimeoutError, aiohttp.ServerTimeoutError):
                 self._inflight.release()
                 self.counters.upstream_requests["timeout"] += 1
+                self.health.failed(parent, time.monotonic())
                 last = UpstreamTimeout(f"{parent}: no answer in time")
                 continue
             except (aiohttp.ClientError, OSError) as e:
                 self._inflight.release()
                 self.counters.upstream_requests["connect_error"] += 1
+                self.health.failed(parent, time.monotonic())
                 last = UpstreamError(f"{parent}: {e}", kind="connect_error")
                 continue
             except BaseException:
@@ -174,6 +185,10 @@ class Upstream:
                 raise
             self.counters.upstream_latency.observe(time.monotonic() - started)
             self.counters.upstream_requests[str(resp.status)] += 1
+            if is_failure(resp.status, resp.headers):
+                self.health.failed(parent, time.monotonic())
+            else:
+                self.health.succeeded(parent)
             answer = UpstreamResponse(resp.status, fold(resp.headers.items()), parent,
                                       resp, self._inflight)
             if resp.status in RETRY_STATUSES and attempt + 1 < attempts:
@@ -184,23 +199,28 @@ class Upstream:
         raise last if last is not None else UpstreamError("no upstream configured")
 
     async def check_health(self) -> None:
-        """GET /healthz on every parent; a parent is up while it answers 200 (kept out only
-        while it fails, so hashing gives its keys back as soon as it recovers)."""
-        if self._session is None:
+        """The optional active probe (edge.health_path, off by default): GET the path on every
+        parent; one is up while it answers one of edge.health_statuses (another edge360's
+        /healthz answers 503 while it drains: on its way out, skipped). Off, health comes from
+        real traffic alone, so a parent without such an endpoint is never reported down."""
+        path = self.config.health_path
+        if self._session is None or not path:
             return
+        statuses = frozenset(self.config.health_statuses)
 
         async def probe(parent: str) -> None:
             assert self._session is not None
             try:
                 async with self._session.get(
-                        parent + "/healthz", headers=self.request_headers(None),
+                        parent + path, headers=self.request_headers(None),
+                        allow_redirects=False,
                         timeout=aiohttp.ClientTimeout(total=self.config.connect_timeout
                                                       + self.config.read_timeout)) as r:
                     await r.read()
-                    # a draining parent (503) still serves but is on its way out: skip it
-                    self.up[parent] = r.status == 200
+                    ok = r.status in statuses
             except (TimeoutError, aiohttp.ClientError, OSError):
-                self.up[parent] = False
+                ok = False
+            self.health.probed(parent, ok, time.monotonic())
         await asyncio.gather(*(probe(p) for p in self.parents))
 
 

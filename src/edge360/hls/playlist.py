@@ -227,6 +227,19 @@ def segments(text: str, base_path: str) -> list[Segment]:
     return out
 
 
+def media_roles(text: str, base_path: str) -> dict[str, str]:
+    """The playlists a master names in EXT-X-MEDIA (RFC 8216 §4.3.4.1), resolved against the
+    master at `base_path`, each with its TYPE lower-cased ("audio", "subtitles", ...)."""
+    out: dict[str, str] = {}
+    for line in _lines(text):
+        if line.startswith("#EXT-X-MEDIA:"):
+            attrs = {n: v.strip('"') for n, v, _s, _e in attributes(line)}
+            path = resolve(base_path, attrs.get("URI", "")) if attrs.get("URI") else None
+            if path and attrs.get("TYPE"):
+                out[path] = attrs["TYPE"].lower()
+    return out
+
+
 def next_segments(segments: list[Segment], path: str, byterange: tuple[int, int] | None,
                   n: int) -> list[Segment]:
     """The `n` segments after the one at `path` (and `byterange`, matched on its offset when the

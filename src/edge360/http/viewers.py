@@ -16,6 +16,7 @@ from edge360.node.state import NodeState
 from edge360.security import tokens as auth
 from edge360.security.clientaddr import client_address
 from edge360.sessions import viewer as viewerrules
+from edge360.sessions.playout import MAIN
 from edge360.sessions.viewer import Viewer
 
 #: how many edge360 hops a request may have passed before we call it a forwarding loop (RFC 8586)
@@ -90,10 +91,15 @@ def check_token(request: Request, node: NodeState, path: str) -> None:
 
 
 def touch(node: NodeState, viewer: Viewer | None, status: int, *, title: str,
-          rendition: str | None, playlist: bool, nbytes: int = 0) -> bool:
-    """Count an answer in the viewer's session when it counts (viewer.counted); a playlist keeps
-    the session's rendition label. True when it opened a session."""
+          rendition: str | None, playlist: bool, nbytes: int = 0,
+          media: float | None = None, track: int = MAIN) -> bool:
+    """Count an answer in the viewer's session when it counts (viewer.counted). `media`:
+    the seconds of media it carries (EXTINF; 0.0 for an init section or a segment of unknown
+    length) on `track`, None for an answer that carries none (a playlist or a key, which keeps
+    the session's rendition label and never starts playback). True when it counted a view."""
     if viewer is None or not viewerrules.counted(status):
         return False
     return node.tracker.touch(viewer.key, node.clock(), title=title,
-                              rendition=None if playlist else rendition, nbytes=nbytes)
+                              rendition=None if playlist or media is None else rendition,
+                              nbytes=nbytes, media=media or 0.0, track=track,
+                              cmcd=viewer.cmcd)

@@ -5,8 +5,12 @@ session and cache state that a scrape reads (TrackerView, TierGauge)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+from edge360.node.debuts import Debuts
+from edge360.sessions.cmcd import Playback
 
 #: upper bounds of the upstream latency histogram, seconds
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -58,6 +62,9 @@ class Counters:
     responses_cut: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections_open: int = 0
     access_log_dropped: int = 0
+    #: the births of label sets (node.debuts), on the node-wide counters a worker gets from the
+    #: hub; None on a process's own counters (its collector keeps its own)
+    debuts: Debuts | None = None
 
     def add(self, other: Counters) -> None:
         """Fold another worker's counters into this one (node-wide figures)."""
@@ -101,6 +108,19 @@ _LABELLED = ("requests", "egress", "late_segments", "cache_requests", "cache_byt
              "responses_cut")
 
 
+def rate_families(c: Counters, views: Mapping[str, int],
+                  watch: Mapping[str, float]) -> dict[str, Mapping[Any, Any]]:
+    """Every labelled counter by its metric name: what node.debuts holds at 0 while young."""
+    return {"edge360_requests_total": c.requests, "edge360_egress_bytes_total": c.egress,
+            "edge360_late_segments_total": c.late_segments,
+            "edge360_cache_requests_total": c.cache_requests,
+            "edge360_cache_bytes_total": c.cache_bytes,
+            "edge360_upstream_requests_total": c.upstream_requests,
+            "edge360_prefetches_total": c.prefetches,
+            "edge360_cache_evictions_total": c.evictions,
+            "edge360_views_total": views, "edge360_watch_seconds_total": watch}
+
+
 def counters_to_dict(c: Counters) -> dict[str, Any]:
     """Counters as JSON-able data (label tuples become lists) for the worker hub."""
     out: dict[str, Any] = {}
@@ -136,6 +156,8 @@ class TrackerView(Protocol):
     @property
     def active(self) -> int: ...
     @property
+    def starting(self) -> int: ...
+    @property
     def peak(self) -> int: ...
     @property
     def peak_time(self) -> float | None: ...
@@ -150,7 +172,8 @@ class TrackerView(Protocol):
     def active_by_label(self) -> dict[tuple[str, str], int]: ...
     def expire(self, now: float) -> int: ...
     def touch(self, key: str, now: float, *, title: str, rendition: str | None,
-              nbytes: int = 0) -> bool: ...
+              nbytes: int = 0, media: float = 0.0, track: int = 0,
+              cmcd: Playback | None = None) -> bool: ...
 
 
 @dataclass(frozen=True, slots=True)

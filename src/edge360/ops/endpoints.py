@@ -15,7 +15,7 @@ from edge360.http.response import Response, encode_fields, json_response
 from edge360.http.wire import Request
 from edge360.node.counters import TierGauge
 from edge360.node.state import NodeState
-from edge360.ops.metrics import NodeCollector, exposition, make_registry
+from edge360.ops.metrics import NodeCollector, exposition, make_registry, stores_series
 
 #: egress samples kept (one a second): the egress rate is over this many seconds
 EGRESS_SAMPLES = 10
@@ -46,7 +46,9 @@ def stats_body(node: NodeState, samples: deque[tuple[float, int]]) -> dict[str, 
         "sessions_peak_time": t.peak_time,
         "sessions_peak_recent": t.peak_recent(now),
         "views_total": t.views,
+        "sessions_starting": t.starting,
         "idle_timeout": node.config.sessions.idle_timeout,
+        "time_scale": node.config.sessions.time_scale,
         "top_titles": sorted(titles.items(), key=lambda kv: -kv[1])[:10],
         "rendition_mix": mix,
         "egress_bytes_total": sum(node.node_counters().egress.values()),
@@ -90,7 +92,7 @@ class Endpoints:
         await self.node.refresh()
         return Response(200, encode_fields({"Content-Type": CONTENT_TYPE_LATEST,
                                             "Cache-Control": "no-store"}),
-                        body=exposition(self.registry))
+                        body=exposition(self.registry, storing=stores_series(request.fields)))
 
     async def stats(self, request: Request) -> Response:
         await self.node.refresh()

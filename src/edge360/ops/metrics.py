@@ -2,18 +2,35 @@
 
 The request path only bumps plain dict counters (no prometheus_client label lookup, no lock); the
 collector turns them into metric families when /metrics is scraped. The session gauges come straight
-from the tracker, so a scrape always sees the exact current figures.
+from the tracker, so a scrape always sees the exact current figures. A scraper that stores series
+(it sends X-Prometheus-Scrape-Timeout-Seconds, as Prometheus and the agents built on its scrape
+code do) sees each counter's new label sets at 0 for their first seconds (node.debuts), so rate()
+and increase() count their first increment; one-off readers see the values as they are.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+import contextvars
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
-from edge360.node.counters import Counters, TierGauge, TrackerView
+from edge360.node.counters import Counters, TierGauge, TrackerView, rate_families
+from edge360.node.debuts import Debuts
+
+#: whether the exposition being built is for a scraper that stores series (see `exposition`)
+_STORING: contextvars.ContextVar[bool] = contextvars.ContextVar("edge360_storing", default=False)
+
+
+def stores_series(fields: Mapping[str, str]) -> bool:
+    """Whether a /metrics request (its fields, lower-cased names) comes from a scraper that
+    keeps series and rates them: Prometheus sends X-Prometheus-Scrape-Timeout-Seconds with every
+    scrape, and so do the agents built on its scrape code (Grafana Agent/Alloy, the
+    OpenTelemetry Collector, vmagent)."""
+    return "x-prometheus-scrape-timeout-seconds" in fields
 
 
 class NodeCollector(Collector):
@@ -32,6 +49,8 @@ class NodeCollector(Collector):
         self._now = now
         self._tiers = tiers
         self._parents = parents
+        #: births of label sets while this process counts alone (workers use the hub's)
+        self._debuts = Debuts(now())
 
     def collect(
         self,
@@ -39,6 +58,20 @@ class NodeCollector(Collector):
         t = self._tracker()
         now = self._now()
         t.expire(now)
+        c = self._counters()
+        views_by_title = t.views_by_title
+        # a title with views has a watch series from its first view on (at 0 until watch time
+        # settles), so rate() of it starts from a sample at 0 like every other counter
+        watch_by_title: dict[str, float] = dict.fromkeys(views_by_title, 0.0)
+        watch_by_title.update(t.watch_seconds_by_title)
+        debuts = c.debuts
+        if debuts is None:  # this process counts alone: it keeps the births
+            debuts = self._debuts
+            debuts.observe(rate_families(c, views_by_title, watch_by_title), now)
+        storing = _STORING.get()
+
+        def shown(name: str, values: Mapping[Any, Any]) -> Mapping[Any, Any]:
+            return debuts.held(name, values, now) if storing else values
         active = GaugeMetricFamily("edge360_sessions_active", "Viewer sessions active now",
                                    labels=["title", "rendition"])
         labels = t.active_by_label()
@@ -48,22 +81,28 @@ class NodeCollector(Collector):
             # an idle node still exports the series, so dashboards and alerts see a real zero
             active.add_metric(["none", "none"], 0)
         yield active
+        yield GaugeMetricFamily("edge360_sessions_starting",
+                                "Sessions that have fetched only playlists so far",
+                                value=t.starting)
         yield GaugeMetricFamily("edge360_sessions_peak", "Highest sessions_active since start",
                                 value=t.peak)
         yield GaugeMetricFamily("edge360_sessions_peak_recent",
                                 "Highest sessions_active within the peak window",
                                 value=t.peak_recent(now))
-        views = CounterMetricFamily("edge360_views_total", "Sessions opened", labels=["title"])
-        for title, n in sorted(t.views_by_title.items()):
+        views = CounterMetricFamily("edge360_views_total",
+                                    "Views: sessions that started playback", labels=["title"])
+        for title, n in sorted(shown("edge360_views_total", views_by_title).items()):
             views.add_metric([title], n)
         yield views
-        watch = CounterMetricFamily("edge360_watch_seconds_total", "Watch time of ended sessions",
-                                    labels=["title"])
-        for title, s in sorted(t.watch_seconds_by_title.items()):
+        watch = CounterMetricFamily(
+            "edge360_watch_seconds_total",
+            "Watch time, settled up to the idle timeout ago (active sessions included)",
+            labels=["title"])
+        for title, s in sorted(shown("edge360_watch_seconds_total", watch_by_title).items()):
             watch.add_metric([title], s)
         yield watch
         tiers = list(self._tiers())
-        yield from self._counter_families(self._counters(), [g.tier for g in tiers])
+        yield from self._counter_families(c, [g.tier for g in tiers], shown)
         if tiers:
             size = GaugeMetricFamily("edge360_cache_size_bytes", "Bytes held per cache tier",
                                      labels=["tier"])
@@ -85,20 +124,25 @@ class NodeCollector(Collector):
     @staticmethod
     def _counter_families(
         c: Counters, tiers: Sequence[str] = (),
+        shown: Callable[[str, Mapping[Any, Any]], Mapping[Any, Any]] = lambda _n, v: v,
     ) -> Iterator[GaugeMetricFamily | CounterMetricFamily | HistogramMetricFamily]:
         def labelled(name: str, doc: str, names: list[str],
-                     data: dict[tuple[str, str], int] | dict[str, int]) -> CounterMetricFamily:
+                     data: Mapping[Any, int]) -> CounterMetricFamily:
             fam = CounterMetricFamily(name, doc, labels=names)
-            for key, v in sorted(data.items()):
+            for key, v in sorted(shown(name, data).items()):
                 fam.add_metric([*key] if isinstance(key, tuple) else [str(key)], v)
             return fam
 
         yield labelled("edge360_requests_total", "Requests answered", ["kind", "code"], c.requests)
         yield labelled("edge360_egress_bytes_total", "Body bytes sent to clients",
                        ["title", "rendition"], c.egress)
+        # every (title, rendition) that sent bytes is a known label set: one with no late segment
+        # exports its true count, 0, so the panel shows a healthy rendition as 0, not as nothing
+        late = dict.fromkeys(c.egress, 0)
+        late.update(c.late_segments)
         yield labelled("edge360_late_segments_total",
                        "Segments that took longer to send than their duration",
-                       ["title", "rendition"], c.late_segments)
+                       ["title", "rendition"], late)
         yield labelled("edge360_cache_requests_total", "Edge cache lookups", ["result"],
                        c.cache_requests)
         yield labelled("edge360_cache_bytes_total", "Body bytes served by cache result",
@@ -144,5 +188,11 @@ def make_registry(collector: NodeCollector) -> CollectorRegistry:
     return registry
 
 
-def exposition(registry: CollectorRegistry) -> bytes:
-    return generate_latest(registry)
+def exposition(registry: CollectorRegistry, *, storing: bool = False) -> bytes:
+    """The text exposition; `storing`: for a scraper that keeps series (`stores_series`), which
+    is shown new counter label sets at 0 while they are young."""
+    token = _STORING.set(storing)
+    try:
+        return generate_latest(registry)
+    finally:
+        _STORING.reset(token)

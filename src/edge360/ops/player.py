@@ -56,7 +56,7 @@ class BadPlayerQuery(BadRequest):
     """A /player query the page cannot safely use."""
 
     default_reason = ("bad player query: src must be a same-origin path or an http(s) URL, "
-                      "maxHeight a positive integer")
+                      "maxHeight a positive integer, cmcd query or headers")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,10 +67,18 @@ class PlayerQuery:
     max_height: int | None
     #: "scheme://host[:port]" of an absolute src, added to connect-src; None for same-origin paths
     src_origin: str | None
+    #: hls.js sends CMCD (CTA-5004) "query" (the CMCD parameter) or "headers" (CMCD-*); None: off
+    cmcd: str | None = None
 
 
-def parse_query(src: str | None, max_height: str | None) -> PlayerQuery:
-    """Validate `src` (a same-origin path or an http(s) URL) and `maxHeight` (BadPlayerQuery)."""
+def parse_query(src: str | None, max_height: str | None,
+                cmcd: str | None = None) -> PlayerQuery:
+    """Validate `src` (a same-origin path or an http(s) URL), `maxHeight` and `cmcd`
+    (BadPlayerQuery)."""
+    if cmcd == "":
+        cmcd = None
+    if cmcd not in (None, "query", "headers"):
+        raise BadPlayerQuery(f"cmcd {cmcd[:20]!r}")
     if max_height is None or max_height == "":
         cap = None
     elif _HEIGHT_RE.match(max_height) and int(max_height) > 0:
@@ -78,13 +86,13 @@ def parse_query(src: str | None, max_height: str | None) -> PlayerQuery:
     else:
         raise BadPlayerQuery(f"maxHeight {max_height!r}")
     if src is None or src == "":
-        return PlayerQuery(DEFAULT_SRC, cap, None)
+        return PlayerQuery(DEFAULT_SRC, cap, None, cmcd)
     # whitespace, controls and backslashes: browsers "repair" such URLs in ways that differ from
     # what we validate here (WHATWG URL parsing strips and converts them), so refuse them outright
     if len(src) > MAX_SRC or "\\" in src or any(ord(c) <= 0x20 or ord(c) == 0x7F for c in src):
         raise BadPlayerQuery("src has forbidden characters")
     if src.startswith("/") and not src.startswith("//"):  # "//host" is another origin
-        return PlayerQuery(src, cap, None)
+        return PlayerQuery(src, cap, None, cmcd)
     parts = urlsplit(src)
     if parts.scheme.lower() not in ("http", "https") or "@" in parts.netloc \
             or not _HOST_RE.match(parts.netloc):
@@ -95,7 +103,7 @@ def parse_query(src: str | None, max_height: str | None) -> PlayerQuery:
         raise BadPlayerQuery("src port") from e
     if port is not None and not 0 < port < 65536:
         raise BadPlayerQuery("src port")
-    return PlayerQuery(src, cap, f"{parts.scheme.lower()}://{parts.netloc.lower()}")
+    return PlayerQuery(src, cap, f"{parts.scheme.lower()}://{parts.netloc.lower()}", cmcd)
 
 
 def content_security_policy(query: PlayerQuery) -> str:
@@ -155,7 +163,10 @@ class Player:
         return cls(template, assets)
 
     def render(self, query: PlayerQuery) -> bytes:
-        config = {"src": query.src, "maxHeight": query.max_height, "stats": "/api/stats"}
+        config: dict[str, object] = {"src": query.src, "maxHeight": query.max_height,
+                                     "stats": "/api/stats"}
+        if query.cmcd:
+            config["cmcd"] = query.cmcd
         # JSON, then HTML-attribute escaping (quotes included): the page reads it back with
         # JSON.parse(dataset.config), so no value of src can end the attribute or the element
         attr = html.escape(orjson.dumps(config).decode(), quote=True)
@@ -172,8 +183,9 @@ class PlayerPages:
         self.player = player
 
     def page(self, request: Request) -> Response:
-        """GET /player: the page for `?src=` (default the demo) and `?maxHeight=`."""
-        query = parse_query(request.param("src"), request.param("maxHeight"))
+        """GET /player: the page for `?src=` (default the demo), `?maxHeight=` and `?cmcd=`."""
+        query = parse_query(request.param("src"), request.param("maxHeight"),
+                            request.param("cmcd"))
         body = self.player.render(query)
         return Response(200, encode_fields({
             "Content-Type": "text/html; charset=utf-8",

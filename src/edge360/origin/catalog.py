@@ -23,6 +23,7 @@ from edge360.hls import playlist
 from edge360.hls.rewrite import CompiledPlaylist
 from edge360.hls.titles import TitleInfo, scan_media_root
 from edge360.origin.files import read_version, stat_version
+from edge360.sessions.playout import MAIN, track_of
 
 #: files up to this size are kept in memory (playlists, keys, subtitles, small segments)
 SMALL_FILE = 256 * 1024
@@ -49,6 +50,24 @@ class MediaFile:
     compiled: CompiledPlaylist | None = None  # playlists, for per-viewer rewriting
     #: seconds of media per segment file, or per byte offset for single-file renditions
     durations: dict[int, float] = field(default_factory=dict)
+    #: the play-out track its segments count in (sessions.playout: main, audio or text)
+    track: int = MAIN
+
+    def media_seconds(self, range_header: str) -> float | None:
+        """Seconds of media an answer of this file carries, for the session's play-out: the
+        EXTINF of the segment that starts at the answer's first byte (0 without a Range; a
+        single-file rendition's segments by their offsets), 0.0 when none starts there (an init
+        section, a whole single-file rendition, a resumed download), None when the file is no
+        media segment at all (a playlist, a key)."""
+        if self.media_type.kind != "segment":
+            return None
+        offset = 0
+        if range_header.startswith("bytes="):
+            first = range_header[6:].split("-", 1)[0].strip()
+            if not first.isdigit():
+                return 0.0
+            offset = int(first)
+        return self.durations.get(offset, 0.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +106,18 @@ def _rendition_names(info: TitleInfo) -> dict[str, str]:
     return names
 
 
+def _tracks(info: TitleInfo) -> dict[str, int]:
+    """Title-relative segment path -> play-out track, from the role of the playlist that lists
+    it (an EXT-X-MEDIA TYPE=AUDIO rendition plays beside the video, subtitles count nothing)."""
+    roles = {r.path: r.role for r in info.renditions}
+    out: dict[str, int] = {}
+    for media in info.playlists:
+        role = roles.get(media.path)
+        for seg in media.segments:
+            out.setdefault(seg.path, track_of(role, seg.path))
+    return out
+
+
 def _durations(info: TitleInfo) -> dict[str, dict[int, float]]:
     out: dict[str, dict[int, float]] = {}
     for media in info.playlists:
@@ -102,6 +133,7 @@ def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
     title_dir = os.path.join(root_real, info.name)
     renditions = _rendition_names(info)
     durations = _durations(info)
+    tracks = _tracks(info)
     masters = set(info.masters)
     settling = False
     for dirpath, dirnames, filenames in os.walk(title_dir):
@@ -143,7 +175,8 @@ def _index_title(root_real: str, info: TitleInfo, config: OriginConfig,
                 size=version.size, mtime=version.mtime, etag=version.etag,
                 last_modified=version.last_modified, media_type=mt,
                 cache_control=cache_control, is_master=is_master, live=live, body=body,
-                compiled=compiled, durations=durations.get(rel, {}))
+                compiled=compiled, durations=durations.get(rel, {}),
+                track=tracks.get(rel, track_of(None, rel)))
     return settling and not live
 
 

@@ -231,7 +231,8 @@ def account(node: NodeState, mf: MediaFile, viewer: Viewer | None, status: int,
     """Count a served answer: the viewer's session, egress, a segment sent later than its
     duration."""
     touch(node, viewer, status, title=mf.title, rendition=mf.rendition,
-          playlist=mf.compiled is not None, nbytes=body_bytes)
+          playlist=mf.compiled is not None, nbytes=body_bytes,
+          media=mf.media_seconds(range_header), track=mf.track)
     counters = node.counters
     if body_bytes:
         counters.egress[(mf.title, mf.rendition)] += body_bytes

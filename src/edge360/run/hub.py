@@ -2,11 +2,13 @@
 supervisor.
 
 A viewer's requests may land on any worker, so no worker can count sessions alone. Each worker
-batches its touches (key, time, title, rendition, bytes) and sends them to the hub over a Unix
-socket every BATCH_SECONDS, together with its counters; the hub applies them to the one tracker.
+batches its touches (key, time, title, rendition, bytes, and what the play-out rule needs: media
+seconds, track, CMCD) and sends them to the hub over a Unix socket every BATCH_SECONDS, together
+with its counters; the hub applies them to the one tracker.
 A worker answering /metrics or /api/stats first flushes its batch and asks the hub for a snapshot,
-so every answer is node-wide and includes that worker's own latest requests. Admin actions are
-fanned out to every worker through `cast`.
+so every answer is node-wide and includes that worker's own latest requests; the snapshot carries
+the births of young counter label sets (node.debuts), kept by the hub for the whole node. Admin
+actions are fanned out to every worker through `cast`.
 
 Node-wide counters never go backwards (they are Prometheus counters, whose rate() reads any
 decrease as a reset): a worker that dies takes its counters with it and its replacement starts
@@ -33,9 +35,13 @@ from edge360.node.counters import (
     Counters,
     counters_from_dict,
     counters_to_dict,
+    rate_families,
     without_gauges,
 )
+from edge360.node.debuts import Debuts
 from edge360.node.tasks import TaskGroup
+from edge360.sessions.cmcd import Playback
+from edge360.sessions.playout import MAIN
 from edge360.sessions.tracker import SessionTracker
 
 BATCH_SECONDS = 0.05
@@ -68,7 +74,7 @@ def tracker_view(t: SessionTracker, now: float) -> dict[str, Any]:
     """What a worker needs to answer /metrics and /api/stats for the whole node."""
     t.expire(now)
     return {
-        "active": t.active, "peak": t.peak, "peak_time": t.peak_time,
+        "active": t.active, "starting": t.starting, "peak": t.peak, "peak_time": t.peak_time,
         "peak_recent": t.peak_recent(now), "views": t.views,
         "views_by_title": t.views_by_title, "watch_seconds_by_title": t.watch_seconds_by_title,
         "labels": [[title, rendition, n] for (title, rendition), n in t.active_by_label().items()],
@@ -94,15 +100,18 @@ class Hub:
         self._pending: dict[int, tuple[asyncio.Future[list[Any]], list[Any], int]] = {}
         self._ids = itertools.count(1)
         self._floor = 0.0  # touches are applied in non-decreasing time (batches interleave)
+        self.debuts = Debuts(clock())
         self.tasks = TaskGroup(limit=1024)
 
     def apply(self, batch: list[list[Any]]) -> None:
         touch = self.tracker.touch
         floor = self._floor
-        for key, at, title, rendition, nbytes in batch:
+        for key, at, title, rendition, nbytes, media, track, cmcd in batch:
             floor = max(floor, float(at))
             touch(str(key), floor, title=str(title),
-                  rendition=None if rendition is None else str(rendition), nbytes=int(nbytes))
+                  rendition=None if rendition is None else str(rendition), nbytes=int(nbytes),
+                  media=float(media), track=int(track),
+                  cmcd=None if cmcd is None else Playback.from_wire(cmcd))
         self._floor = floor
 
     def merged_counters(self) -> Counters:
@@ -175,9 +184,13 @@ class Hub:
         """A node-wide snapshot: every worker flushes first (its batch arrives before its reply
         on the same ordered stream), so the answer includes every request served so far."""
         await self.fanout("flush", None, within=2)
-        write_frame(writer, {"t": "snap", "id": msg["id"],
-                             "v": tracker_view(self.tracker, self.clock()),
-                             "c": counters_to_dict(self.merged_counters())})
+        now = self.clock()
+        view = tracker_view(self.tracker, now)
+        counters = self.merged_counters()
+        self.debuts.observe(rate_families(counters, view["views_by_title"],
+                                          view["watch_seconds_by_title"]), now)
+        write_frame(writer, {"t": "snap", "id": msg["id"], "v": view,
+                             "c": counters_to_dict(counters), "y": self.debuts.young(now)})
 
     def _reply(self, msg: dict[str, Any]) -> None:
         entry = self._pending.get(int(msg["id"]))
@@ -198,7 +211,7 @@ class HubClient:
         self.counters = counters
         self.handlers: dict[str, Handler] = {}
         self.view: dict[str, Any] = tracker_view(SessionTracker(1, 1, 1), 0.0)
-        self.node_counters = Counters()
+        self.node_counters = Counters(debuts=Debuts.from_young([]))  # births are the hub's
         self._batch: list[list[Any]] = []
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -223,9 +236,11 @@ class HubClient:
         self._syncer = asyncio.get_running_loop().call_later(SYNC_SECONDS, self._sync)
 
     def touch(self, key: str, now: float, *, title: str, rendition: str | None,
-              nbytes: int = 0) -> bool:
-        """Queue a touch for the hub; whether it opened a session is known only there."""
-        self._batch.append([key, now, title, rendition, nbytes])
+              nbytes: int = 0, media: float = 0.0, track: int = MAIN,
+              cmcd: Playback | None = None) -> bool:
+        """Queue a touch for the hub; whether it counted a view is known only there."""
+        self._batch.append([key, now, title, rendition, nbytes, media, track,
+                            None if cmcd is None else cmcd.wire()])
         if len(self._batch) >= MAX_BATCH:
             self.flush()
         elif self._flusher is None:
@@ -259,6 +274,7 @@ class HubClient:
         msg = await self._request("snap")
         self.view = msg["v"]
         self.node_counters = counters_from_dict(msg["c"])
+        self.node_counters.debuts = Debuts.from_young(msg.get("y", []))
 
     async def cast(self, op: str, args: dict[str, Any]) -> list[Any]:
         """Run `op` on every worker of the node (this one included); their results."""
@@ -311,6 +327,10 @@ class RemoteTracker:
     @property
     def active(self) -> int:
         return int(self.client.view["active"])
+
+    @property
+    def starting(self) -> int:
+        return int(self.client.view.get("starting", 0))
 
     @property
     def peak(self) -> int:

@@ -8,10 +8,9 @@ import hashlib
 import re
 import secrets
 
+from edge360.sessions import cmcd
+
 SID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
-# CTA-5004 §3: CMCD is comma-separated key[=value]; a String value is a double-quoted string in
-# which \" and \\ are escaped. A key without a value is a boolean true.
-_CMCD_RE = re.compile(r'\s*([A-Za-z0-9_.-]+)\s*(?:=\s*("(?:[^"\\]|\\.)*"|[^,]*))?\s*(?:,|$)')
 
 
 def valid_sid(s: str | None) -> bool:
@@ -25,22 +24,12 @@ def new_sid() -> str:
 
 
 def cmcd_sid(value: str | None) -> str | None:
-    """The `sid` of a CMCD query value (already URL-decoded) or CMCD-Session header, if valid."""
-    if not value:
-        return None
-    pos = 0
-    while pos < len(value):
-        m = _CMCD_RE.match(value, pos)
-        if m is None or m.end() == pos:
-            return None
-        if m.group(1) == "sid":
-            raw = m.group(2)
-            # sid is a String (CTA-5004 §3.3): only the quoted form is valid
-            if raw is None or len(raw) < 2 or raw[0] != '"':
-                return None
-            sid = re.sub(r"\\(.)", r"\1", raw[1:-1])
+    """The `sid` of a CMCD query value (already URL-decoded) or CMCD-Session header, if valid.
+    `sid` is a String (CTA-5004 §3.3): only the quoted form counts; the first `sid` decides."""
+    for key, raw in cmcd.pairs(value):
+        if key == "sid":
+            sid = cmcd.string(raw)
             return sid if valid_sid(sid) else None
-        pos = m.end()
     return None
 
 

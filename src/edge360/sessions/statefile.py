@@ -20,7 +20,7 @@ log = logging.getLogger("edge360.state")
 
 def new_tracker(config: Config) -> SessionTracker:
     s = config.sessions
-    return SessionTracker(s.idle_timeout, s.peak_window, s.max_active)
+    return SessionTracker(s.idle_timeout, s.peak_window, s.max_active, time_scale=s.time_scale)
 
 
 def load_tracker(config: Config, clock: Callable[[], float]) -> SessionTracker:
@@ -32,7 +32,8 @@ def load_tracker(config: Config, clock: Callable[[], float]) -> SessionTracker:
         with open(s.state_file, "rb") as fh:
             data = orjson.loads(fh.read())
         tracker = SessionTracker.restore(data, clock(), idle_timeout=s.idle_timeout,
-                                         peak_window=s.peak_window, max_active=s.max_active)
+                                         peak_window=s.peak_window, max_active=s.max_active,
+                                         time_scale=s.time_scale)
     except FileNotFoundError:
         return new_tracker(config)
     except (OSError, ValueError, TypeError) as e:

@@ -18,7 +18,9 @@ from dataclasses import dataclass
 from urllib.parse import quote
 
 from edge360.core.kinds import PLAYLIST, kind_of
+from edge360.sessions import cmcd as cmcd_keys
 from edge360.sessions import identity as ids
+from edge360.sessions.cmcd import Playback
 
 #: query parameters that identify one viewer: never in a cache key, never copied from an upstream
 #: URI into another viewer's playlist
@@ -37,6 +39,7 @@ class Viewer:
     token: str | None  # the signed token carried into playlist URIs
     address: str
     minted: bool = False  # the sid was minted for this request: no later request carries it yet
+    cmcd: Playback | None = None  # what the request's CMCD says about playback
 
     def params(self) -> str:
         """The query fragment appended to every URI of a playlist served to this viewer."""
@@ -53,15 +56,21 @@ def identify(query: Mapping[str, str], fields: Mapping[str, str], address: str, 
     """The viewer of a content request: `sid` query > CMCD query sid > CMCD-Session header >
     address + User-Agent (sessions.identity; an invalid id counts as absent and is never echoed
     back). `opens`: a playlist request, which opens a session under a fresh sid when it carries no
-    id, so the rewritten URIs can carry one; the fallback key itself is never written anywhere."""
-    key, explicit = ids.identity(query.get("sid"), query.get("CMCD"),
-                                      fields.get("cmcd-session"), address,
-                                      fields.get("user-agent", ""))
+    id, so the rewritten URIs can carry one; the fallback key itself is never written anywhere.
+    The playback keys of its CMCD (query or the four CMCD-* fields) go with it to the session."""
+    cmcd_query, cmcd_session = query.get("CMCD"), fields.get("cmcd-session")
+    key, explicit = ids.identity(query.get("sid"), cmcd_query, cmcd_session, address,
+                                 fields.get("user-agent", ""))
     token = query.get("token") or None
+    playback = cmcd_keys.playback(cmcd_query, fields.get("cmcd-request"),
+                                  fields.get("cmcd-status"), cmcd_session,
+                                  fields.get("cmcd-object"))
     if not explicit and opens:
         fresh = ids.new_sid()
-        return Viewer(key=fresh, sid=fresh, token=token, address=address, minted=True)
-    return Viewer(key=key, sid=key if explicit else None, token=token, address=address)
+        return Viewer(key=fresh, sid=fresh, token=token, address=address, minted=True,
+                      cmcd=playback)
+    return Viewer(key=key, sid=key if explicit else None, token=token, address=address,
+                  cmcd=playback)
 
 
 def opens_counted_session(path: str, method: str, query: Mapping[str, str],

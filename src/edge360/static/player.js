@@ -78,7 +78,10 @@
   };
 
   if (typeof Hls !== "undefined" && Hls.isSupported()) {
-    hls = new Hls({ autoStartLoad: false });
+    // CMCD (CTA-5004) on request: the server's session rule reads the player's buffer from it
+    const options = { autoStartLoad: false };
+    if (config.cmcd) options.cmcd = { useHeaders: config.cmcd === "headers" };
+    hls = new Hls(options);
     hls.on(Hls.Events.MANIFEST_PARSED, () => {
       if (config.maxHeight) {
         // the highest level not taller than maxHeight (levels are sorted by bitrate); the
