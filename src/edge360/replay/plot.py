@@ -15,6 +15,7 @@ from typing import Any
 
 from edge360.replay.series import (
     COLORS,
+    LINES,
     MIX_COLORS,
     RenditionMix,
     SeriesPoint,
@@ -55,7 +56,7 @@ def render_png(series: Sequence[SeriesPoint], summary: dict[str, Any], mix: Rend
 
     top = 0.0
     marks = {pk.name: pk for pk in peaks(series)}
-    for name in ("target", "achieved", "server"):
+    for name in LINES:
         pts = [(p.time_h, getattr(p, name)) for p in series if getattr(p, name) is not None]
         if not pts:
             continue
