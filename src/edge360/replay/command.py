@@ -46,6 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "(127.0.0.1 .. 127.0.0.N, loopback targets) or a list")
     parser.add_argument("--player-profile", default="hlsjs", choices=sorted(PROFILES),
                         help="how the virtual players buffer (default hlsjs)")
+    parser.add_argument("--ramp", type=float, default=None, metavar="SECONDS",
+                        help="the viewers already watching when the window opens make their "
+                             "first request over this many real seconds (default: one 6 s "
+                             "segment, compressed by --speed)")
     parser.add_argument("--cmcd", nargs="?", const="query", default=None, choices=cmcd.MODES,
                         help="send CMCD (CTA-5004) as the CMCD query parameter (default when "
                              "given) or as CMCD-* headers")
@@ -82,6 +86,8 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise UsageError("--views and --peak must be at least 1")
     if args.duration is not None and not args.duration > 0:
         raise UsageError(f"--duration must be > 0 seconds (got {args.duration:g})")
+    if args.ramp is not None and not args.ramp > 0:
+        raise UsageError(f"--ramp must be > 0 seconds (got {args.ramp:g})")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1 (got {args.workers})")
     if args.connections is not None and args.connections < 1:
@@ -98,13 +104,13 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
                 speed=args.speed, window_h=window, seed=args.seed, loop=args.loop,
                 duration_s=args.duration, workers=args.workers, shard=shard,
                 connections=args.connections, profile=args.player_profile, cmcd=args.cmcd,
-                sources=sources)
+                sources=sources, ramp_s=args.ramp)
 
 
 def run_model(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     """The --model run: the expected curve and what the sampled viewers would make, no network."""
     viewers = sample_viewers(curve, WatchTime(), seed=plan.seed, scale=plan.scale,
-                             window_h=plan.window_h)
+                             window_h=plan.window_h, phase_s=plan.phase_s)
     w0, w1 = plan.window_h
     times = [t for t in curve.times_s if w0 * 3600 <= t <= w1 * 3600]
     if not times or times[-1] < w1 * 3600:

@@ -47,6 +47,7 @@ from edge360.replay.hls import (
     variant_names,
     with_sid,
 )
+from edge360.replay.links import HEADROOM, LINKS, draw_link, expected_bitrate, pick
 from edge360.replay.model import Viewer
 from edge360.replay.profiles import HLSJS, PlayerProfile
 from edge360.replay.stats import Stats
@@ -58,30 +59,13 @@ __all__ = ["BURST", "HEADROOM", "LINKS", "MediaPlaylist", "PlayerConfig", "Playl
            "Segment", "Stats", "VirtualPlayer", "expected_bitrate", "parse_master", "parse_media",
            "sid_of", "variant_names", "with_sid"]
 
-# (share of viewers, link speed bit/s), docs/TRAFFIC.md: fibre, good, fair, slow mobile
-LINKS: tuple[tuple[float, float], ...] = ((0.25, 25e6), (0.35, 8e6), (0.25, 4e6), (0.15, 1.5e6))
 BURST = 3                 # the Locust approximation's start-up burst (benchmarks/locustfile.py)
 SWITCH_PROBABILITY = 0.02  # per segment: the simulated link changes
-HEADROOM = 0.8            # a player picks a rendition whose bandwidth fits 80 % of its link
 RETRIES = 3               # a failed segment is asked again this often before the viewer gives up
 RETRY_S = 1.0             # media seconds between those attempts
 #: a bound on a viewer's steps (segment fetches and reloads) besides its watch time: a server
 #: answering zero-length segments at once cannot spin it
 MAX_STEPS = 1_000_000
-
-
-def expected_bitrate(bandwidths: list[int],
-                     links: tuple[tuple[float, float], ...] = LINKS) -> float:
-    """The mean BANDWIDTH the players pick from this ladder by their link mix (bit/s)."""
-    ladder = sorted(bandwidths)
-    if not ladder:
-        return 0.0
-    total = sum(share for share, _ in links) or 1.0
-    mean = 0.0
-    for share, speed in links:
-        fitting = [bw for bw in ladder if bw <= speed * HEADROOM]
-        mean += share * (fitting[-1] if fitting else ladder[0])
-    return mean / total
 
 
 @dataclass(frozen=True)
@@ -205,14 +189,8 @@ class VirtualPlayer:
 
     def _pick(self, variants: list[tuple[int, str]]) -> str:
         """Draw the viewer's link speed and the highest rendition that fits it."""
-        r, self.link = self.rng.random(), self.cfg.links[-1][1]
-        for share, speed in self.cfg.links:
-            if r < share:
-                self.link = speed
-                break
-            r -= share
-        fitting = [url for bw, url in variants if bw <= self.link * HEADROOM]
-        return fitting[-1] if fitting else variants[0][1]
+        self.link = draw_link(self.rng.random(), self.cfg.links)
+        return pick(variants, self.link)
 
     async def _media(self, url: str) -> MediaPlaylist | None:
         body = await self._fetch(url, text=True)

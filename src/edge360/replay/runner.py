@@ -33,6 +33,7 @@ from edge360.replay.target import TargetInfo, probe
 __all__ = ["Plan", "Share", "model_summary", "run_live", "run_share"]
 
 REAL_IDLE_TIMEOUT = 30.0     # the production default the compressed timeout is derived from
+DEFAULT_PHASE_S = 6.0        # a 6 s segment: a watching player's next fetch falls within one
 MIX_BUCKETS = 120            # rendition-mix buckets over the window (each at least 1 real second)
 #: the shortest real time a segment may last: below it the players' timers (one event loop per
 #: process, woken a few milliseconds late under load) cannot keep one fetch per segment
@@ -65,6 +66,13 @@ class Plan:
     profile: str = "hlsjs"
     cmcd: str | None = None
     sources: tuple[str, ...] = ()
+    ramp_s: float | None = None          # real seconds the viewers already watching join over
+
+    @property
+    def phase_s(self) -> float:
+        """Simulated seconds over which the viewers already watching make their first request:
+        one segment's fetch phase, or --ramp (real seconds) x speed."""
+        return DEFAULT_PHASE_S if self.ramp_s is None else self.ramp_s * self.speed
 
 
 def _select(viewers: list[Viewer], shard: tuple[int, int], workers: int) -> list[list[Viewer]]:
@@ -104,13 +112,14 @@ def check_speed(plan: Plan, info: TargetInfo) -> None:
 def check_throughput(plan: Plan, info: TargetInfo, peak: int) -> float:
     """Refuse a plan whose players would fetch more segment bytes a second than the replayer
     receives; returns the expected bytes a second at the peak."""
-    rate = peak * expected_bitrate(list(info.bandwidths)) * plan.speed / 8
+    ratio = 1.0 if info.size_ratio is None else info.size_ratio
+    rate = peak * expected_bitrate(list(info.bandwidths)) * ratio * plan.speed / 8
     budget = RECEIVE_BUDGET * min(plan.workers, os.cpu_count() or 1)
     if rate > budget:
         fits = plan.speed * budget / rate
         raise UsageError(
             f"--speed {plan.speed:g}: the {peak:,} viewers of the peak would fetch "
-            f"~{rate / 1e6:,.0f} MB/s of segments (their renditions' bitrates x speed), more "
+            f"~{rate / 1e6:,.0f} MB/s of segments (their renditions' bytes x speed), more "
             f"than the replayer receives (~{budget / 1e6:,.0f} MB/s with {plan.workers} "
             f"worker(s) here); use --speed {fits:.3g} or less, or a smaller --scale")
     return rate
@@ -138,7 +147,7 @@ def _advise(plan: Plan, info: TargetInfo) -> None:
 def run_live(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     """Replay the plan against its target and write the report; Ctrl-C stops and still reports."""
     viewers = sample_viewers(curve, WatchTime(), seed=plan.seed, scale=plan.scale,
-                             window_h=plan.window_h)
+                             window_h=plan.window_h, phase_s=plan.phase_s)
     chosen = _select(viewers, plan.shard, plan.workers)
     info = asyncio.run(probe(plan.target))
     check_speed(plan, info)
@@ -190,7 +199,7 @@ def model_summary(plan: Plan, curve: Curve) -> dict[str, Any]:
                           "rebuffer_s": profile.rebuffer_s, "source": profile.source},
         "cmcd": plan.cmcd or "off",
         "connections": "per-viewer" if plan.connections is None else plan.connections,
-        "source_addresses": list(plan.sources),
+        "source_addresses": list(plan.sources), "ramp_s": plan.ramp_s,
         "model_views": curve.views, "model_peak": round(curve.peak, 1),
         "peak_hour": round(curve.peak_hour, 3), "prime_amplitude": round(curve.amplitude, 5),
         "mean_watch_s": round(curve.mean_watch_s, 1),

@@ -29,6 +29,9 @@ class TargetInfo:
     #: the longest segment of the lowest rendition (None when its playlist could not be read)
     segment_s: float | None = None
     bandwidths: tuple[int, ...] = ()     # every variant's BANDWIDTH
+    #: the lowest rendition's first segment's bytes over what its BANDWIDTH promises (a stand-in
+    #: title of tiny segments is far below 1); None when unknown
+    size_ratio: float | None = None
 
 
 def _origin(url: str) -> str:
@@ -73,12 +76,12 @@ async def probe(target: str) -> TargetInfo:
                     if isinstance(data, dict):
                         idle = _number(data.get("idle_timeout"), idle)
                         scale = _number(data.get("time_scale"), None)
-        segment_s = await _segment_s(http, variants[0][1])
+        segment_s, ratio = await _lowest(http, *variants[0])
         has_metrics = await sample_server(http, base + "/metrics") is not None
     return TargetInfo(idle_timeout=DEFAULT_IDLE_TIMEOUT if idle is None else idle,
                       has_metrics=has_metrics, metrics_url=base + "/metrics",
                       variants=len(variants), time_scale=scale or None, segment_s=segment_s,
-                      bandwidths=tuple(bw for bw, _ in variants))
+                      bandwidths=tuple(bw for bw, _ in variants), size_ratio=ratio)
 
 
 def _number(value: object, default: float | None) -> float | None:
@@ -88,15 +91,29 @@ def _number(value: object, default: float | None) -> float | None:
     return default
 
 
-async def _segment_s(http: aiohttp.ClientSession, url: str) -> float | None:
-    """The longest segment of the media playlist at `url` (None when it cannot be read)."""
+async def _lowest(http: aiohttp.ClientSession, bandwidth: int, url: str
+                  ) -> tuple[float | None, float | None]:
+    """The lowest rendition's longest segment (seconds) and its first segment's size against
+    its BANDWIDTH (the size from its byte range, or a HEAD); None for what cannot be read."""
+    segment_s, ratio = None, None
     with contextlib.suppress(aiohttp.ClientError, asyncio.TimeoutError, ValueError,
                              PlaylistError):
         async with http.get(url) as resp:
-            if resp.status == 200:
-                playlist = parse_media(await resp.text(errors="replace"), url)
-                return max(seg.duration for seg in playlist.segments)
-    return None
+            if resp.status != 200:
+                return None, None
+            playlist = parse_media(await resp.text(errors="replace"), url)
+        segment_s = max(seg.duration for seg in playlist.segments)
+        first = playlist.segments[0]
+        size = None
+        if first.byterange is not None:
+            size = first.byterange[1] - first.byterange[0] + 1
+        else:
+            async with http.head(first.url) as resp:
+                if resp.status == 200 and resp.content_length is not None:
+                    size = resp.content_length
+        if size is not None and bandwidth > 0 and first.duration > 0:
+            ratio = size * 8 / (first.duration * bandwidth)
+    return segment_s, ratio
 
 
 async def sample_server(http: aiohttp.ClientSession, url: str) -> float | None:
