@@ -41,6 +41,7 @@ class Live:
     speed: float
     window_start_s: float
     epoch: float
+    deadline: float               # the viewers are stopped then: later samples would not count
     metrics_url: str | None       # None: the target has no /metrics
     samples: list[tuple[float, float | None]] = field(default_factory=list)  # (real s, server)
     last_requests: int = 0
@@ -70,6 +71,8 @@ async def _sampler(live: Live, stop: asyncio.Event, done: asyncio.Event,
             server = (await sample_server(http, live.metrics_url)
                       if live.metrics_url is not None else None)
             now = time.monotonic()
+            if now > live.deadline:
+                break                 # the viewers are being stopped: not an audience any more
             live.samples.append((now - live.epoch, server))
             live.progress(now, snapshot(now), server)
             with contextlib.suppress(asyncio.TimeoutError):

@@ -38,9 +38,10 @@ MIX_BUCKETS = 120            # rendition-mix buckets over the window (each at le
 #: the shortest real time a segment may last: below it the players' timers (one event loop per
 #: process, woken a few milliseconds late under load) cannot keep one fetch per segment
 MIN_SEGMENT_REAL_S = 0.02
-#: segment bytes a second one replayer process receives from a server on loopback here (nginx
-#: serving the demo, docs/SIZING.md); the kernel's copy into the process is most of its cost
-RECEIVE_BUDGET = 500e6
+#: segment bytes a second one replayer process receives while its players keep pace, on this
+#: shared 2-core machine from nginx serving the demo on loopback (speed 60: ~345 MB/s stalled
+#: 0.07 % of the time, ~480 MB/s 3.6 %); the kernel's copy into the process is most of its cost
+RECEIVE_BUDGET = 400e6
 #: pacing is lost when the players wake this share of a segment's real duration late (p99)...
 LATE_SHARE = 0.5
 #: ...or when they stall this much of the time
@@ -165,7 +166,7 @@ def run_live(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     shares = [Share(vs, config, epoch, rule, plan.connections, deadline, plan.sources)
               for vs in chosen]
     frac = plan.scale / plan.shard[1]
-    live = Live(curve, frac, plan.speed, plan.window_h[0] * 3600, epoch,
+    live = Live(curve, frac, plan.speed, plan.window_h[0] * 3600, epoch, deadline,
                 info.metrics_url if info.has_metrics else None)
     stats = (run_here(shares[0], live) if plan.workers == 1
              else run_forked(shares, live, Stats(rule=rule)))
