@@ -117,7 +117,8 @@ class VirtualPlayer:
         try:
             await self._play()
         finally:
-            now = time.monotonic()
+            # it left at its quit time, however late this process woke to let it go
+            now = min(time.monotonic(), self.quit_at)
             st.running -= 1
             if self.buffer is not None:
                 self.buffer.finish(now)

@@ -52,7 +52,8 @@ def render_png(series: Sequence[SeriesPoint], summary: dict[str, Any], mix: Rend
         s.axis("off")
     fig.suptitle(title(summary), fontsize=13)
     t0 = series[0].time_h if series else 0.0
-    t1 = series[-1].time_h if series else 1.0
+    # a run of one sample still gets a time axis (a minute wide)
+    t1 = max(series[-1].time_h, t0 + 1 / 60) if series else 1.0
 
     top = 0.0
     marks = {pk.name: pk for pk in peaks(series)}

@@ -73,8 +73,9 @@ async def _sampler(live: Live, stop: asyncio.Event, done: asyncio.Event,
             now = time.monotonic()
             if now > live.deadline:
                 break                 # the viewers are being stopped: not an audience any more
-            live.samples.append((now - live.epoch, server))
-            live.progress(now, snapshot(now), server)
+            if now >= live.epoch:     # (the window opens a moment after the workers start)
+                live.samples.append((now - live.epoch, server))
+                live.progress(now, snapshot(now), server)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done.wait()), timeout=1.0)
 
