@@ -1,26 +1,31 @@
-"""The headline run: the first day's peak window replayed against ONE edge, ramped until it breaks.
+"""The headline run: the first day's peak window replayed against ONE edge node at real pace, each
+virtual viewer on its own connection, ramped until it breaks.
 
-An edge360 origin and ONE edge360 edge (`serve --role edge`, fast path on, sessions.idle_timeout
-30 s, the real value at speed 1) serve a title of tiny 6 s segments (three renditions, each a
-2-minute ladder of a few hundred bytes per segment, replayed with `--loop` so a viewer part-way
-through the two-hour film keeps requesting at real pacing). `edge360 replay` replays the window
-around the day's peak (9.7-9.8 h after release, peak at 9.78 h) at speed 1 with
-`--scale = viewers / 60,000`, so the window's peak concurrency is the step's target; the viewers
-already watching at the window's start are created by the replayer (each at a random phase of
-one segment). The viewers share one bounded keep-alive pool (`--connections`).
+An edge360 origin and ONE edge360 node (`serve --role edge --workers E`, fast path on,
+sessions.idle_timeout 30 s, sessions.per_ip_per_minute = 0, limits.max_connections = 70,000)
+serve a title of tiny 6 s segments (three renditions, each a 2-minute ladder of a few hundred
+bytes per segment, replayed with `--loop` so a viewer part-way through the two-hour film keeps
+requesting and leaves after the model's watch time, anywhere in the title). `edge360 replay`
+replays the window around the day's peak (9.7-9.8 h after release, peak at 9.78 h) at speed 1
+with `--scale = viewers / 60,000`: hls.js buffering (the default profile), one keep-alive
+connection per viewer, `--workers R` processes and `--source-addresses S` so that no process
+holds more than ~17,000 descriptors (the limit here is 20,000) and no source address more than
+~25,000 of its ~28,000 ports; the edge gets one worker per ~15,000 connections for the same
+reason. The viewers already watching when the window opens join over `--ramp` seconds.
 
-Pinning on 2 cores: the edge (and the origin, which only sees the first misses) on core 0, the
-replayer (`--workers 1`) on core 1, so each side's CPU share is one core's and the limit is
-named by which core saturates. Per step (bounded: `--seconds`, at most 180 real seconds):
-target / achieved (the replayer's truth) / server-reported peak and their difference in %,
-requests, errors, stall ratio, p99, edge CPU % and RSS, replayer CPU %, open descriptors on both
-sides, and the steady-state requests/s (from the edge's `edge360_requests_total`) with CPU µs per
-request on both sides. The ramp stops after the first step that is not clean: any error, a
-server-vs-truth difference above 1 %, or a stall ratio above 1 % (viewers no longer at real
-pacing).
+Pinning on 2 cores: the edge node (and the origin, which only sees the first misses) on core 0,
+the replayer on core 1, so each side's CPU share is one core's and the limit is named by which
+core saturates. Per step (bounded: `--seconds`, at most MAX_STEP_S): target / achieved (the
+replayer's truth by the edge's counting rule) / server-reported peak and their difference in %,
+viewers watching, requests, errors, stall ratio, pacing, p99; concurrent TCP connections at the
+edge (ESTABLISHED sockets on its port, /proc/net/tcp); memory per connection on both sides (RSS
+of the whole process tree over its value before the viewers came, per connection at the peak);
+CPU per request on both sides (steady state, from the edge's `edge360_requests_total`); open
+descriptors per process. The ramp stops after the first step that is not clean: any error, a
+server-vs-truth difference above 1 %, or a stall ratio above 1 %, and names the limit.
 
-    .venv/bin/python -m benchmarks.bench_headline [--steps 2000,4000,6000,8000,10000]
-        [--seconds 120] [--connections 512] [--json OUT]
+    .venv/bin/python -m benchmarks.bench_headline [--steps 20000,40000,60000,80000]
+        [--seconds 300] [--ramp 60] [--json OUT]
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import resource
 import shutil
@@ -54,12 +60,17 @@ RENDITIONS = (("r0", 400_000, "640x360"), ("r1", 1_200_000, "1280x720"),
 TITLE = "h"
 WINDOW = "9.7-9.8"           # hours after release; the model's peak is at 9.78 h
 FULL_PEAK = 60_000
-MAX_STEP_S = 180.0
-STEADY_SKIP_S = 20.0         # start-up bursts of the viewers already watching settle by then
+MAX_STEP_S = 420.0
+STEADY_AFTER_RAMP_S = 30.0   # the fill of the last joiners' buffers settles by then
 MAX_DIFF = 0.01
 MAX_STALL = 0.01
-FD_LIMIT_NOTE = 20_000
 BUSY = 0.95
+MAX_CONNECTIONS = 70_000     # limits.max_connections: above the 60,000 viewers
+#: connections per process / per source address the plan stays under (descriptor limit 20,000
+#: here; ~28,000 ephemeral ports per address pair), with the model's peak x 1.1 in mind
+PER_EDGE_WORKER = 15_000
+PER_REPLAYER = 17_000
+PER_SOURCE = 25_000
 
 
 def make_title(root: Path) -> None:
@@ -112,13 +123,37 @@ def warm(edge: str) -> int:
     return hits
 
 
-def _status(pid: int) -> dict[str, int]:
-    out = {}
-    with contextlib.suppress(OSError):
+def shape(viewers: int) -> dict[str, int]:
+    """Processes and source addresses a step of `viewers` needs (the model's peak x 1.1)."""
+    held = viewers * 1.1
+    return {"edge_workers": max(1, math.ceil(held / PER_EDGE_WORKER)),
+            "replayer_workers": max(1, math.ceil(held / PER_REPLAYER)),
+            "source_addresses": max(1, math.ceil(held / PER_SOURCE))}
+
+
+def tree(pid: int) -> list[int]:
+    """`pid` and its descendants (a bounded scan of /proc)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                stat = (entry / "stat").read_text()
+                parents.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(
+                    int(entry.name))
+    found, todo = [pid], list(parents.get(pid, []))
+    while todo and len(found) < 4096:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(parents.get(p, []))
+    return found
+
+
+def _rss(pid: int) -> int:
+    with contextlib.suppress(OSError, ValueError, IndexError):
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                out[line.split(":")[0]] = int(line.split()[1]) * 1024
-    return out
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
 
 
 def _fds(pid: int) -> int:
@@ -126,6 +161,20 @@ def _fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return 0
+
+
+def established(port: int) -> int:
+    """ESTABLISHED TCP sockets whose local port is `port` (the edge's side of each viewer)."""
+    want = f":{port:04X} "
+    count = 0
+    for name in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(name) as fh:
+            next(fh, None)
+            for line in fh:
+                fields = line.split(None, 4)
+                if len(fields) > 3 and fields[3] == "01" and (fields[1] + " ").endswith(want):
+                    count += 1
+    return count
 
 
 def _requests_total(edge: str) -> float | None:
@@ -143,24 +192,31 @@ def _requests_total(edge: str) -> float | None:
 
 
 class Monitor(threading.Thread):
-    """Once a second: CPU seconds, RSS and descriptors of both sides; every 5 s the edge's
-    requests_total (a scrape costs the edge a little CPU; the replayer scrapes once a second)."""
+    """Once a second: CPU seconds, RSS and descriptors of both process trees; every 5 s the
+    edge's requests_total and its ESTABLISHED connections (a scrape and a /proc/net/tcp read
+    cost a little CPU; the replayer scrapes once a second)."""
 
-    def __init__(self, edge_pid: int, edge: str, replayer_pid: int) -> None:
+    def __init__(self, edge_pid: int, edge: str, port: int, replayer_pid: int) -> None:
         super().__init__(daemon=True)
-        self.edge_pid, self.edge, self.replayer_pid = edge_pid, edge, replayer_pid
+        self.edge_pid, self.edge, self.port, self.replayer_pid = edge_pid, edge, port, replayer_pid
         self.samples: list[dict[str, Any]] = []
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         n = 0
+        edge_tree = tree(self.edge_pid)
+        rep_tree = tree(self.replayer_pid)
         while not self.stop_event.is_set():
+            if n % 10 == 0:                 # the replayer forks its workers as it starts
+                rep_tree = tree(self.replayer_pid)
             s = {"t": time.monotonic(), "edge_cpu": harness.cpu_seconds(self.edge_pid),
                  "rep_cpu": harness.cpu_seconds(self.replayer_pid),
-                 "edge_rss": _status(self.edge_pid).get("VmRSS", 0),
-                 "rep_rss": _status(self.replayer_pid).get("VmRSS", 0),
-                 "edge_fds": _fds(self.edge_pid), "rep_fds": _fds(self.replayer_pid),
-                 "requests": _requests_total(self.edge) if n % 5 == 0 else None}
+                 "edge_rss": sum(_rss(p) for p in edge_tree),
+                 "rep_rss": sum(_rss(p) for p in rep_tree),
+                 "edge_fds": max((_fds(p) for p in edge_tree), default=0),
+                 "rep_fds": max((_fds(p) for p in rep_tree), default=0),
+                 "requests": _requests_total(self.edge) if n % 5 == 0 else None,
+                 "connections": established(self.port) if n % 5 == 0 else None}
             self.samples.append(s)
             n += 1
             self.stop_event.wait(1.0)
@@ -181,26 +237,47 @@ def _steady(samples: list[dict[str, Any]], start: float) -> dict[str, Any]:
     }
 
 
-def run_step(viewers: int, seconds: float, connections: int, edge: harness.Server,
-             core: tuple[str, ...], tmp: Path) -> dict[str, Any]:
+def _memory(samples: list[dict[str, Any]], edge_base: int) -> dict[str, Any]:
+    """Bytes per connection on both sides: the growth of each process tree's RSS between a
+    sample with a tenth of the peak's edge connections and the peak's, over the connections
+    that came between (fixed costs such as the cache and the interpreters cancel out)."""
+    counted = [s for s in samples if s["connections"]]
+    if not counted:
+        return {}
+    top = max(counted, key=lambda s: s["connections"])
+    conns = top["connections"]
+    low = next((s for s in counted if s["connections"] >= 0.1 * conns), top)
+    grown = conns - low["connections"]
+    out: dict[str, Any] = {"edge_connections_max": conns, "edge_rss_base_bytes": edge_base}
+    if grown >= 0.2 * conns:
+        out["edge_bytes_per_connection"] = round((top["edge_rss"] - low["edge_rss"]) / grown)
+        out["replayer_bytes_per_connection"] = round((top["rep_rss"] - low["rep_rss"]) / grown)
+    return out
+
+
+def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
+             core: tuple[str, ...], tmp: Path, plan: dict[str, int]) -> dict[str, Any]:
     report = tmp / f"report-{viewers}"
     scale = viewers / FULL_PEAK
+    port = int(edge.base.rsplit(":", 1)[1])
+    edge_base = sum(_rss(p) for p in tree(edge.pid))
     cmd = [*core, sys.executable, "-m", "edge360", "replay",
            "--target", f"{edge.base}/{TITLE}/master.m3u8", "--scale", f"{scale:.6f}",
            "--window", WINDOW, "--speed", "1", "--loop", "--duration", f"{seconds:g}",
-           "--workers", "1", "--connections", str(connections), "--report", str(report)]
+           "--ramp", f"{ramp:g}", "--workers", str(plan["replayer_workers"]),
+           "--source-addresses", str(plan["source_addresses"]), "--report", str(report)]
     log = tmp / f"replay-{viewers}.stderr"
     t0 = time.monotonic()
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, cwd=harness.REPO, stdout=subprocess.DEVNULL, stderr=err)
-    mon = Monitor(edge.pid, edge.base, proc.pid)
+    mon = Monitor(edge.pid, edge.base, port, proc.pid)
     mon.start()
     try:
-        proc.wait(timeout=seconds + 120)
+        proc.wait(timeout=seconds + 180)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=30)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait(timeout=5)
@@ -216,19 +293,22 @@ def run_step(viewers: int, seconds: float, connections: int, edge: harness.Serve
     samples = mon.samples
     step: dict[str, Any] = {
         "viewers": viewers, "scale": round(scale, 6), "window": WINDOW, "seconds": seconds,
-        "wall_s": round(wall, 1), "connections": connections,
+        "wall_s": round(wall, 1), "connections": "per-viewer", "ramp_s": ramp, **plan,
         "target_peak": rep["target_peak"], "achieved_peak": achieved, "server_peak": server,
+        "watching_peak": rep.get("watching_peak"), "counting_rule": rep.get("counting_rule"),
         "server_vs_truth_pct": None if diff is None else round(diff * 100, 3),
         "viewers_at_start": rep.get("viewers_at_start"), "views": rep.get("views"),
         "requests": rep["requests"], "errors": rep["errors"],
         "errors_by_kind": rep.get("errors_by_kind", {}), "stall_ratio": rep["stall_ratio"],
+        "pacing_lost": rep.get("pacing_lost"), "pacing_late_p99_s": rep.get("pacing_late_p99_s"),
         "latency_p99_s": rep["latency_p99_s"], "startup_p95_s": rep.get("startup_p95_s"),
         "expected_req_per_s": round(viewers / SEGMENT_S, 1),
         "edge_rss_max_bytes": max((s["edge_rss"] for s in samples), default=0),
         "replayer_rss_max_bytes": max((s["rep_rss"] for s in samples), default=0),
         "edge_fds_max": max((s["edge_fds"] for s in samples), default=0),
         "replayer_fds_max": max((s["rep_fds"] for s in samples), default=0),
-        **_steady(samples, t0 + STEADY_SKIP_S),
+        **_memory(samples, edge_base),
+        **_steady(samples, t0 + min(ramp + STEADY_AFTER_RAMP_S, seconds / 2)),
     }
     why = []
     if step["errors"]:
@@ -244,53 +324,74 @@ def run_step(viewers: int, seconds: float, connections: int, edge: harness.Serve
 
 
 def limit(step: dict[str, Any]) -> str:
-    """Which resource the figures name: a saturated core, descriptors or ports."""
+    """Which resource the figures name: a saturated core, descriptors, ports or memory."""
     named = []
+    fd_limit = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
     if (step.get("replayer_cpu_busy") or 0) >= BUSY:
         named.append(f"replayer core ({step['replayer_cpu_busy']:.0%} busy)")
     if (step.get("edge_cpu_busy") or 0) >= BUSY:
         named.append(f"edge core ({step['edge_cpu_busy']:.0%} busy)")
     for side in ("edge", "replayer"):
-        if step[f"{side}_fds_max"] >= 0.9 * FD_LIMIT_NOTE:
-            named.append(f"{side} descriptors ({step[f'{side}_fds_max']} of {FD_LIMIT_NOTE})")
-    if step["replayer_fds_max"] >= 0.9 * 28_000:
-        named.append("ephemeral ports")
+        if step[f"{side}_fds_max"] >= 0.9 * fd_limit:
+            named.append(f"{side} descriptors ({step[f'{side}_fds_max']} of {fd_limit} in one "
+                         "process)")
+    conns = step.get("edge_connections_max") or 0
+    if conns >= 0.9 * 28_000 * step.get("source_addresses", 1):
+        named.append(f"ephemeral ports ({conns} over {step.get('source_addresses', 1)} "
+                     "source addresses)")
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        meminfo = dict(line.split(":", 1) for line in
+                       Path("/proc/meminfo").read_text().splitlines())
+        avail = int(meminfo["MemAvailable"].split()[0]) * 1024
+        total = int(meminfo["MemTotal"].split()[0]) * 1024
+        if avail < 0.1 * total:
+            named.append(f"memory ({avail / 2**30:.1f} GiB available)")
     return ", ".join(named) or (
         f"none saturated (edge {step.get('edge_cpu_busy', 0):.0%}, replayer "
         f"{step.get('replayer_cpu_busy', 0):.0%}; descriptors {step['edge_fds_max']} / "
-        f"{step['replayer_fds_max']} of {FD_LIMIT_NOTE}; ports <= {step['connections']})")
+        f"{step['replayer_fds_max']} of {fd_limit} per process; {conns} connections)")
 
 
-def ramp(steps: list[int], seconds: float, connections: int) -> dict[str, Any]:
+def _edge_config(tmp: Path, workers: int) -> Path:
+    path = tmp / f"edge-{workers}.toml"
+    path.write_text(
+        "[sessions]\nidle_timeout = 30\nper_ip_per_minute = 0\n"
+        f"[limits]\nmax_connections = {MAX_CONNECTIONS}\n"
+        f"[server]\nfastpath = true\nworkers = {workers}\n")
+    return path
+
+
+def ramp(steps: list[int], seconds: float, ramp_s: float) -> dict[str, Any]:
     seconds = min(seconds, MAX_STEP_S)
+    ramp_s = min(ramp_s, seconds / 3)
     cores = sorted(os.sched_getaffinity(0))
     taskset = shutil.which("taskset")
     if taskset and len(cores) >= 2:
         pin = harness.Pinning((taskset, "-c", str(cores[0])), (taskset, "-c", str(cores[1])),
-                              f"edge and origin on core {cores[0]}, replayer (--workers 1) on "
-                              f"core {cores[1]} (taskset)")
+                              f"edge node and origin on core {cores[0]}, replayer on core "
+                              f"{cores[1]} (taskset)")
     else:
         pin = harness.Pinning((), (), "not pinned")
     out: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="edge360-headline-") as tmp_name:
         tmp = Path(tmp_name)
         make_title(tmp / "media")
-        (tmp / "edge.toml").write_text("[sessions]\nidle_timeout = 30\n[server]\nfastpath = true\n")
         origin = harness.start_edge360("origin", ["--media", str(tmp / "media")], pin, tmp)
         try:
             check_playlists(origin.base)
             for viewers in steps:
+                plan = shape(viewers)
                 # a fresh edge per step: sessions of the previous step must not be counted
                 edge = harness.start_edge360(
-                    "edge", ["--upstream", origin.base, "--config", str(tmp / "edge.toml")],
-                    pin, tmp)
+                    "edge", ["--upstream", origin.base, "--config",
+                             str(_edge_config(tmp, plan["edge_workers"]))], pin, tmp)
                 try:
                     hits = warm(edge.base)
                     _, _, body = harness.http_get(edge.base + "/api/stats")
                     stats = json.loads(body)
                     if stats["sessions_active"] or stats["idle_timeout"] != 30:
                         raise harness.BenchError(f"edge not ready for a step: {stats}")
-                    step = run_step(viewers, seconds, connections, edge, pin.client, tmp)
+                    step = run_step(viewers, seconds, ramp_s, edge, pin.client, tmp, plan)
                     step["warm_hits"] = hits
                 finally:
                     edge.stop()
@@ -308,22 +409,27 @@ def ramp(steps: list[int], seconds: float, connections: int) -> dict[str, Any]:
                f"(limit figures: {last['limit']})")
     return {"pinning": pin.note, "segment_bytes": SEGMENT_BYTES, "segments": SEGMENTS,
             "renditions": [r[0] for r in RENDITIONS], "window": WINDOW, "step_seconds": seconds,
-            "connections": connections, "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
+            "ramp_s": ramp_s, "connections": "per-viewer",
+            "settings": {"sessions.per_ip_per_minute": 0,
+                         "limits.max_connections": MAX_CONNECTIONS,
+                         "sessions.idle_timeout": 30, "server.fastpath": True,
+                         "player_profile": "hlsjs"},
+            "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "steps": out, "largest_clean": max(clean) if clean else None,
             "stopped_by": stopped}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", default="2000,4000,6000,8000,10000",
+    parser.add_argument("--steps", default="20000,40000,60000,80000",
                         help="peak viewer counts, in order (stops after the first unclean step)")
-    parser.add_argument("--seconds", type=float, default=120.0,
+    parser.add_argument("--seconds", type=float, default=300.0,
                         help=f"real seconds per step (at most {MAX_STEP_S:g})")
-    parser.add_argument("--connections", type=int, default=512,
-                        help="the replayer's keep-alive pool")
+    parser.add_argument("--ramp", type=float, default=60.0,
+                        help="real seconds the viewers already watching join over")
     parser.add_argument("--json", metavar="OUT", help="also write the results here")
     args = parser.parse_args()
-    result = ramp([int(s) for s in args.steps.split(",")], args.seconds, args.connections)
+    result = ramp([int(s) for s in args.steps.split(",")], args.seconds, args.ramp)
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

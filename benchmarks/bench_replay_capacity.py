@@ -4,9 +4,13 @@ nginx (one process, `master_process off`, pinned to the last core) serves a stat
 tiny segments, fast enough never to be the bottleneck; the replayer (this process, pinned to core
 0) runs N looping viewers at speed 1 through `run_share`, the same code `edge360 replay` runs, for
 a bounded time per step, and the viewer count is ramped (3,000, 6,000, ...) until a step is not
-clean. Per step: the replayer's CPU share and CPU µs per request (steady state, after the arrival
-ramp), errors, the stall ratio, p99 latency and nginx's CPU share (to show it was not the limit).
-A step is clean when there are no errors, no stalls and the replayer core is below 95 % busy.
+clean. The viewers are already watching (their hls.js buffer full), so each fetches one segment
+per 6 s from the start, each on its own connection as `edge360 replay` does by default
+(`--connections N`: a shared pool of N instead). One process holds at most ~19,900 connections
+here (20,000 descriptors), and so does nginx: a per-viewer step stays below that. Per step:
+the replayer's CPU share and CPU µs per request (steady state, after the arrival ramp), errors,
+the stall ratio, p99 latency and nginx's CPU share (to show it was not the limit). A step is
+clean when there are no errors, no stalls and the replayer core is below 95 % busy.
 
     .venv/bin/python -m benchmarks.bench_replay_capacity [--steps 3000,6000,10000,15000]
         [--seconds 90] [--json OUT]
@@ -40,10 +44,10 @@ CLEAN_BUSY = 0.95
 MAX_STEP_S = 110.0  # bounded: every step stays under 2 minutes
 
 NGINX_CONF = """worker_processes 1;
-worker_rlimit_nofile 16384;
+worker_rlimit_nofile 20000;
 pid {work}/nginx.pid;
 error_log {work}/error.log warn;
-events {{ worker_connections 8192; use epoll; }}
+events {{ worker_connections 19900; use epoll; }}
 http {{
     types {{ application/vnd.apple.mpegurl m3u8; video/mp2t ts; }}
     sendfile on; tcp_nopush on; tcp_nodelay on;
@@ -105,15 +109,17 @@ def _wait_port(port: int) -> None:
 
 
 async def _measure(url: str, viewers: int, seconds: float, ramp: float,
-                   server_pid: int | None) -> dict[str, Any]:
+                   server_pid: int | None, connections: int | None) -> dict[str, Any]:
     from edge360.replay.model import Viewer
     from edge360.replay.player import PlayerConfig
     from edge360.replay.runner import Share, run_share
+    from edge360.replay.truth import Rule
 
-    crowd = [Viewer(index=i, start_s=ramp * i / viewers, watch_s=10 * seconds, offset_s=0.0)
+    # already watching (offset > 0): a full buffer, one segment per 6 s from the first request
+    crowd = [Viewer(index=i, start_s=ramp * i / viewers, watch_s=10 * seconds, offset_s=1.0)
              for i in range(viewers)]
     share = Share(viewers=crowd, config=PlayerConfig(master_url=url, speed=1.0, loop=True, seed=1),
-                  epoch=time.monotonic(), idle_timeout=30.0, connections=512,
+                  epoch=time.monotonic(), rule=Rule(30.0, None), connections=connections,
                   deadline=time.monotonic() + seconds)
     marks: list[tuple[float, float, int, float]] = []
 
@@ -133,6 +139,7 @@ async def _measure(url: str, viewers: int, seconds: float, ramp: float,
     stall = round(stats.stall_s / stats.played_s, 5) if stats.played_s else None
     return {
         "viewers": viewers, "seconds": seconds, "segment_s": SEGMENT_S,
+        "connections": "per-viewer" if connections is None else connections,
         "steady_s": round(t1 - t0, 1),
         "steady_req_per_s": round((r1 - r0) / (t1 - t0), 1),
         "replayer_cpu_busy": round(busy, 3),
@@ -164,7 +171,8 @@ def _why_not_clean(step: dict[str, Any]) -> str:
     return "; ".join(why)
 
 
-def ramp(steps: list[int], seconds: float, segment_bytes: int, server: str) -> dict[str, Any]:
+def ramp(steps: list[int], seconds: float, segment_bytes: int, server: str,
+         connections: int | None = None) -> dict[str, Any]:
     """Run the steps in order (each bounded), stopping after the first step that is not clean."""
     seconds = min(seconds, MAX_STEP_S)
     port = harness.free_port()
@@ -203,7 +211,8 @@ def ramp(steps: list[int], seconds: float, segment_bytes: int, server: str) -> d
             out: list[dict[str, Any]] = []
             for viewers in steps:
                 step = runner(_measure(f"http://127.0.0.1:{port}/t/master.m3u8", viewers,
-                                       seconds, min(SEGMENT_S * 2, seconds / 4), server_pid))
+                                       seconds, min(SEGMENT_S * 2, seconds / 4), server_pid,
+                                       connections))
                 step["why_not_clean"] = "" if step["clean"] else _why_not_clean(step)
                 out.append(step)
                 print(json.dumps(step), flush=True)
@@ -226,6 +235,7 @@ def ramp(steps: list[int], seconds: float, segment_bytes: int, server: str) -> d
     stopped = (last["why_not_clean"] if not last["clean"]
                else f"nothing: the ramp ended at {last['viewers']} viewers, still clean")
     return {"server": server, "segment_bytes": segment_bytes, "step_seconds": seconds,
+            "connections": "per-viewer" if connections is None else connections,
             "pinning": f"replayer on core {cores[0]}, {server} on core {cores[-1]}",
             "steps": out, "largest_clean": max(clean) if clean else None, "stopped_by": stopped}
 
@@ -238,10 +248,12 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=90.0, help="per step (at most 110)")
     parser.add_argument("--segment-bytes", type=int, default=16 * 1024)
     parser.add_argument("--server", choices=("nginx", "aiohttp"), default="nginx")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="a shared pool of N connections (default: one per viewer)")
     parser.add_argument("--json", metavar="OUT", help="also write the results here")
     args = parser.parse_args()
     steps = [args.viewers] if args.viewers else [int(s) for s in args.steps.split(",")]
-    result = ramp(steps, args.seconds, args.segment_bytes, args.server)
+    result = ramp(steps, args.seconds, args.segment_bytes, args.server, args.connections)
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,10 +1,10 @@
 """Acceptance for the replayer: a live, time-compressed replay against a real edge in front of a
 real origin (both `edge360 serve` processes on loopback), `edge360 replay` run as a subprocess.
 
-The replayer's ground truth (first request .. last request + idle timeout) and the edge's own
-`edge360_sessions_active`, sampled once a second, must agree within 3 % at the peak, with one edge
-process and with `--workers 2` (whose hub counts node-wide). The edge is told the replay's speed
-as `sessions.time_scale`, so the media its viewers buffer plays out in compressed time.
+The replayer's ground truth (by the edge's counting rule: play-out when its /api/stats reports
+`time_scale`, set here to the replay's speed, else first media segment .. last request + idle
+timeout) and the edge's own `edge360_sessions_active`, sampled once a second, must agree within
+3 % at the peak, with one edge process and with `--workers 2` (whose hub counts node-wide).
 
 The title is generated with 15 s segments of a few KiB so that ~540 viewers at speed 10 stay within
 what two cores carry alongside the replayer (~700 req/s; the 2 s `tiny` title would ask ~5 000 and
@@ -16,6 +16,7 @@ gap between two requests would be the idle timeout itself, so sessions would end
 from __future__ import annotations
 
 import json
+import os
 import random
 import subprocess
 import sys
@@ -30,6 +31,22 @@ SPEED = 10.0
 IDLE = 30.0 / SPEED                    # the compressed idle timeout the replayer asks for
 SEGMENT_S = 15
 SEGMENTS = 12
+
+
+def edge_settings(tmp_path: Path) -> dict[str, str]:
+    """The compressed idle timeout, and sessions.time_scale where this edge360 knows the key
+    (an edge before the play-out rule refuses it as unknown, and counts by requests)."""
+    env = {"EDGE360_SESSIONS_IDLE_TIMEOUT": f"{IDLE:g}"}
+    probe = tmp_path / "empty.toml"
+    probe.write_text("")
+    known = subprocess.run(
+        [sys.executable, "-m", "edge360", "check-config", str(probe)], cwd=REPO,
+        env={**{k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")},
+             "EDGE360_SESSIONS_TIME_SCALE": f"{SPEED:g}"},
+        capture_output=True, text=True, timeout=60, check=False).returncode == 0
+    if known:
+        env["EDGE360_SESSIONS_TIME_SCALE"] = f"{SPEED:g}"
+    return env
 
 
 def make_film(root: Path, name: str = "film") -> Path:
@@ -56,14 +73,12 @@ def make_film(root: Path, name: str = "film") -> Path:
 @pytest.mark.parametrize("workers", [1, 2])
 def test_replay_through_a_real_edge_agrees_with_its_metrics(tmp_path: Path, workers: int) -> None:
     media = make_film(tmp_path / "media")
+    settings = edge_settings(tmp_path)
     origin = start_process(["serve", "--role", "origin", "--port", "0", "--media", str(media)])
     try:
         edge = start_process(
             ["serve", "--role", "edge", "--port", "0", "--upstream", origin.base,
-             "--workers", str(workers)],
-            {"EDGE360_SESSIONS_IDLE_TIMEOUT": f"{IDLE:g}",
-             # media plays SPEED times faster in the replay (docs/SESSIONS.md)
-             "EDGE360_SESSIONS_TIME_SCALE": f"{SPEED:g}"})
+             "--workers", str(workers)], settings)
         try:
             report_dir = tmp_path / "report"
             # the peak hour slice: ~480 viewers already watching, ~50 arriving, some leaving
@@ -85,7 +100,12 @@ def test_replay_through_a_real_edge_agrees_with_its_metrics(tmp_path: Path, work
     report = json.loads((report_dir / "report.json").read_text())
     # the replayer derived the compressed idle timeout and the edge counts by it
     assert f"sessions.idle_timeout = {IDLE:.3g}" in done.stderr
+    assert f"sessions.time_scale = {SPEED:g}" in done.stderr
     assert report["idle_timeout"] == pytest.approx(IDLE)
+    # an edge with the play-out rule reports the time scale it was given, and the truth uses it
+    playout = "EDGE360_SESSIONS_TIME_SCALE" in settings
+    assert report["time_scale"] == (SPEED if playout else None)
+    assert report["counting_rule"] == ("play-out" if playout else "requests")
     assert report["speed"] == SPEED and report["window"] == [9.7, 9.75]
     assert report["viewers_started"] >= 500
     assert report["requests"] > 0 and report["errors"] == 0, report["errors_by_kind"]

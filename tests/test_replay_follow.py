@@ -27,6 +27,7 @@ from aiohttp import web
 from edge360.replay import command
 from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
+from edge360.replay.truth import Rule
 from tests.servers import start_process
 from tests.test_replay_support import ThreadServer
 
@@ -162,7 +163,7 @@ async def client(starts: list[tuple[str, float]] | None = None
 def player(http: aiohttp.ClientSession, master: str, *, switch: float = 0.0
            ) -> tuple[VirtualPlayer, Stats]:
     """A viewer who would watch for days: only the stream's end lets it go."""
-    stats = Stats(idle_timeout=30)
+    stats = Stats(rule=Rule(30, None))
     config = PlayerConfig(master_url=master, speed=SPEED, loop=False, seed=5,
                           switch_probability=switch)
     return VirtualPlayer(http, Viewer(0, 0.0, 1e6, 0.0), config, stats), stats

@@ -47,12 +47,13 @@ def test_model_run_writes_every_report_file(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "report.json").read_text())
     for key in ("views", "target_peak", "achieved_peak", "peak_hour", "server_peak", "requests",
                 "errors", "scale", "speed", "window", "seed", "startup_p50_s", "startup_p95_s",
-                "stall_ratio", "latency_p99_s", "errors_by_kind"):
+                "stall_ratio", "latency_p99_s", "errors_by_kind", "watching_peak",
+                "player_profile"):
         assert key in report
     assert report["server_peak"] is None and report["window"] == [6.0, 12.0]
     assert abs(report["target_peak"] - 600) <= 6           # the day's peak falls in this window
     rows = list(csv.DictReader((tmp_path / "series.csv").read_text().splitlines()))
-    assert list(rows[0]) == ["time", "target", "achieved", "server"]
+    assert list(rows[0]) == ["time", "target", "achieved", "server", "watching"]
     assert float(rows[0]["time"]) == 6.0 and float(rows[-1]["time"]) == 12.0
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page

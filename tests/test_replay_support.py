@@ -2,8 +2,12 @@
 
 It serves a generated two-rendition title (one segmented, one EXT-X-BYTERANGE), honours Range, can
 rewrite playlists with a per-viewer `sid` as edge360 does, and can expose `/metrics` and
-`/api/stats` counting sessions by the contract's rule (active from the first request until `idle`
-seconds pass without one). It is the fixture the replayer runs against, not the thing under test.
+`/api/stats` counting sessions by one of two rules: by requests (active from the first request
+until `idle` seconds pass without one), or, given a `time_scale`, by play-out (active from the
+first segment until the later of the last request and the first segment plus the media seconds
+fetched divided by `time_scale`, plus `idle`; its /api/stats then reports `time_scale`). It
+records which connection (peer address) each request came over. It is the fixture the replayer
+runs against, not the thing under test.
 """
 
 from __future__ import annotations
@@ -25,6 +29,10 @@ SEGMENT_BYTES = 2000
 class ServerLog:
     requests: list[tuple[str, str | None, str | None]] = field(default_factory=list)
     last_seen: dict[str, float] = field(default_factory=dict)
+    #: per request, in order: (sid, the peer's (address, port))
+    peers: list[tuple[str | None, tuple[str, int]]] = field(default_factory=list)
+    #: per sid: (first segment's time, media seconds fetched) for the play-out rule
+    played: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def _master(sid: str | None) -> str:
@@ -50,17 +58,23 @@ def _media(rendition: str, sid: str | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def build_app(*, rewrite: bool, metrics: bool, idle: float, log: ServerLog) -> web.Application:
+def build_app(*, rewrite: bool, metrics: bool, idle: float, log: ServerLog,
+              time_scale: float | None = None) -> web.Application:
     body = bytes(range(256)) * (SEGMENTS * SEGMENT_BYTES // 256 + 1)
 
-    def touch(sid: str | None) -> None:
+    def touch(sid: str | None, segment: bool = False) -> None:
         if sid:
-            log.last_seen[sid] = time.monotonic()
+            now = log.last_seen[sid] = time.monotonic()
+            if segment:
+                first, fetched = log.played.get(sid, (now, 0.0))
+                log.played[sid] = (first, fetched + SEGMENT_S)
 
     async def content(request: web.Request) -> web.StreamResponse:
         path = request.match_info["path"]
         sid = request.query.get("sid")
         log.requests.append((path, sid, request.headers.get("Range")))
+        peer = request.transport.get_extra_info("peername") if request.transport else None
+        log.peers.append((sid, (str(peer[0]), int(peer[1])) if peer else ("", 0)))
         if path == "t/master.m3u8":
             if rewrite and not sid:
                 sid = secrets.token_urlsafe(9)
@@ -75,21 +89,30 @@ def build_app(*, rewrite: bool, metrics: bool, idle: float, log: ServerLog) -> w
             rng = request.http_range
             start = rng.start or 0
             stop = min(rng.stop if rng.stop is not None else len(body), SEGMENTS * SEGMENT_BYTES)
-            touch(sid)
+            touch(sid, segment=True)
             return web.Response(body=body[start:stop], status=206 if rng.start is not None
                                 else 200, content_type="video/mp2t")
         if path.startswith("t/lo/seg") and path.endswith(".ts"):
-            touch(sid)
+            touch(sid, segment=True)
             return web.Response(body=body[:SEGMENT_BYTES], content_type="video/mp2t")
         raise web.HTTPNotFound()
 
     async def stats(_: web.Request) -> web.Response:
-        return web.json_response({"idle_timeout": idle, "sessions_active": active(),
-                                  "sessions_peak": 0, "views_total": len(log.last_seen)})
+        answer = {"idle_timeout": idle, "sessions_active": active(), "sessions_peak": 0,
+                  "views_total": len(log.last_seen)}
+        if time_scale is not None:
+            answer["time_scale"] = time_scale
+        return web.json_response(answer)
 
     def active() -> int:
         now = time.monotonic()
-        return sum(1 for t in log.last_seen.values() if now - t < idle)
+        if time_scale is None:
+            return sum(1 for t in log.last_seen.values() if now - t < idle)
+        count = 0
+        for sid, (first, fetched) in log.played.items():
+            end = max(log.last_seen[sid], first + fetched / time_scale) + idle
+            count += first <= now < end
+        return count
 
     async def metrics_page(_: web.Request) -> web.Response:
         text = ("# HELP edge360_sessions_active sessions\n# TYPE edge360_sessions_active gauge\n"

@@ -27,6 +27,7 @@ from aiohttp import web
 from edge360.replay.aioget import SessionGetter
 from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
+from edge360.replay.truth import Rule
 from edge360.replay.wire import Client, FetchError, Getter
 from tests.edgekit import make_title, origin
 
@@ -303,13 +304,13 @@ async def test_cancelled_requests_leave_the_pool_usable() -> None:
 async def test_a_player_plays_a_real_origin_through_the_lean_client(tmp_path: Path) -> None:
     make_title(tmp_path / "media")
     async with origin(tmp_path / "media") as base, Client(limit=4) as http:
-        stats = Stats(idle_timeout=30)
+        stats = Stats(rule=Rule(30, None))
         config = PlayerConfig(master_url=f"{base}/demo/master.m3u8", speed=1000.0, loop=False,
                               seed=3)
         await asyncio.wait_for(VirtualPlayer(http, Viewer(0, 0.0, 60.0, 0.0), config,
                                              stats).run(), 60)
     assert stats.errors == {} and stats.requests >= 3 and stats.played_s > 0
-    assert stats.bytes > 0 and len(stats.truth) == 1
+    assert stats.bytes > 0 and len(stats.records) == 1
 
 
 async def https_case(cert: tuple[Path, Path]) -> None:

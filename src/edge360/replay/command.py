@@ -9,10 +9,13 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from edge360.core.errors import UsageError
+from edge360.replay import cmcd, limits
 from edge360.replay.model import Curve, WatchTime, calibrate, sample_viewers, sampled_concurrency
 from edge360.replay.player import HEADROOM, LINKS
+from edge360.replay.profiles import PROFILES
 from edge360.replay.report import SeriesPoint, write_report
 from edge360.replay.runner import Plan, model_summary, run_live
 from edge360.replay.series import expected_mix
@@ -35,8 +38,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--duration", type=float, default=None, help="stop after S real seconds")
     parser.add_argument("--workers", type=int, default=1, help="processes sharing the viewers")
     parser.add_argument("--shard", default="0/1", help="i/n: this machine's share of the viewers")
-    parser.add_argument("--connections", type=int, default=512,
-                        help="keep-alive connections per process shared by its viewers")
+    parser.add_argument("--connections", type=int, default=None,
+                        help="share N keep-alive connections per process among its viewers "
+                             "(default: each viewer holds its own, as real players do)")
+    parser.add_argument("--source-addresses", default=None, metavar="N|ADDR,...",
+                        help="spread the viewers' connections over source addresses: a count "
+                             "(127.0.0.1 .. 127.0.0.N, loopback targets) or a list")
+    parser.add_argument("--player-profile", default="hlsjs", choices=sorted(PROFILES),
+                        help="how the virtual players buffer (default hlsjs)")
+    parser.add_argument("--ramp", type=float, default=None, metavar="SECONDS",
+                        help="the viewers already watching when the window opens make their "
+                             "first request over this many real seconds (default: one 6 s "
+                             "segment, compressed by --speed)")
+    parser.add_argument("--cmcd", nargs="?", const="query", default=None, choices=cmcd.MODES,
+                        help="send CMCD (CTA-5004) as the CMCD query parameter (default when "
+                             "given) or as CMCD-* headers")
 
 
 def parse_window(text: str) -> tuple[float, float]:
@@ -70,23 +86,31 @@ def plan_from_args(args: argparse.Namespace) -> Plan:
         raise UsageError("--views and --peak must be at least 1")
     if args.duration is not None and not args.duration > 0:
         raise UsageError(f"--duration must be > 0 seconds (got {args.duration:g})")
+    if args.ramp is not None and not args.ramp > 0:
+        raise UsageError(f"--ramp must be > 0 seconds (got {args.ramp:g})")
     if args.workers < 1:
         raise UsageError(f"--workers must be >= 1 (got {args.workers})")
-    if args.connections < 1:
+    if args.connections is not None and args.connections < 1:
         raise UsageError(f"--connections must be >= 1 (got {args.connections})")
     window, shard = parse_window(args.window), parse_shard(args.shard)
     if not args.model and not args.target:
         raise UsageError("--target URL is required (or --model for the model alone)")
+    sources = limits.parse_sources(args.source_addresses,
+                                   urlsplit(args.target or "").hostname)
+    if sources and args.connections is not None:
+        raise UsageError("--source-addresses spreads the viewers' own connections: it does not "
+                         "go with --connections (a shared pool)")
     return Plan(target=args.target or "", views=args.views, peak=args.peak, scale=args.scale,
                 speed=args.speed, window_h=window, seed=args.seed, loop=args.loop,
                 duration_s=args.duration, workers=args.workers, shard=shard,
-                connections=args.connections)
+                connections=args.connections, profile=args.player_profile, cmcd=args.cmcd,
+                sources=sources, ramp_s=args.ramp)
 
 
 def run_model(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     """The --model run: the expected curve and what the sampled viewers would make, no network."""
     viewers = sample_viewers(curve, WatchTime(), seed=plan.seed, scale=plan.scale,
-                             window_h=plan.window_h)
+                             window_h=plan.window_h, phase_s=plan.phase_s)
     w0, w1 = plan.window_h
     times = [t for t in curve.times_s if w0 * 3600 <= t <= w1 * 3600]
     if not times or times[-1] < w1 * 3600:
@@ -100,6 +124,7 @@ def run_model(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
         "views": sum(1 for v in viewers if v.offset_s == 0.0 and v.start_s >= 0.0),
         "viewers_at_start": sum(1 for v in viewers if v.offset_s > 0.0),
         "achieved_peak": max(achieved, default=0), "achieved_source": "sampled viewers, no network",
+        "watching_peak": max(achieved, default=0),
         "server_peak": None, "requests": 0, "errors": 0, "errors_by_kind": {},
         "startup_p50_s": None, "startup_p95_s": None, "stall_ratio": None, "latency_p99_s": None,
     })
@@ -130,6 +155,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         summary = run_live(plan, curve, report_dir)
     print(f"replay: views {summary['views']}, target peak {summary['target_peak']}, "
-          f"achieved peak {summary['achieved_peak']}, server peak {summary['server_peak']}, "
+          f"achieved peak {summary['achieved_peak']}, watching peak {summary['watching_peak']}, "
+          f"server peak {summary['server_peak']}, "
           f"requests {summary['requests']}, errors {summary['errors']}; report in {report_dir}/")
     return 0

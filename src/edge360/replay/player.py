@@ -1,18 +1,24 @@
-"""One virtual HLS viewer: master, a rendition by link speed, a start-up burst, then paced segments.
+"""One virtual HLS viewer: master, a rendition by link speed, then segments as real players buffer.
 
 It behaves like a player so the server sees what a real audience sends: the master playlist, the
-media playlist of the rendition its simulated link can hold, a burst that fills the buffer, then one
-segment per segment duration (compressed by `speed`), switching rendition when its link changes. It
-carries the `sid` the server put into the playlist URIs (or its own when the server adds none) and
-sends `Range` for EXT-X-BYTERANGE renditions. It measures start-up time, stalls and request latency
-and records the ground truth of its session: its first and last answered request.
+media playlist of the rendition its simulated link can hold, then segments while its forward buffer
+is below the profile's goal (replay/profiles.py: hls.js by default): after it starts it fills to
+the goal as fast as its simulated link allows (a segment takes BANDWIDTH x duration over the link,
+compressed by `speed`), then fetches one segment per segment duration. It switches rendition when
+its link changes, carries the `sid` the server put into the playlist URIs (or its own when the
+server adds none), sends `Range` for EXT-X-BYTERANGE renditions and, with `cmcd`, CTA-5004 data.
+
+It leaves at its arrival plus its watch time (real seconds: watch / speed), whatever it fetched,
+so the audience's size follows the model; without --loop it also leaves once the title has played
+out. It keeps its own connection for the whole visit when the caller gives it a wire.Line. It
+measures start-up, stalls, request latency and how late it woke for each due fetch, and leaves a
+truth.Record. A failed segment is retried RETRIES times, a second of media time apart, then the
+viewer gives up.
 
 A live or event playlist (no EXT-X-ENDLIST) is followed as RFC 8216 §6.3.3-6.3.5 asks: join three
 target durations from the end, reload every target duration (half of one after a reload that
 changed nothing), fetch each new segment once by media sequence number, jump to the live edge when
 the window has slid past the next one (counted as a skip), and play out once EXT-X-ENDLIST appears.
-
-Playlists are read by replay/hls.py, a small line parser of the tags a player needs.
 """
 
 from __future__ import annotations
@@ -23,12 +29,14 @@ import gzip
 import random
 import secrets
 import time
-from collections import deque
-from dataclasses import dataclass, field
+import uuid
+from dataclasses import dataclass
 
 import aiohttp
 
+from edge360.replay import cmcd
 from edge360.replay.aioget import SessionGetter
+from edge360.replay.buffer import PlayBuffer
 from edge360.replay.hls import (
     MediaPlaylist,
     PlaylistError,
@@ -39,63 +47,25 @@ from edge360.replay.hls import (
     variant_names,
     with_sid,
 )
+from edge360.replay.links import HEADROOM, LINKS, draw_link, expected_bitrate, pick
 from edge360.replay.model import Viewer
-from edge360.replay.report import Histogram
+from edge360.replay.profiles import HLSJS, PlayerProfile
+from edge360.replay.stats import Stats
+from edge360.replay.truth import Record
 from edge360.replay.wire import FetchError, Getter
 
 # the parsers' old home: benchmarks/locustfile.py and the tests import them from here
 __all__ = ["BURST", "HEADROOM", "LINKS", "MediaPlaylist", "PlayerConfig", "PlaylistError",
-           "Segment", "Stats", "VirtualPlayer", "parse_master", "parse_media", "sid_of",
-           "variant_names", "with_sid"]
+           "Segment", "Stats", "VirtualPlayer", "expected_bitrate", "parse_master", "parse_media",
+           "sid_of", "variant_names", "with_sid"]
 
-# (share of viewers, link speed bit/s) per TRAFFIC.md: fibre, good, fair, slow mobile
-LINKS: tuple[tuple[float, float], ...] = ((0.25, 25e6), (0.35, 8e6), (0.25, 4e6), (0.15, 1.5e6))
-BURST = 3                 # segments fetched back to back at start-up
+BURST = 3                 # the Locust approximation's start-up burst (benchmarks/locustfile.py)
 SWITCH_PROBABILITY = 0.02  # per segment: the simulated link changes
-HEADROOM = 0.8            # a player picks a rendition whose bandwidth fits 80 % of its link
-#: a bound on a live viewer's steps (segment fetches and reloads) besides its watch time: a
-#: server answering zero-length segments at once cannot spin it
-MAX_LIVE_STEPS = 1_000_000
-
-
-@dataclass
-class Stats:
-    """What one process's viewers measured; bounded by the number of viewers it runs."""
-
-    idle_timeout: float
-    requests: int = 0
-    bytes: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
-    latency: Histogram = field(default_factory=Histogram)
-    startup: Histogram = field(default_factory=Histogram)
-    stall_s: float = 0.0
-    played_s: float = 0.0
-    running: int = 0
-    reloads: int = 0          # live playlists: media playlist reloads
-    live_skips: int = 0       # live playlists: jumps to the live edge after falling behind
-    #: ground truth per viewer that got an answer: (first answered request, last answered request)
-    truth: list[tuple[float, float]] = field(default_factory=list)
-    #: when finished viewers stop counting (last request + idle timeout), in finishing order
-    counting_until: deque[float] = field(default_factory=deque)
-    #: rendition mix: content seconds fetched per (time bucket, rendition name); bucket =
-    #: monotonic seconds // PlayerConfig.mix_bucket_s. Bounded by buckets × renditions.
-    mix: dict[tuple[int, str], float] = field(default_factory=dict)
-    #: each rendition name's BANDWIDTH, to stack the mix from the lowest rendition up
-    mix_bandwidth: dict[str, int] = field(default_factory=dict)
-
-    def fetched(self, bucket: int, name: str, bandwidth: int, content_s: float) -> None:
-        key = (bucket, name)
-        self.mix[key] = self.mix.get(key, 0.0) + content_s
-        self.mix_bandwidth[name] = bandwidth
-
-    def error(self, kind: str) -> None:
-        self.errors[kind] = self.errors.get(kind, 0) + 1
-
-    def achieved_now(self, now: float) -> int:
-        """Viewers the ground-truth rule counts at `now`: running ones plus idle-timeout tails."""
-        while self.counting_until and self.counting_until[0] <= now:
-            self.counting_until.popleft()
-        return self.running + len(self.counting_until)
+RETRIES = 3               # a failed segment is asked again this often before the viewer gives up
+RETRY_S = 1.0             # media seconds between those attempts
+#: a bound on a viewer's steps (segment fetches and reloads) besides its watch time: a server
+#: answering zero-length segments at once cannot spin it
+MAX_STEPS = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -106,20 +76,34 @@ class PlayerConfig:
     seed: int
     mix_bucket_s: float = 1.0     # real seconds per rendition-mix bucket
     switch_probability: float = SWITCH_PROBABILITY   # tests raise it to force switches
+    profile: PlayerProfile = HLSJS
+    cmcd: str | None = None       # "query" or "headers": send CTA-5004 data that way
+    links: tuple[tuple[float, float], ...] = LINKS
+    #: monotonic time the window opened: viewers already watching then watch from here
+    epoch: float | None = None
 
 
 class VirtualPlayer:
-    """Plays one viewer's session against the target; `run` returns when its watch time is over."""
+    """Plays one viewer's visit against the target; `run` returns when the viewer has left."""
 
     def __init__(self, http: Getter | aiohttp.ClientSession, viewer: Viewer,
                  config: PlayerConfig, stats: Stats) -> None:
-        # the replay's lean wire.Client, or a caller's own aiohttp session behind the same get
+        # a wire.Line or wire.Client, or a caller's own aiohttp session behind the same get
         self.http: Getter = SessionGetter(http) if isinstance(http, aiohttp.ClientSession) else http
         self.viewer, self.cfg, self.stats = viewer, config, stats
         self.rng = random.Random(f"{config.seed}:{viewer.index}")
         self.own_sid: str | None = None
-        self.first: float | None = None
+        self.cmcd_sid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+        self.first: float | None = None           # first answered request
+        self.first_segment: float | None = None
         self.last = 0.0
+        self.fetched_s = 0.0                      # media seconds of answered segments
+        self.watch_from: float | None = None
+        self.started = self.quit_at = 0.0
+        self.link = config.links[-1][1]
+        self.link_free = 0.0                      # the simulated link is busy until then
+        self.stream_type: str | None = None
+        self.buffer: PlayBuffer | None = None
         # what the master playlist said, set by _play
         self.variants: list[tuple[int, str]] = []
         self.names: dict[str, str] = {}
@@ -128,25 +112,57 @@ class VirtualPlayer:
     async def run(self) -> None:
         st = self.stats
         st.running += 1
+        self.started = time.monotonic()
+        self.quit_at = self.started + self.viewer.watch_s / self.cfg.speed
         try:
             await self._play()
         finally:
+            # it left at its quit time, however late this process woke to let it go
+            now = min(time.monotonic(), self.quit_at)
             st.running -= 1
+            if self.buffer is not None:
+                self.buffer.finish(now)
+                st.stall_s += self.buffer.stall_s
+                st.played_s += self.buffer.played_s
+            if self.first_segment is not None:
+                st.counting -= 1
+            if self.watch_from is not None:
+                st.watching_now -= 1
             if self.first is not None:
-                st.truth.append((self.first, self.last))
-                st.counting_until.append(self.last + st.idle_timeout)
+                st.left(Record(self.first_segment, self.last, self.fetched_s, now,
+                               self.watch_from))
 
     def _url(self, url: str) -> str:
         return with_sid(url, self.own_sid) if self.own_sid else url
 
-    async def _fetch(self, url: str, *, text: bool, brange: tuple[int, int] | None = None
+    def _cmcd(self, ot: str, bandwidth: int | None, duration: float | None) -> cmcd.Data:
+        buf = self.buffer
+        if buf is not None:
+            buf.advance(time.monotonic())
+        top = self.variants[-1][0] / 1000 if self.variants else None
+        return cmcd.Data(
+            ot=ot, sid=self.cmcd_sid, pr=self.cfg.speed, st=self.stream_type,
+            br_kbps=None if bandwidth is None else bandwidth / 1000,
+            tb_kbps=None if bandwidth is None else top, d_s=duration,
+            bl_s=None if buf is None or duration is None else buf.ahead,
+            su=buf is None or buf.starting, bs=buf is not None and buf.take_starved())
+
+    async def _fetch(self, url: str, *, text: bool, brange: tuple[int, int] | None = None,
+                     bandwidth: int | None = None, duration: float | None = None
                      ) -> str | int | None:
         """GET url; the body as text (playlists) or its byte count (segments); None on failure."""
-        headers = {"Range": f"bytes={brange[0]}-{brange[1]}"} if brange else None
+        headers = {"Range": f"bytes={brange[0]}-{brange[1]}"} if brange else {}
+        url = self._url(url)
+        if self.cfg.cmcd:
+            data = self._cmcd("m" if text else cmcd.object_type(url), bandwidth, duration)
+            if self.cfg.cmcd == "headers":
+                headers.update(cmcd.headers(data))
+            else:
+                url = cmcd.with_query(url, data)
         sent = time.monotonic()
         self.stats.requests += 1
         try:
-            got = await self.http.get(self._url(url), headers, keep_body=text)
+            got = await self.http.get(url, headers or None, keep_body=text)
             if got.status not in (200, 206):
                 self.stats.error(f"http_{got.status}")
                 return None
@@ -166,36 +182,32 @@ class VirtualPlayer:
         except (OSError, EOFError, UnicodeDecodeError):  # gzip.BadGzipFile is an OSError
             self.stats.error("bad_body")
             return None
-        done = time.monotonic()
-        self.stats.latency.add(done - sent)
+        self.stats.latency.add(time.monotonic() - sent)
         if self.first is None:
             self.first = sent
         self.last = sent
         return body
 
     def _pick(self, variants: list[tuple[int, str]]) -> str:
-        r, link = self.rng.random(), LINKS[-1][1]
-        for share, speed in LINKS:
-            if r < share:
-                link = speed
-                break
-            r -= share
-        fitting = [url for bw, url in variants if bw <= link * HEADROOM]
-        return fitting[-1] if fitting else variants[0][1]
+        """Draw the viewer's link speed and the highest rendition that fits it."""
+        self.link = draw_link(self.rng.random(), self.cfg.links)
+        return pick(variants, self.link)
 
     async def _media(self, url: str) -> MediaPlaylist | None:
         body = await self._fetch(url, text=True)
         if not isinstance(body, str):
             return None
         try:
-            return parse_media(body, url)
+            playlist = parse_media(body, url)
         except (PlaylistError, ValueError):
             self.stats.error("bad_playlist")
             return None
+        self.stream_type = "l" if playlist.live else "v"
+        return playlist
 
     async def _play(self) -> None:
         cfg, v = self.cfg, self.viewer
-        started = time.monotonic()
+        # with CMCD the master request's `sid` opens the session under the player's own id
         body = await self._fetch(cfg.master_url, text=True)
         if not isinstance(body, str):
             return
@@ -206,7 +218,7 @@ class VirtualPlayer:
             return
         if sid_of(self.variants[0][1]) is None:
             # the server does not hand out sessions: carry our own valid sid so it can count us
-            self.own_sid = secrets.token_urlsafe(12)
+            self.own_sid = self.cmcd_sid if cfg.cmcd else secrets.token_urlsafe(12)
         self.names = variant_names(body, cfg.master_url)
         self.bandwidth = {url: bw for bw, url in self.variants}
         rendition = self._pick(self.variants)
@@ -214,33 +226,60 @@ class VirtualPlayer:
         playlist = await self._media(rendition)
         if playlist is None:
             return
-        buffer = _Buffer(self.stats, cfg.speed, started, watching=v.offset_s > 0)
+        # a viewer already watching when the window opened has the profile's goal buffered
+        ahead = self._goal(rendition) if v.offset_s > 0 else 0.0
+        self.buffer = PlayBuffer(cfg.profile, cfg.speed, time.monotonic(), inherited_s=ahead)
+        if ahead > 0:
+            self._watching(cfg.epoch if cfg.epoch is not None else self.started)
         if playlist.live:
-            await self._follow(rendition, playlist, loaded, buffer)
-            return
+            await self._follow(rendition, playlist, loaded, self.buffer)
+        else:
+            await self._vod(rendition, playlist, self.buffer)
+
+    def _goal(self, rendition: str) -> float:
+        return self.cfg.profile.goal_for(self.bandwidth.get(rendition, 0))
+
+    def _watching(self, since: float) -> None:
+        self.watch_from = since
+        self.stats.watching_now += 1
+
+    async def _vod(self, rendition: str, playlist: MediaPlaylist, buffer: PlayBuffer) -> None:
+        cfg, v = self.cfg, self.viewer
         starts = playlist.starts
         total = starts[-1] + playlist.segments[-1].duration
-        offset = v.offset_s % total if cfg.loop and total > 0 else v.offset_s
-        index = max(bisect.bisect_right(starts, offset) - 1, 0)
-        if offset >= total:
+        if not cfg.loop and v.offset_s >= total:
             return                      # already past the end of a title it does not loop
-        content = 0.0                   # simulated seconds fetched
-        while content < max(v.watch_s, 1e-9):
+        # the next segment to fetch holds the end of what is buffered ahead of the play head
+        position = v.offset_s + buffer.ahead
+        if cfg.loop and total > 0:
+            position %= total
+        index = len(starts) if position >= total else max(
+            bisect.bisect_right(starts, position) - 1, 0)
+        failures = 0
+        for _ in range(MAX_STEPS):
             if index >= len(playlist.segments):
                 if not cfg.loop:
+                    buffer.end(time.monotonic())
+                    await self._sleep_until(buffer.played_out_at(time.monotonic()))
                     return
                 index = 0
-            due = buffer.due(playlist.segments[index].duration)
-            if due is not None and (delay := due - time.monotonic()) > 0:
-                await asyncio.sleep(delay)
             seg = playlist.segments[index]
-            index += 1
-            content += seg.duration
+            due = max(buffer.due(time.monotonic(), self._goal(rendition)), self.link_free)
+            if not await self._sleep_until(due):
+                return
             if not await self._segment(seg, rendition, buffer):
+                failures += 1
+                if failures > RETRIES:
+                    self.stats.gave_up += 1
+                    return
+                if not await self._sleep_until(time.monotonic() + RETRY_S / cfg.speed):
+                    return
                 continue
+            failures = 0
+            index += 1
             change = await self._switch(rendition)
             if change is not None:
-                position = starts[index - 1] + seg.duration if index > 0 else 0.0
+                position = starts[index - 1] + seg.duration
                 rendition, playlist, _ = change
                 starts = playlist.starts
                 index = bisect.bisect_left(starts, position - 1e-6)
@@ -257,55 +296,61 @@ class VirtualPlayer:
         switched = await self._media(new)
         return None if switched is None else (new, switched, began)
 
-    async def _segment(self, seg: Segment, rendition: str, buffer: _Buffer) -> bool:
-        """Fetch one segment and account for it (buffer, played time, rendition mix); False when
+    async def _segment(self, seg: Segment, rendition: str, buffer: PlayBuffer) -> bool:
+        """Fetch one segment and account for it (buffer, truth, link, rendition mix); False when
         it got no answer."""
-        got = await self._fetch(seg.url, text=False, brange=seg.byterange)
-        now = time.monotonic()
-        if got is None:
-            buffer.fetched += 1
-            return False
         bandwidth = self.bandwidth[rendition]
-        self.stats.played_s += seg.duration
+        sent = time.monotonic()
+        got = await self._fetch(seg.url, text=False, brange=seg.byterange, bandwidth=bandwidth,
+                                duration=seg.duration)
+        if got is None:
+            return False
+        now = time.monotonic()
+        if self.first_segment is None:
+            self.first_segment = sent
+            self.stats.counting += 1
+        self.fetched_s += seg.duration
+        # the simulated link carries BANDWIDTH x duration bits (compressed by speed)
+        self.link_free = sent + bandwidth * seg.duration / (self.link * self.cfg.speed)
         self.stats.fetched(int(now // self.cfg.mix_bucket_s),
                            self.names.get(rendition, f"{bandwidth / 1e6:.1f} Mbit/s"),
                            bandwidth, seg.duration)
         buffer.landed(now, seg.duration)
+        if self.watch_from is None and buffer.first_frame is not None:
+            self.stats.startup.add(buffer.first_frame - self.started)
+            self._watching(buffer.first_frame)
         return True
 
     async def _follow(self, rendition: str, playlist: MediaPlaylist, loaded: float,
-                      buffer: _Buffer) -> None:
+                      buffer: PlayBuffer) -> None:
         """Follow a live or event playlist (RFC 8216 §6.3.4-6.3.5) from its live edge until the
-        viewer's watch time is over or the stream has ended and its last segment is fetched.
-
-        A live viewer's watch time is wall time too (compressed by `speed`): segments appear only
-        as fast as the stream makes them, so a stalled stream cannot keep the viewer forever."""
+        viewer leaves or the stream has ended and played out. Segments appear only as fast as
+        the stream makes them, so the buffer stays within the live window."""
         cfg, st = self.cfg, self.stats
-        watch = max(self.viewer.watch_s, 1e-9)
-        leave_at = buffer.started + watch / cfg.speed
         sequence = playlist.live_edge()
         reload_at = loaded + playlist.reload_s / cfg.speed   # measured from the load's start
-        content = 0.0
-        for _ in range(MAX_LIVE_STEPS):
-            if content >= watch or time.monotonic() >= leave_at:
+        for _ in range(MAX_STEPS):
+            if time.monotonic() >= self.quit_at:
                 return
             place = playlist.place(sequence)
-            if place == "over":
-                return                  # EXT-X-ENDLIST and every segment fetched: played out
+            if place == "over":         # EXT-X-ENDLIST and every segment fetched: play it out
+                buffer.end(time.monotonic())
+                await self._sleep_until(buffer.played_out_at(time.monotonic()))
+                return
             if place == "behind":
                 # the window slid past the next segment: rejoin at the live edge, as players do
                 st.live_skips += 1
                 sequence = playlist.live_edge()
                 continue
             seg = playlist.segment(sequence)     # None: not published yet ("ahead")
-            due = None if seg is None else buffer.due(seg.duration)
+            due = None if seg is None else max(
+                buffer.due(time.monotonic(), self._goal(rendition)), self.link_free)
             # fetch when the buffer wants the segment before the next reload is due; a full
             # buffer still reloads on time, as a player keeps its playlist fresh
-            if seg is not None and (not playlist.live or due is None or due <= reload_at):
-                if due is not None and not await _sleep_until(due, leave_at):
+            if seg is not None and due is not None and (not playlist.live or due <= reload_at):
+                if not await self._sleep_until(due):
                     return
                 sequence += 1
-                content += seg.duration
                 if not await self._segment(seg, rendition, buffer):
                     continue
                 change = await self._switch(rendition)
@@ -317,7 +362,7 @@ class VirtualPlayer:
                     rendition, playlist, began = change
                     reload_at = began + playlist.reload_s / cfg.speed
                 continue
-            if not await _sleep_until(reload_at, leave_at):
+            if not await self._sleep_until(reload_at):
                 return
             began = time.monotonic()
             reloaded = await self._media(rendition)
@@ -329,45 +374,12 @@ class VirtualPlayer:
                 # §6.3.4: unchanged (or failed), so retry after half a target duration
                 reload_at = time.monotonic() + playlist.reload_s / 2 / cfg.speed
 
-
-class _Buffer:
-    """The simulated play-out buffer: when the next fetch is due, and the start-up time and
-    stalls a segment's arrival shows. Times are `time.monotonic()` seconds."""
-
-    def __init__(self, stats: Stats, speed: float, started: float, *, watching: bool) -> None:
-        self.stats, self.speed, self.started = stats, speed, started
-        self.watching = watching    # already watching when the window opened: no start-up
-        self.dry_at: float | None = None   # real time the buffer runs dry
-        self.fetched = 0
-
-    def due(self, duration: float) -> float | None:
-        """When to fetch a segment of `duration`; None while the start-up burst is on."""
-        if self.fetched >= BURST and self.dry_at is not None:
-            # steady state: keep BURST-1 segments of buffer ahead of the play head
-            return self.dry_at - (BURST - 1) * duration / self.speed
-        return None
-
-    def landed(self, now: float, duration: float) -> None:
-        self.fetched += 1
-        play = duration / self.speed
-        if self.dry_at is None and self.watching:
-            # its buffer is full, no start-up
-            self.dry_at = now + BURST * play
-            self.fetched = BURST
-        elif self.dry_at is None:
-            self.stats.startup.add(now - self.started)
-            self.dry_at = now + play
-        elif now > self.dry_at:
-            self.stats.stall_s += (now - self.dry_at) * self.speed
-            self.dry_at = now + play
-        else:
-            self.dry_at += play
-
-
-async def _sleep_until(when: float, leave_at: float) -> bool:
-    """Sleep until `when`; False (after sleeping until `leave_at`) when the viewer leaves first."""
-    wake = min(when, leave_at)
-    delay = wake - time.monotonic()
-    if delay > 0:
-        await asyncio.sleep(delay)
-    return when < leave_at
+    async def _sleep_until(self, when: float) -> bool:
+        """Sleep until `when`, recording how late the wake-up came; False (after sleeping until
+        the viewer's quit time) when the viewer leaves first."""
+        wake = min(when, self.quit_at)
+        delay = wake - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+            self.stats.lateness.add(max(time.monotonic() - wake, 0.0))
+        return when < self.quit_at

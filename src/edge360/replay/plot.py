@@ -15,6 +15,7 @@ from typing import Any
 
 from edge360.replay.series import (
     COLORS,
+    LINES,
     MIX_COLORS,
     RenditionMix,
     SeriesPoint,
@@ -51,11 +52,12 @@ def render_png(series: Sequence[SeriesPoint], summary: dict[str, Any], mix: Rend
         s.axis("off")
     fig.suptitle(title(summary), fontsize=13)
     t0 = series[0].time_h if series else 0.0
-    t1 = series[-1].time_h if series else 1.0
+    # a run of one sample still gets a time axis (a minute wide)
+    t1 = max(series[-1].time_h, t0 + 1 / 60) if series else 1.0
 
     top = 0.0
     marks = {pk.name: pk for pk in peaks(series)}
-    for name in ("target", "achieved", "server"):
+    for name in LINES:
         pts = [(p.time_h, getattr(p, name)) for p in series if getattr(p, name) is not None]
         if not pts:
             continue

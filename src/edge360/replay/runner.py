@@ -1,40 +1,53 @@
-"""A live replay: probe the target, schedule the viewers, sample the server, report.
+"""A live replay: check the machine and the target, schedule the viewers, sample the server, report.
 
-One process runs thousands of virtual players as tasks (replay/share.py) over ONE bounded
-keep-alive connection pool per origin (a process has 20,000 descriptors, an address pair ~28,000
-ports: viewers share connections and are told apart by `sid`). `--workers N` forks N such
-processes, each taking every N-th viewer of this shard; the parent samples the server's `/metrics`
-once a second, prints progress and merges.
-Times are `time.monotonic()` seconds, which are system-wide on Linux, so forked workers share them.
+Each virtual viewer holds its own keep-alive connection (or, with `connections`, shares a bounded
+pool), so the plan is checked first against the machine (replay/limits.py: descriptors per
+process, ports per source address) and the speed against the target's segments; `--workers N`
+forks N processes, each taking every N-th viewer of this shard (replay/procs.py). The ground truth
+follows the target's counting rule (replay/truth.py), read from its `/api/stats`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
-import contextlib
-import multiprocessing
 import os
-import signal
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
-from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
-
+from edge360.core.errors import UsageError
+from edge360.replay import limits, truth
 from edge360.replay.model import Curve, Viewer, WatchTime, sample_viewers
-from edge360.replay.player import PlayerConfig, Stats
-from edge360.replay.report import Histogram, SeriesPoint, write_report
+from edge360.replay.player import PlayerConfig, expected_bitrate
+from edge360.replay.procs import Live, run_forked, run_here
+from edge360.replay.profiles import PROFILES
+from edge360.replay.report import SeriesPoint, write_report
 from edge360.replay.series import RenditionMix, measured_mix
 from edge360.replay.share import Share, run_share
-from edge360.replay.target import TargetInfo, probe, sample_server
+from edge360.replay.stats import Stats
+from edge360.replay.target import TargetInfo, probe
+
+__all__ = ["Plan", "Share", "model_summary", "run_live", "run_share"]
 
 REAL_IDLE_TIMEOUT = 30.0     # the production default the compressed timeout is derived from
+DEFAULT_PHASE_S = 6.0        # a 6 s segment: a watching player's next fetch falls within one
 MIX_BUCKETS = 120            # rendition-mix buckets over the window (each at least 1 real second)
+#: the shortest real time a segment may last: below it the players' timers (one event loop per
+#: process, woken a few milliseconds late under load) cannot keep one fetch per segment
+MIN_SEGMENT_REAL_S = 0.02
+#: segment bytes a second one replayer process receives from a server on loopback here, the
+#: kernel's copy into the process being most of its cost: measured against nginx serving the
+#: demo at speed 60 on this shared 2-core machine, ~345 MB/s stalled 0.07 % of the time and
+#: ~480 MB/s 3.6 % while other jobs kept the load average at 5-6 (the report then says pacing
+#: was lost); a plan above this is refused
+RECEIVE_BUDGET = 500e6
+#: pacing is lost when the players wake this share of a segment's real duration late (p99)...
+LATE_SHARE = 0.5
+#: ...or when they stall this much of the time
+MAX_STALL = 0.01
 
 
 @dataclass(frozen=True)
@@ -52,95 +65,17 @@ class Plan:
     duration_s: float | None
     workers: int
     shard: tuple[int, int]
-    connections: int = 512
+    connections: int | None = None       # None: one connection per viewer
+    profile: str = "hlsjs"
+    cmcd: str | None = None
+    sources: tuple[str, ...] = ()
+    ramp_s: float | None = None          # real seconds the viewers already watching join over
 
-
-def _stats_to_wire(stats: Stats) -> dict[str, Any]:
-    return {"requests": stats.requests, "bytes": stats.bytes, "errors": dict(stats.errors),
-            "latency": stats.latency.counts, "startup": stats.startup.counts,
-            "stall_s": stats.stall_s, "played_s": stats.played_s, "running": stats.running,
-            "reloads": stats.reloads, "live_skips": stats.live_skips,
-            "counting_until": list(stats.counting_until)}
-
-
-def _child(conn: Connection, share: Share) -> None:
-    """A forked worker: run its share, send progress each second and its truth at the end."""
-    async def main() -> Stats:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-
-        def tick(st: Stats) -> None:
-            st.achieved_now(time.monotonic())
-            conn.send(("progress", _stats_to_wire(st)))
-        return await run_share(share, stop, tick)
-    stats = asyncio.run(main())
-    wire = _stats_to_wire(stats)
-    wire["truth"] = stats.truth
-    wire["mix"], wire["mix_bandwidth"] = stats.mix, stats.mix_bandwidth
-    conn.send(("result", wire))
-    conn.close()
-
-
-def _merge(into: Stats, wire: dict[str, Any]) -> None:
-    into.requests += wire["requests"]
-    into.bytes += wire["bytes"]
-    for k, n in wire["errors"].items():
-        into.errors[k] = into.errors.get(k, 0) + n
-    into.latency.merge(Histogram(list(wire["latency"])))
-    into.startup.merge(Histogram(list(wire["startup"])))
-    into.stall_s += wire["stall_s"]
-    into.played_s += wire["played_s"]
-    into.reloads += wire["reloads"]
-    into.live_skips += wire["live_skips"]
-    into.truth.extend(tuple(x) for x in wire.get("truth", []))
-    for key, seconds in wire.get("mix", {}).items():
-        into.mix[key] = into.mix.get(key, 0.0) + seconds
-    into.mix_bandwidth.update(wire.get("mix_bandwidth", {}))
-
-
-class _Live:
-    """The parent's view: progress line, server samples, and (with workers) the children's stats."""
-
-    def __init__(self, plan: Plan, curve: Curve, info: TargetInfo, epoch: float,
-                 fraction: float) -> None:
-        self.plan, self.curve, self.info, self.epoch = plan, curve, info, epoch
-        self.fraction = fraction
-        self.samples: list[tuple[float, float | None]] = []   # (real s since epoch, server)
-        self.last_requests = 0
-        self.last_time = epoch
-
-    def sim_s(self, now: float) -> float:
-        return self.plan.window_h[0] * 3600 + (now - self.epoch) * self.plan.speed
-
-    def progress(self, now: float, *, achieved: int, requests: int, errors: int, p99: float | None,
-                 server: float | None) -> None:
-        rate = (requests - self.last_requests) / max(now - self.last_time, 1e-9)
-        self.last_requests, self.last_time = requests, now
-        sim = self.sim_s(now)
-        target = self.plan.scale * self.fraction * self.curve.concurrency_at(sim)
-        p99s = "-" if p99 is None else f"{p99 * 1000:.0f}ms"
-        srv = "-" if server is None else f"{server:.0f}"
-        print(f"\rreplay {int(sim // 3600):02d}:{int(sim % 3600 // 60):02d} target {target:,.0f} "
-              f"achieved {achieved:,} server {srv} req/s {rate:,.0f} errors {errors} p99 {p99s}   ",
-              end="", file=sys.stderr, flush=True)
-
-
-async def _sampler(live: _Live, stop: asyncio.Event, done: asyncio.Event,
-                   snapshot: Callable[[float], tuple[int, int, int, float | None]]) -> None:
-    """Once a second: read the server's sessions, record it, print the progress line."""
-    async with aiohttp.ClientSession() as http:
-        while not (stop.is_set() or done.is_set()):
-            server = (await sample_server(http, live.info.metrics_url)
-                      if live.info.has_metrics else None)
-            now = time.monotonic()
-            live.samples.append((now - live.epoch, server))
-            achieved, requests, errors, p99 = snapshot(now)
-            live.progress(now, achieved=achieved, requests=requests, errors=errors, p99=p99,
-                          server=server)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(asyncio.shield(done.wait()), timeout=1.0)
+    @property
+    def phase_s(self) -> float:
+        """Simulated seconds over which the viewers already watching make their first request:
+        one segment's fetch phase, or --ramp (real seconds) x speed."""
+        return DEFAULT_PHASE_S if self.ramp_s is None else self.ramp_s * self.speed
 
 
 def _select(viewers: list[Viewer], shard: tuple[int, int], workers: int) -> list[list[Viewer]]:
@@ -149,122 +84,105 @@ def _select(viewers: list[Viewer], shard: tuple[int, int], workers: int) -> list
     return [[v for v in viewers if v.index % (n * workers) == i + n * w] for w in range(workers)]
 
 
+def check_machine(plan: Plan, info: TargetInfo, shares: list[list[Viewer]]) -> dict[str, Any]:
+    """Raise the descriptor limit the plan needs, or refuse it (one UsageError line): too many
+    segment bytes a second, descriptors, ports, or a source address it cannot send from."""
+    per_worker = max((limits.peak_concurrent(s) for s in shares), default=0)
+    total = limits.peak_concurrent(v for s in shares for v in s)
+    nofile = limits.check_descriptors(per_worker, plan.connections, plan.workers, total)
+    host = urlsplit(plan.target).hostname
+    ports = limits.check_ports(total, plan.connections, plan.workers, len(plan.sources),
+                               limits.is_loopback(host))
+    limits.check_bindable(plan.sources)
+    rate = check_throughput(plan, info, total)
+    return {"peak_connections_planned": limits.connections_needed(total, None if
+                                                                  plan.connections is None
+                                                                  else plan.connections
+                                                                  * plan.workers),
+            "nofile": nofile.soft, "nofile_hard": nofile.hard, "ports_per_address": ports,
+            "expected_segment_bytes_per_s": round(rate)}
+
+
+def check_speed(plan: Plan, info: TargetInfo) -> None:
+    if info.segment_s is not None and info.segment_s / plan.speed < MIN_SEGMENT_REAL_S:
+        raise UsageError(
+            f"--speed {plan.speed:g}: a {info.segment_s:g} s segment would last "
+            f"{info.segment_s / plan.speed * 1000:.1f} ms of real time, under the "
+            f"{MIN_SEGMENT_REAL_S * 1000:g} ms the players can pace; use --speed "
+            f"{info.segment_s / MIN_SEGMENT_REAL_S:g} or less")
+
+
+def check_throughput(plan: Plan, info: TargetInfo, peak: int) -> float:
+    """Refuse a plan whose players would fetch more segment bytes a second than the replayer
+    receives; returns the expected bytes a second at the peak."""
+    ratio = 1.0 if info.size_ratio is None else info.size_ratio
+    rate = peak * expected_bitrate(list(info.bandwidths)) * ratio * plan.speed / 8
+    budget = RECEIVE_BUDGET * min(plan.workers, os.cpu_count() or 1)
+    if rate > budget:
+        fits = plan.speed * budget / rate
+        raise UsageError(
+            f"--speed {plan.speed:g}: the {peak:,} viewers of the peak would fetch "
+            f"~{rate / 1e6:,.0f} MB/s of segments (their renditions' bytes x speed), more "
+            f"than the replayer receives (~{budget / 1e6:,.0f} MB/s with {plan.workers} "
+            f"worker(s) here); use --speed {fits:.3g} or less, or a smaller --scale")
+    return rate
+
+
+def _advise(plan: Plan, info: TargetInfo) -> None:
+    """What the server must be told for its counts to compare with the truth."""
+    if plan.speed != 1:
+        idle = REAL_IDLE_TIMEOUT / plan.speed
+        print(f"replay: at speed {plan.speed:g} a real {REAL_IDLE_TIMEOUT:g} s idle timeout is "
+              f"{idle:.3g} s: run the server with sessions.idle_timeout = {idle:.3g} and "
+              f"sessions.time_scale = {plan.speed:g} for comparable counts (it reports "
+              f"{info.idle_timeout:g} and {info.time_scale or 'no time_scale'})", file=sys.stderr)
+    if info.time_scale is None:
+        print("replay: the target reports no time_scale, so it counts a viewer by its requests "
+              "(first media segment to last request + idle timeout); the truth does too",
+              file=sys.stderr)
+    elif abs(info.time_scale - plan.speed) > 1e-9:
+        print(f"replay: the target plays media time out at {info.time_scale:g} x while the "
+              f"players play at {plan.speed:g} x, so it counts each viewer's buffer "
+              f"{plan.speed / info.time_scale:.3g} times as long; the truth follows its rule",
+              file=sys.stderr)
+
+
 def run_live(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     """Replay the plan against its target and write the report; Ctrl-C stops and still reports."""
-    info = asyncio.run(probe(plan.target))
-    if plan.speed > 1:
-        print(f"replay: at speed {plan.speed:g} a real {REAL_IDLE_TIMEOUT:g} s idle timeout is "
-              f"{REAL_IDLE_TIMEOUT / plan.speed:.3g} s: run the server with "
-              f"sessions.idle_timeout = {REAL_IDLE_TIMEOUT / plan.speed:.3g} for comparable counts "
-              f"(it reports {info.idle_timeout:g})", file=sys.stderr)
     viewers = sample_viewers(curve, WatchTime(), seed=plan.seed, scale=plan.scale,
-                             window_h=plan.window_h)
-    shares = _select(viewers, plan.shard, plan.workers)
+                             window_h=plan.window_h, phase_s=plan.phase_s)
+    chosen = _select(viewers, plan.shard, plan.workers)
+    info = asyncio.run(probe(plan.target))
+    check_speed(plan, info)
+    machine = check_machine(plan, info, chosen)
+    _advise(plan, info)
+    rule = truth.Rule(info.idle_timeout, info.time_scale)
     window_real = (plan.window_h[1] - plan.window_h[0]) * 3600 / plan.speed
-    config = PlayerConfig(master_url=plan.target, speed=plan.speed, loop=plan.loop, seed=plan.seed,
-                          mix_bucket_s=max(window_real / MIX_BUCKETS, 1.0))
     epoch = time.monotonic() + 0.5      # a moment for the workers to start
-    deadline = None if plan.duration_s is None else epoch + plan.duration_s
-    deadline = epoch + window_real if deadline is None else min(deadline, epoch + window_real)
-    live = _Live(plan, curve, info, epoch, 1.0 / plan.shard[1])
-    stats = _run_workers(plan, info, shares, config=config, epoch=epoch,
-                         deadline=deadline, live=live)
+    config = PlayerConfig(master_url=plan.target, speed=plan.speed, loop=plan.loop, seed=plan.seed,
+                          mix_bucket_s=max(window_real / MIX_BUCKETS, 1.0),
+                          profile=PROFILES[plan.profile], cmcd=plan.cmcd, epoch=epoch)
+    deadline = epoch + window_real
+    if plan.duration_s is not None:
+        deadline = min(deadline, epoch + plan.duration_s)
+    shares = [Share(vs, config, epoch, rule, plan.connections, deadline, plan.sources)
+              for vs in chosen]
+    frac = plan.scale / plan.shard[1]
+    live = Live(curve, frac, plan.speed, plan.window_h[0] * 3600, epoch, deadline,
+                info.metrics_url if info.has_metrics else None)
+    stats = (run_here(shares[0], live) if plan.workers == 1
+             else run_forked(shares, live, Stats(rule=rule)))
     print(file=sys.stderr)
-    summary = _summarise(plan, curve, info, live, stats, viewers=viewers, shares=shares)
-    full = model_summary(plan, curve)
-    full.update(summary)
-    write_report(report_dir, full, _series(plan, curve, info, live, stats),
+    summary = model_summary(plan, curve)
+    summary.update(machine)
+    summary.update(_summarise(plan, info, live, stats, rule, viewers=viewers, chosen=chosen))
+    if summary["pacing_lost"]:
+        print(f"replay: pacing lost: {summary['pacing_note']}", file=sys.stderr)
+    write_report(report_dir, summary, _series(plan, curve, live, stats, rule),
                  mix=_mix(plan, stats, epoch, config.mix_bucket_s),
-                 day=[(t / 3600, plan.scale / plan.shard[1] * c)
+                 day=[(t / 3600, frac * c)
                       for t, c in zip(curve.times_s, curve.concurrency, strict=True)])
-    return full
-
-
-def _run_workers(plan: Plan, info: TargetInfo, shares: list[list[Viewer]], *,
-                 config: PlayerConfig, epoch: float, deadline: float, live: _Live) -> Stats:
-    total = Stats(idle_timeout=info.idle_timeout)
-    if plan.workers == 1:
-        async def single() -> Stats:
-            stop, done = asyncio.Event(), asyncio.Event()
-            loop = asyncio.get_running_loop()
-            loop.add_signal_handler(signal.SIGINT, stop.set)
-            holder: list[Stats] = []
-
-            def snap(now: float) -> tuple[int, int, int, float | None]:
-                if not holder:
-                    return 0, 0, 0, None
-                st = holder[0]
-                return (st.achieved_now(now), st.requests, sum(st.errors.values()),
-                        st.latency.percentile(0.99))
-            def keep(st: Stats) -> None:
-                holder[:] = [st]
-            share = Share(shares[0], config, epoch, info.idle_timeout, plan.connections, deadline)
-            sampler = asyncio.create_task(_sampler(live, stop, done, snap))
-            try:
-                return await run_share(share, stop, keep)
-            finally:
-                done.set()
-                await sampler
-                loop.remove_signal_handler(signal.SIGINT)
-        return asyncio.run(single())
-    ctx = multiprocessing.get_context("fork")
-    children: list[tuple[Any, Connection]] = []
-    for viewers in shares:
-        parent_end, child_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(child_end, Share(
-            viewers, config, epoch, info.idle_timeout, plan.connections, deadline)), daemon=True)
-        proc.start()
-        child_end.close()
-        children.append((proc, parent_end))
-
-    async def coordinate() -> None:
-        stop, done = asyncio.Event(), asyncio.Event()
-        loop = asyncio.get_running_loop()
-        progress: dict[int, dict[str, Any]] = {}
-        finished: set[int] = set()
-
-        def on_stop() -> None:
-            stop.set()
-            for proc, _ in children:
-                if proc.pid is not None and proc.is_alive():
-                    os.kill(proc.pid, signal.SIGINT)
-        loop.add_signal_handler(signal.SIGINT, on_stop)
-
-        def reader(k: int, conn: Connection) -> None:
-            try:
-                kind, wire = conn.recv()
-            except EOFError:
-                kind, wire = "result", None
-            if kind == "progress":
-                progress[k] = wire
-                return
-            loop.remove_reader(conn.fileno())
-            if wire is not None:
-                _merge(total, wire)
-            finished.add(k)
-            if len(finished) == len(children):
-                done.set()
-        for k, (_, conn) in enumerate(children):
-            loop.add_reader(conn.fileno(), reader, k, conn)
-
-        def snap(now: float) -> tuple[int, int, int, float | None]:
-            hist = Histogram()
-            achieved = requests = errors = 0
-            for w in progress.values():
-                achieved += w["running"] + sum(1 for t in w["counting_until"] if t > now)
-                requests += w["requests"]
-                errors += sum(w["errors"].values())
-                hist.merge(Histogram(list(w["latency"])))
-            return achieved, requests, errors, hist.percentile(0.99)
-        sampler = asyncio.create_task(_sampler(live, stop, done, snap))
-        await done.wait()
-        await sampler
-        loop.remove_signal_handler(signal.SIGINT)
-    asyncio.run(coordinate())
-    for proc, conn in children:
-        proc.join(timeout=10)
-        conn.close()
-    return total
+    return summary
 
 
 def model_summary(plan: Plan, curve: Curve) -> dict[str, Any]:
@@ -274,9 +192,17 @@ def model_summary(plan: Plan, curve: Curve) -> dict[str, Any]:
     in_window = [c for t, c in zip(curve.times_s, curve.concurrency, strict=True)
                  if w0 * 3600 <= t <= w1 * 3600]
     in_window += [curve.concurrency_at(w0 * 3600), curve.concurrency_at(w1 * 3600)]
+    profile = PROFILES[plan.profile]
     return {
         "scale": plan.scale, "speed": plan.speed, "window": [w0, w1], "seed": plan.seed,
         "shard": f"{plan.shard[0]}/{plan.shard[1]}", "workers": plan.workers, "loop": plan.loop,
+        "player_profile": profile.name,
+        "player_buffer": {"goal_s": profile.goal_s, "max_s": profile.max_s,
+                          "max_bytes": profile.max_bytes, "start_s": profile.start_s,
+                          "rebuffer_s": profile.rebuffer_s, "source": profile.source},
+        "cmcd": plan.cmcd or "off",
+        "connections": "per-viewer" if plan.connections is None else plan.connections,
+        "source_addresses": list(plan.sources), "ramp_s": plan.ramp_s,
         "model_views": curve.views, "model_peak": round(curve.peak, 1),
         "peak_hour": round(curve.peak_hour, 3), "prime_amplitude": round(curve.amplitude, 5),
         "mean_watch_s": round(curve.mean_watch_s, 1),
@@ -285,24 +211,18 @@ def model_summary(plan: Plan, curve: Curve) -> dict[str, Any]:
     }
 
 
-def _achieved(truth: list[tuple[float, float]], idle: float, times: list[float]) -> list[int]:
-    starts = sorted(a for a, _ in truth)
-    ends = sorted(b + idle for _, b in truth)
-    return [bisect.bisect_right(starts, t) - bisect.bisect_left(ends, t) for t in times]
-
-
-def _series(plan: Plan, curve: Curve, info: TargetInfo, live: _Live, stats: Stats
+def _series(plan: Plan, curve: Curve, live: Live, stats: Stats, rule: truth.Rule
             ) -> list[SeriesPoint]:
     times = [live.epoch + rel for rel, _ in live.samples]
-    achieved = _achieved(stats.truth, info.idle_timeout, times)
+    achieved = truth.counts(truth.counted(stats.records, rule), times)
+    watching = truth.counts(truth.watching(stats.records), times)
     frac = plan.scale / plan.shard[1]
     out = []
-    for (rel, server), a in zip(live.samples, achieved, strict=True):
+    for (rel, server), a, w in zip(live.samples, achieved, watching, strict=True):
         sim = plan.window_h[0] * 3600 + rel * plan.speed
-        idx = min(int(sim / curve.step_s), len(curve.arrival_rate) - 1)
         out.append(SeriesPoint(time_h=sim / 3600, target=frac * curve.concurrency_at(sim),
                                achieved=float(a), server=server,
-                               arrivals=frac * curve.arrival_rate[idx]))
+                               arrivals=frac * curve.rate_at(sim), watching=float(w)))
     return out
 
 
@@ -317,28 +237,47 @@ def _mix(plan: Plan, stats: Stats, epoch: float, bucket_s: float) -> RenditionMi
                         "share of segment time the virtual players fetched")
 
 
-def _summarise(plan: Plan, curve: Curve, info: TargetInfo, live: _Live, stats: Stats, *,
-               viewers: list[Viewer], shares: list[list[Viewer]]) -> dict[str, Any]:
+def _pacing(plan: Plan, info: TargetInfo, stats: Stats, stall: float | None) -> dict[str, Any]:
+    """Whether the players kept their schedule: how late they woke, and their stalls."""
+    p50, p99 = stats.lateness.percentile(0.5), stats.lateness.percentile(0.99)
+    why = []
+    segment_real = None if info.segment_s is None else info.segment_s / plan.speed
+    if p99 is not None and segment_real is not None and p99 > LATE_SHARE * segment_real:
+        why.append(f"players woke {p99 * 1000:.0f} ms late (p99) for fetches due every "
+                   f"{segment_real * 1000:.0f} ms")
+    if stall is not None and stall >= MAX_STALL:
+        why.append(f"stall ratio {stall:.2%} (at most {MAX_STALL:.0%})")
+    return {"pacing_late_p50_s": None if p50 is None else round(p50, 4),
+            "pacing_late_p99_s": None if p99 is None else round(p99, 4),
+            "segment_real_s": None if segment_real is None else round(segment_real, 4),
+            "pacing_lost": bool(why), "pacing_note": "; ".join(why) or "kept"}
+
+
+def _summarise(plan: Plan, info: TargetInfo, live: Live, stats: Stats, rule: truth.Rule, *,
+               viewers: list[Viewer], chosen: list[list[Viewer]]) -> dict[str, Any]:
+    counted = truth.counted(stats.records, rule)
+    watching = truth.watching(stats.records)
     times = [live.epoch + rel for rel, _ in live.samples]
-    achieved = _achieved(stats.truth, info.idle_timeout, times)
-    if stats.truth:   # the exact peak of the truth intervals, not only at the sampled instants
-        achieved.append(max(_achieved(stats.truth, info.idle_timeout,
-                                      sorted(a for a, _ in stats.truth)), default=0))
     servers = [s for _, s in live.samples if s is not None]
-    mine = [v for share in shares for v in share]
+    mine = [v for share in chosen for v in share]
     startup50, startup95 = stats.startup.percentile(0.5), stats.startup.percentile(0.95)
     p99 = stats.latency.percentile(0.99)
+    stall = round(stats.stall_s / stats.played_s, 6) if stats.played_s else None
     return {
         "views": sum(1 for v in mine if v.offset_s == 0.0),
         "viewers_at_start": sum(1 for v in mine if v.offset_s > 0.0),
-        "viewers_started": len(stats.truth),
-        "achieved_peak": max(achieved, default=0),
+        "viewers_started": len(stats.records),
+        # exact peaks of the intervals, not only at the sampled instants
+        "achieved_peak": max(truth.peak(counted), *truth.counts(counted, times), 0),
+        "watching_peak": truth.peak(watching),
+        "counting_rule": rule.name, "time_scale": info.time_scale,
         "server_peak": max(servers) if info.has_metrics and servers else None,
         "requests": stats.requests, "errors": sum(stats.errors.values()),
         "errors_by_kind": dict(sorted(stats.errors.items())), "bytes": stats.bytes,
+        "gave_up": stats.gave_up,
         "startup_p50_s": None if startup50 is None else round(startup50, 4),
         "startup_p95_s": None if startup95 is None else round(startup95, 4),
-        "stall_ratio": round(stats.stall_s / stats.played_s, 6) if stats.played_s else None,
+        "stall_ratio": stall, **_pacing(plan, info, stats, stall),
         "playlist_reloads": stats.reloads, "live_skips": stats.live_skips,
         "latency_p99_s": None if p99 is None else round(p99, 4),
         "idle_timeout": info.idle_timeout, "target": plan.target,

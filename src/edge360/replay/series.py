@@ -11,13 +11,16 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: TRAFFIC.md's nominal ladder (bit/s, name): the model has no target, so its expected mix is the
-#: link distribution mapped onto this ladder by the players' own rule.
+#: the nominal ladder of docs/TRAFFIC.md (bit/s, name): the model has no target, so its expected
+#: mix is the link distribution mapped onto this ladder by the players' own rule.
 NOMINAL_LADDER: tuple[tuple[float, str], ...] = (
     (1e6, "≤540p ~1 Mbit/s"), (3e6, "720p ~3 Mbit/s"), (6e6, "1080p ~6 Mbit/s"),
     (16e6, "2160p ~16 Mbit/s"))
 
-COLORS = {"target": "#1f77b4", "achieved": "#2ca02c", "server": "#d62728", "arrivals": "#7f7f7f"}
+COLORS = {"target": "#1f77b4", "achieved": "#2ca02c", "server": "#d62728", "arrivals": "#7f7f7f",
+          "watching": "#9467bd"}
+#: the concurrency lines, in drawing order
+LINES = ("target", "achieved", "watching", "server")
 MIX_COLORS = ("#fdd49e", "#fc8d59", "#d7301f", "#7f0000", "#4a1486", "#08519c")
 
 
@@ -30,6 +33,7 @@ class SeriesPoint:
     achieved: float | None
     server: float | None
     arrivals: float | None = None
+    watching: float | None = None     # viewers between their first frame and their quit
 
 
 @dataclass(frozen=True)
@@ -116,7 +120,7 @@ class Peak:
 def peaks(series: Sequence[SeriesPoint]) -> list[Peak]:
     """The maximum of each concurrency line present, with the hour it happens at."""
     out = []
-    for name in ("target", "achieved", "server"):
+    for name in LINES:
         pts = [(getattr(p, name), p.time_h) for p in series if getattr(p, name) is not None]
         if pts:
             value, hour = max(pts, key=lambda vh: (vh[0], -vh[1]))
@@ -129,8 +133,8 @@ def arrivals_per_minute(series: Sequence[SeriesPoint]) -> list[tuple[float, floa
 
 
 def line_label(name: str) -> str:
-    return {"target": "target (model)", "achieved": "achieved (ground truth)",
-            "server": "server (/metrics)"}[name]
+    return {"target": "target (model)", "achieved": "achieved (ground truth, server's rule)",
+            "watching": "watching (first frame to quit)", "server": "server (/metrics)"}[name]
 
 
 def title(summary: dict[str, object]) -> str:

@@ -1,5 +1,6 @@
-"""One process's share of the viewers: each starts at its (compressed) arrival time, and all of
-them play over ONE lean keep-alive client (replay/wire.py), bounded by `connections` per origin.
+"""One process's share of the viewers: each starts at its (compressed) arrival time and plays over
+its own keep-alive connection (a wire.Line, from its source address), or, with `connections`, all
+of them over one bounded shared pool per origin (replay/wire.py).
 
 The replayer's CPU per request is what limits how many viewers a core carries, so two process-wide
 costs are kept down while viewers play: aiohttp's client (replaced by the lean one) and the
@@ -15,7 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edge360.replay.model import Viewer
-from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
+from edge360.replay.player import PlayerConfig, VirtualPlayer
+from edge360.replay.stats import Stats
+from edge360.replay.truth import Rule
 from edge360.replay.wire import Client
 
 #: garbage-collector thresholds while viewers play: the replayer allocates per request and holds
@@ -32,14 +35,15 @@ class Share:
     viewers: list[Viewer]
     config: PlayerConfig
     epoch: float                  # monotonic time of simulated window start
-    idle_timeout: float
-    connections: int
+    rule: Rule                    # the target's counting rule (truth.py)
+    connections: int | None       # None: each viewer its own connection; N: a shared pool of N
     deadline: float | None        # monotonic time to stop at (--duration)
+    sources: tuple[str, ...] = ()  # source addresses the viewers' connections spread over
 
 
 async def run_share(share: Share, stop: asyncio.Event,
                     on_tick: Callable[[Stats], None] | None = None) -> Stats:
-    """Start each viewer at its (compressed) arrival time over one pooled client; return stats."""
+    """Start each viewer at its (compressed) arrival time; return what they measured."""
     thresholds = gc.get_threshold()
     gc.set_threshold(*GC_THRESHOLDS)
     try:
@@ -50,16 +54,29 @@ async def run_share(share: Share, stop: asyncio.Event,
 
 async def _run_share(share: Share, stop: asyncio.Event,
                      on_tick: Callable[[Stats], None] | None) -> Stats:
-    stats = Stats(idle_timeout=share.idle_timeout)
+    stats = Stats(rule=share.rule)
     tasks: set[asyncio.Task[None]] = set()
-    speed = share.config.speed
-    async with Client(limit=share.connections, total_timeout=30, connect_timeout=10) as http:
+    speed, sources = share.config.speed, share.sources
+    async with Client(limit=share.connections or 1, total_timeout=30,
+                      connect_timeout=10) as http:
+        async def visit(v: Viewer) -> None:
+            if share.connections:
+                await VirtualPlayer(http, v, share.config, stats).run()
+                return
+            line = http.line(sources[v.index % len(sources)] if sources else None)
+            try:
+                await VirtualPlayer(line, v, share.config, stats).run()
+            finally:
+                line.close()         # the viewer left: its connection goes with it
+
         async def scheduler() -> None:
             for v in share.viewers:
-                delay = share.epoch + v.start_s / speed - time.monotonic()
+                due = share.epoch + v.start_s / speed
+                delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                task = asyncio.create_task(VirtualPlayer(http, v, share.config, stats).run())
+                    stats.lateness.add(max(time.monotonic() - due, 0.0))
+                task = asyncio.create_task(visit(v))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
             while tasks:

@@ -14,6 +14,7 @@ from typing import Any
 
 from edge360.replay.series import (
     COLORS,
+    LINES,
     MIX_COLORS,
     RenditionMix,
     SeriesPoint,
@@ -52,14 +53,14 @@ def render_svg(series: Sequence[SeriesPoint], summary: dict[str, Any],
 
     # (1) concurrency
     y0, h = boxes["concurrency"]
-    top = _nice(max([v for p in series for v in (p.target, p.achieved, p.server)
+    top = _nice(max([v for p in series for v in (p.target, p.achieved, p.server, p.watching)
                      if v is not None] + [1.0]) * 1.1)
     yv = _scale(y0, h, top)
     out.append('<g class="panel" id="panel-concurrency">')
     out += _frame(y0, h, top, "concurrent viewers", xpos, t0, t1, yv, percent=False)
     legend = []
     marks = {pk.name: pk for pk in peaks(series)}
-    for name in ("target", "achieved", "server"):
+    for name in LINES:
         pts = [(p.time_h, getattr(p, name)) for p in series if getattr(p, name) is not None]
         if not pts:
             continue

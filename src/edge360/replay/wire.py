@@ -18,6 +18,12 @@ this client does only that:
 - the request carries Host, `Accept-Encoding: gzip` (the player gunzips playlists itself; nothing
   else it could decode is offered) and the caller's extra fields (Range).
 
+A `Line` (`Client.line`) is one viewer's own keep-alive connection, as a real player holds one:
+pools of one connection per origin, optionally from a chosen source address, that the viewer
+closes when it leaves; the client's one timer sweeps a line's pool only while it has a request in
+flight or waiting. Lines spread viewers over source addresses (each address pair has its own
+~28,000 ephemeral ports); the shared pools stay for runs that want a bounded pool instead.
+
 Errors are FetchError carrying the kind the player records, as aiohttp's exceptions mapped:
 "timeout"; "connection" (refused, reset, closed before the answer's head: aiohttp's
 ClientConnectionError); "client" (a malformed answer, a body cut short: ClientPayloadError, too
@@ -28,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import re
 import ssl
 from collections.abc import Callable, Mapping
@@ -45,7 +52,7 @@ _TAIL = f"Accept: */*\r\nAccept-Encoding: gzip\r\nUser-Agent: edge360-replay/{__
 _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)")
 _SAFE = "!$%&'()*+,/:;=?@[]~"   # what a request target may carry unquoted (RFC 3986 pchar, query)
 
-__all__ = ["Answer", "Client", "FetchError", "Getter"]
+__all__ = ["Answer", "Client", "FetchError", "Getter", "Line"]
 
 
 class Getter(Protocol):
@@ -73,6 +80,8 @@ class Client:
         self.closed = False
         self._ssl = ssl_context
         self._pools: dict[str, Pool] = {}    # bounded by MAX_ORIGINS
+        self._lines: set[Line] = set()       # bounded by the viewers playing
+        self._watch: set[Pool] = set()       # lines' pools with a request in flight or waiting
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._clock = clock
@@ -89,10 +98,24 @@ class Client:
             self._clock = self._loop.time
         return self._clock()
 
+    def line(self, local: str | None = None) -> Line:
+        """A viewer's own connection (one per origin), from source address `local` if given."""
+        line = Line(self, local)
+        self._lines.add(line)
+        return line
+
+    def settled(self, pool: Pool) -> None:
+        """The shared pools are always swept (there are few); a line's pool rests."""
+        self._watch.discard(pool)
+
+    def forget(self, line: Line) -> None:
+        self._lines.discard(line)
+
     async def get(self, url: str, headers: Mapping[str, str] | None = None, *,
-                  keep_body: bool = True) -> Answer:
-        """GET `url` (following redirects); raises FetchError. `headers` adds fields (Range)."""
-        if self.closed:
+                  keep_body: bool = True, line: Line | None = None) -> Answer:
+        """GET `url` (following redirects); raises FetchError. `headers` adds fields (Range);
+        `line` sends it on that viewer's own connection instead of the shared pools."""
+        if self.closed or (line is not None and line.closed):
             raise FetchError("connection", "client closed")
         loop = self._loop
         if loop is None:
@@ -100,9 +123,11 @@ class Client:
         deadline = self.now() + self.total_timeout
         extra = _fields(headers) if headers else ""
         for _ in range(MAX_REDIRECTS):
-            pool, target = self._route(url)
+            pool, target = self._route(url, line)
             ex = Exchange(f"GET {target} HTTP/1.1\r\n{pool.fields}{extra}{_TAIL}".encode(),
                           keep_body, loop.create_future(), deadline)
+            if line is not None:
+                self._watch.add(pool)
             pool.submit(ex)
             if self._timer is None:
                 self.arm()
@@ -127,16 +152,21 @@ class Client:
         self._timer = None
         now = self.now()
         busy = [pool.sweep(now) for pool in self._pools.values()]
+        for pool in list(self._watch):
+            if pool.sweep(now):
+                busy.append(True)
+            else:
+                self._watch.discard(pool)
         if any(busy):
             self.arm()
 
-    def _route(self, url: str) -> tuple[Pool, str]:
+    def _route(self, url: str, line: Line | None = None) -> tuple[Pool, str]:
         m = _ORIGIN.match(url)
         if m is None:
             raise FetchError("client", f"not an absolute URL: {url[:200]!r}")
-        pool = self._pools.get(m.group(0))
+        pool = (self._pools if line is None else line.pools).get(m.group(0))
         if pool is None:
-            pool = self._pool(m.group(0), m.group(1).lower(), m.group(2))
+            pool = self._pool(m.group(0), m.group(1).lower(), m.group(2), line)
         rest = url[m.end():]
         if "#" in rest:
             rest = rest.partition("#")[0]
@@ -146,7 +176,7 @@ class Client:
             rest = quote(rest, safe=_SAFE)   # as aiohttp's yarl would send it
         return pool, rest
 
-    def _pool(self, key: str, scheme: str, netloc: str) -> Pool:
+    def _pool(self, key: str, scheme: str, netloc: str, line: Line | None) -> Pool:
         if scheme not in ("http", "https"):
             raise FetchError("client", f"cannot fetch {scheme}: URLs")
         try:
@@ -170,13 +200,16 @@ class Client:
             if self._ssl is None:
                 self._ssl = ssl.create_default_context()
             tls = self._ssl
-        if len(self._pools) >= MAX_ORIGINS:
-            unused = [k for k, p in self._pools.items()
+        pools = self._pools if line is None else line.pools
+        if len(pools) >= MAX_ORIGINS:
+            unused = [k for k, p in pools.items()
                       if not (p.pending or p.connecting or len(p.idle) < len(p.conns))]
             if not unused:
                 raise FetchError("client", f"more than {MAX_ORIGINS} origins in use")
-            self._pools.pop(unused[0]).close()
-        pool = self._pools[key] = Pool(self, host, port, tls, fields)
+            pools.pop(unused[0]).close()
+        owner: Client | Line = self if line is None else line
+        pool = pools[key] = Pool(owner, host, port, tls, fields,
+                                 None if line is None else line.local)
         return pool
 
     async def close(self) -> None:
@@ -185,7 +218,8 @@ class Client:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        pools, self._pools = list(self._pools.values()), {}
+        pools = [*self._pools.values(), *(p for ln in self._lines for p in ln.pools.values())]
+        self._pools, self._lines, self._watch = {}, set(), set()
         tasks = [t for pool in pools for t in pool.connecting]
         for pool in pools:
             pool.close()
@@ -195,6 +229,49 @@ class Client:
             if not any(pool.conns for pool in pools):
                 break
             await asyncio.sleep(0)
+
+
+class Line:
+    """One viewer's own keep-alive connection to each origin it fetches from (its pools hold at
+    most one connection), kept until the viewer closes the line when it leaves."""
+
+    limit = 1
+    keepalive_s = math.inf           # the viewer holds it: it never ages out while the line lives
+
+    def __init__(self, client: Client, local: str | None) -> None:
+        self.client, self.local = client, local
+        self.pools: dict[str, Pool] = {}     # bounded by MAX_ORIGINS
+        self._closed = False
+
+    @property
+    def connect_timeout(self) -> float:
+        return self.client.connect_timeout
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.client.closed
+
+    def now(self) -> float:
+        return self.client.now()
+
+    def arm(self) -> None:
+        self.client.arm()
+
+    def settled(self, pool: Pool) -> None:
+        self.client.settled(pool)
+
+    async def get(self, url: str, headers: Mapping[str, str] | None = None, *,
+                  keep_body: bool = True) -> Answer:
+        return await self.client.get(url, headers, keep_body=keep_body, line=self)
+
+    def close(self) -> None:
+        """The viewer left: close its connections (an answer in flight fails)."""
+        self._closed = True
+        for pool in self.pools.values():
+            pool.close()
+            self.client.settled(pool)
+        self.pools = {}
+        self.client.forget(self)
 
 
 def _fields(headers: Mapping[str, str]) -> str:

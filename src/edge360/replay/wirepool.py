@@ -17,6 +17,7 @@ Deadlines are checked by the owner's one timer calling `Pool.sweep`; nothing her
 from __future__ import annotations
 
 import asyncio
+import math
 import ssl
 from collections import deque
 from typing import Any, Protocol, cast
@@ -55,16 +56,26 @@ class Answer:
 
 
 class Owner(Protocol):
-    """What a pool needs of its client (wire.Client)."""
+    """What a pool needs of its owner: the client (its shared pools) or one viewer's line."""
 
-    limit: int
-    connect_timeout: float
-    keepalive_s: float
-    closed: bool
+    @property
+    def limit(self) -> int: ...
+
+    @property
+    def connect_timeout(self) -> float: ...
+
+    @property
+    def keepalive_s(self) -> float: ...
+
+    @property
+    def closed(self) -> bool: ...
 
     def now(self) -> float: ...
 
     def arm(self) -> None: ...
+
+    def settled(self, pool: Pool) -> None:
+        """`pool` has nothing in flight or waiting (a line's pool then needs no sweeping)."""
 
 
 class Exchange:
@@ -217,9 +228,10 @@ class Pool:
     """The connections to one origin and the requests waiting for one."""
 
     def __init__(self, client: Owner, host: str, port: int, tls: ssl.SSLContext | None,
-                 fields: str) -> None:
+                 fields: str, local: str | None = None) -> None:
         self.client, self.host, self.port, self.tls = client, host, port, tls
         self.fields = fields                  # "Host: ...\r\n" (and Authorization from the URL)
+        self.local = local                    # the source address to connect from, if any
         self.idle: deque[Conn] = deque()     # bounded by limit: LIFO at the right
         self.pending: deque[Exchange] = deque()  # bounded by the caller's concurrent requests
         self.conns: set[Conn] = set()        # established, idle or busy
@@ -244,6 +256,8 @@ class Pool:
         else:
             conn.idle_since = self.client.now()
             self.idle.append(conn)
+            if len(self.idle) == len(self.conns) and not self.connecting:
+                self.client.settled(self)
 
     def forget_idle(self, conn: Conn) -> None:
         if conn.ex is None and conn in self.idle:
@@ -270,7 +284,8 @@ class Pool:
         try:
             made, _ = await loop.create_connection(
                 lambda: conn, self.host, self.port, ssl=self.tls,
-                server_hostname=self.host if self.tls else None)
+                server_hostname=self.host if self.tls else None,
+                local_addr=(self.local, 0) if self.local else None)
             # uvloop may call connection_made only after this returns: take the transport here
             conn.transport = made
         except asyncio.CancelledError:
@@ -322,7 +337,9 @@ class Pool:
             transport = idle.popleft().transport
             if transport is not None:
                 transport.close()
-        return bool(self.pending or self.conns or self.connecting)
+        # idle connections need sweeping only to age out (a viewer's own line keeps its one)
+        ageing = bool(idle) and self.client.keepalive_s != math.inf
+        return bool(self.pending or self.connecting or ageing or len(idle) < len(self.conns))
 
     def close(self) -> None:
         for task in self.connecting:

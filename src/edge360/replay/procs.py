@@ -1,0 +1,183 @@
+"""Running the shares: in this process, or forked over `--workers` processes, while the parent
+samples the target's `/metrics` once a second and prints a progress line.
+
+Each worker runs its share (replay/share.py), sends its progress each second and all it measured
+at the end over a pipe; the parent merges. Times are `time.monotonic()` seconds, which are
+system-wide on Linux, so forked workers share them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
+from typing import Any
+
+import aiohttp
+
+from edge360.replay.model import Curve
+from edge360.replay.report import Histogram
+from edge360.replay.share import Share, run_share
+from edge360.replay.stats import Stats
+from edge360.replay.target import sample_server
+
+#: (achieved, watching, requests, errors, p99 latency) now
+Snapshot = tuple[int, int, int, int, float | None]
+
+
+@dataclass
+class Live:
+    """The parent's view: the progress line and the server's samples."""
+
+    curve: Curve
+    scale: float                  # the simulated fraction of the model (scale / shards)
+    speed: float
+    window_start_s: float
+    epoch: float
+    deadline: float               # the viewers are stopped then: later samples would not count
+    metrics_url: str | None       # None: the target has no /metrics
+    samples: list[tuple[float, float | None]] = field(default_factory=list)  # (real s, server)
+    last_requests: int = 0
+    last_time: float = 0.0
+
+    def sim_s(self, now: float) -> float:
+        return self.window_start_s + (now - self.epoch) * self.speed
+
+    def progress(self, now: float, snap: Snapshot, server: float | None) -> None:
+        achieved, watching, requests, errors, p99 = snap
+        rate = (requests - self.last_requests) / max(now - (self.last_time or self.epoch), 1e-9)
+        self.last_requests, self.last_time = requests, now
+        sim = self.sim_s(now)
+        target = self.scale * self.curve.concurrency_at(sim)
+        p99s = "-" if p99 is None else f"{p99 * 1000:.0f}ms"
+        srv = "-" if server is None else f"{server:.0f}"
+        print(f"\rreplay {int(sim // 3600):02d}:{int(sim % 3600 // 60):02d} target {target:,.0f} "
+              f"achieved {achieved:,} watching {watching:,} server {srv} req/s {rate:,.0f} "
+              f"errors {errors} p99 {p99s}   ", end="", file=sys.stderr, flush=True)
+
+
+async def _sampler(live: Live, stop: asyncio.Event, done: asyncio.Event,
+                   snapshot: Callable[[float], Snapshot]) -> None:
+    """Once a second: read the server's sessions, record it, print the progress line."""
+    async with aiohttp.ClientSession() as http:
+        while not (stop.is_set() or done.is_set()):
+            server = (await sample_server(http, live.metrics_url)
+                      if live.metrics_url is not None else None)
+            now = time.monotonic()
+            if now > live.deadline:
+                break                 # the viewers are being stopped: not an audience any more
+            if now >= live.epoch:     # (the window opens a moment after the workers start)
+                live.samples.append((now - live.epoch, server))
+                live.progress(now, snapshot(now), server)
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(done.wait()), timeout=1.0)
+
+
+def _child(conn: Connection, share: Share) -> None:
+    """A forked worker: run its share, send progress each second and everything at the end."""
+    async def main() -> Stats:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+
+        def tick(st: Stats) -> None:
+            conn.send(("progress", st.progress(time.monotonic())))
+        return await run_share(share, stop, tick)
+    stats = asyncio.run(main())
+    conn.send(("result", stats.to_wire()))
+    conn.close()
+
+
+def run_here(share: Share, live: Live) -> Stats:
+    """One share in this process, sampled by the same loop."""
+    async def single() -> Stats:
+        stop, done = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        holder: list[Stats] = []
+
+        def snap(now: float) -> Snapshot:
+            if not holder:
+                return 0, 0, 0, 0, None
+            st = holder[0]
+            return (st.achieved_now(now), st.watching_now, st.requests,
+                    sum(st.errors.values()), st.latency.percentile(0.99))
+
+        def keep(st: Stats) -> None:
+            holder[:] = [st]
+        sampler = asyncio.create_task(_sampler(live, stop, done, snap))
+        try:
+            return await run_share(share, stop, keep)
+        finally:
+            done.set()
+            await sampler
+            loop.remove_signal_handler(signal.SIGINT)
+    return asyncio.run(single())
+
+
+def run_forked(shares: list[Share], live: Live, total: Stats) -> Stats:
+    """Each share in a forked worker; the parent samples, relays Ctrl-C, and merges."""
+    ctx = multiprocessing.get_context("fork")
+    children: list[tuple[Any, Connection]] = []
+    for share in shares:
+        parent_end, child_end = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_child, args=(child_end, share), daemon=True)
+        proc.start()
+        child_end.close()
+        children.append((proc, parent_end))
+
+    async def coordinate() -> None:
+        stop, done = asyncio.Event(), asyncio.Event()
+        loop = asyncio.get_running_loop()
+        progress: dict[int, dict[str, Any]] = {}
+        finished: set[int] = set()
+
+        def on_stop() -> None:
+            stop.set()
+            for proc, _ in children:
+                if proc.pid is not None and proc.is_alive():
+                    os.kill(proc.pid, signal.SIGINT)
+        loop.add_signal_handler(signal.SIGINT, on_stop)
+
+        def reader(k: int, conn: Connection) -> None:
+            try:
+                kind, wire = conn.recv()
+            except EOFError:
+                kind, wire = "result", None
+            if kind == "progress":
+                progress[k] = wire
+                return
+            loop.remove_reader(conn.fileno())
+            if wire is not None:
+                total.merge(wire)
+            finished.add(k)
+            if len(finished) == len(children):
+                done.set()
+        for k, (_, conn) in enumerate(children):
+            loop.add_reader(conn.fileno(), reader, k, conn)
+
+        def snap(_: float) -> Snapshot:
+            hist = Histogram()
+            for w in progress.values():
+                hist.merge(Histogram(list(w["latency"])))
+            return (sum(w["achieved"] for w in progress.values()),
+                    sum(w["watching"] for w in progress.values()),
+                    sum(w["requests"] for w in progress.values()),
+                    sum(w["errors"] for w in progress.values()), hist.percentile(0.99))
+        sampler = asyncio.create_task(_sampler(live, stop, done, snap))
+        await done.wait()
+        await sampler
+        loop.remove_signal_handler(signal.SIGINT)
+    asyncio.run(coordinate())
+    for proc, conn in children:
+        proc.join(timeout=10)
+        conn.close()
+    return total

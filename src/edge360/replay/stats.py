@@ -1,0 +1,103 @@
+"""What one process's virtual players measured, and how worker processes send it to the parent.
+
+Bounded by the number of viewers a process runs: one Record per viewer, fixed-size histograms,
+and a rendition mix of (time bucket x rendition) cells.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+from typing import Any
+
+from edge360.replay.report import Histogram
+from edge360.replay.truth import Record, Rule
+
+
+@dataclass
+class Stats:
+    """The counters of one process's players (one event loop, so no locking)."""
+
+    rule: Rule
+    requests: int = 0
+    bytes: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    latency: Histogram = field(default_factory=Histogram)
+    startup: Histogram = field(default_factory=Histogram)
+    #: how late a player woke for a due fetch or an arrival (real seconds): lost pacing shows here
+    lateness: Histogram = field(default_factory=Histogram)
+    stall_s: float = 0.0           # media-equivalent seconds stalled (real seconds x speed)
+    played_s: float = 0.0          # media seconds played
+    running: int = 0               # players started and not yet gone
+    counting: int = 0              # players between their first media segment and their quit
+    watching_now: int = 0          # players between their first frame and their quit
+    reloads: int = 0               # live playlists: media playlist reloads
+    live_skips: int = 0            # live playlists: jumps to the live edge after falling behind
+    gave_up: int = 0               # players that left after a segment failed every retry
+    records: list[Record] = field(default_factory=list)
+    #: when players that left stop counting by the rule (a heap), for the progress line
+    tails: list[float] = field(default_factory=list)
+    #: rendition mix: content seconds fetched per (time bucket, rendition name); bucket =
+    #: monotonic seconds // PlayerConfig.mix_bucket_s. Bounded by buckets x renditions.
+    mix: dict[tuple[int, str], float] = field(default_factory=dict)
+    #: each rendition name's BANDWIDTH, to stack the mix from the lowest rendition up
+    mix_bandwidth: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def idle_timeout(self) -> float:
+        return self.rule.idle_timeout
+
+    def fetched(self, bucket: int, name: str, bandwidth: int, content_s: float) -> None:
+        key = (bucket, name)
+        self.mix[key] = self.mix.get(key, 0.0) + content_s
+        self.mix_bandwidth[name] = bandwidth
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def left(self, record: Record) -> None:
+        """A player is gone: keep its record, and its counted tail for the progress line."""
+        self.records.append(record)
+        interval = self.rule.interval(record)
+        if interval is not None:
+            heapq.heappush(self.tails, interval[1])
+
+    def achieved_now(self, now: float) -> int:
+        """Viewers the rule counts at `now`: those playing plus the tails of those gone."""
+        while self.tails and self.tails[0] <= now:
+            heapq.heappop(self.tails)
+        return self.counting + len(self.tails)
+
+    def progress(self, now: float) -> dict[str, Any]:
+        """The once-a-second figures a worker sends its parent."""
+        return {"requests": self.requests, "errors": sum(self.errors.values()),
+                "latency": self.latency.counts, "achieved": self.achieved_now(now),
+                "watching": self.watching_now}
+
+    def to_wire(self) -> dict[str, Any]:
+        """Everything, as plain data for the pipe to the parent."""
+        return {"requests": self.requests, "bytes": self.bytes, "errors": dict(self.errors),
+                "latency": self.latency.counts, "startup": self.startup.counts,
+                "lateness": self.lateness.counts, "stall_s": self.stall_s,
+                "played_s": self.played_s, "reloads": self.reloads,
+                "live_skips": self.live_skips, "gave_up": self.gave_up,
+                "records": [tuple(r) for r in self.records], "mix": self.mix,
+                "mix_bandwidth": self.mix_bandwidth}
+
+    def merge(self, wire: dict[str, Any]) -> None:
+        """Add a worker's `to_wire` figures into these."""
+        self.requests += wire["requests"]
+        self.bytes += wire["bytes"]
+        for k, n in wire["errors"].items():
+            self.errors[k] = self.errors.get(k, 0) + n
+        for name in ("latency", "startup", "lateness"):
+            getattr(self, name).merge(Histogram(list(wire[name])))
+        self.stall_s += wire["stall_s"]
+        self.played_s += wire["played_s"]
+        self.reloads += wire["reloads"]
+        self.live_skips += wire["live_skips"]
+        self.gave_up += wire["gave_up"]
+        self.records.extend(Record(*r) for r in wire["records"])
+        for key, seconds in wire["mix"].items():
+            self.mix[key] = self.mix.get(key, 0.0) + seconds
+        self.mix_bandwidth.update(wire["mix_bandwidth"])
