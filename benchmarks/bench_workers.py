@@ -27,8 +27,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks import harness, results, workloads
+from benchmarks import harness, nginxref, results, workloads
 from benchmarks.harness import BenchError, Pinning, Server
+from benchmarks.media import Media, make_media
 from benchmarks.workloads import WrkWorkload
 
 WORKERS = (1, 2)
@@ -57,17 +58,8 @@ def start_nginx_workers(role: str, media_root: Path, pin: Pinning, workdir: Path
     workdir.mkdir(parents=True, exist_ok=True)
     port = harness.free_port()
     listen = f"127.0.0.1:{port}"
-    slice_module = harness.nginx_has_slice(nginx)
-    values = {
-        "workdir": str(workdir), "media_root": str(media_root),
-        "origin_listen": listen if role == "origin" else f"unix:{workdir}/unused-origin.sock",
-        "proxy_listen": listen if role == "edge" else f"unix:{workdir}/unused-proxy.sock",
-        "upstream": upstream.removeprefix("http://") or "127.0.0.1:9",
-        "slice_directive": "slice 1m;" if slice_module else "",
-        "slice_key": "$slice_range" if slice_module else "",
-        "slice_header": "proxy_set_header Range $slice_range;" if slice_module else "",
-    }
-    text = harness.NginxTemplate(harness.NGINX_TEMPLATE.read_text()).substitute(values)
+    text = nginxref.nginx_conf(role, workdir=workdir, media_root=media_root, listen=listen,
+                               upstream=upstream, slice_module=nginxref.nginx_has_slice(nginx))
     if "worker_processes 1;" not in text:
         raise BenchError("nginx.conf.template no longer sets worker_processes 1")
     text = text.replace("worker_processes 1;", f"worker_processes {n_workers};", 1)
@@ -98,7 +90,7 @@ def start_nginx_workers(role: str, media_root: Path, pin: Pinning, workdir: Path
     raise BenchError(f"nginx {role} ({n_workers} workers) did not start: {server.stderr_tail()}")
 
 
-def _workloads(media: harness.Media, n: int, edge: bool) -> list[WrkWorkload]:
+def _workloads(media: Media, n: int, edge: bool) -> list[WrkWorkload]:
     q = f"?sid={harness.SID}"
     w = "worker" if n == 1 else "workers"
     out = [
@@ -135,7 +127,7 @@ def _run(server: Server, w: WrkWorkload, round_no: int, duration: float, pin: Pi
     return [{**common, "metric": m, "value": values[m]} for m in w.metrics]
 
 
-def _edge(origins: dict[str, Server], media: harness.Media, n: int, pin: Pinning,
+def _edge(origins: dict[str, Server], media: Media, n: int, pin: Pinning,
           logs: Path, tmp: Path, servers: list[Server]) -> tuple[dict[str, Server], str | None]:
     try:
         edge = harness.start_edge360("edge", ["--upstream", origins["edge360"].base,
@@ -175,8 +167,8 @@ def measure(*, quick: bool, command: str, started: str | None = None) -> dict[st
     pin_notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="edge360-workers-") as tmp_name:
         tmp = Path(tmp_name)
-        media = harness.make_media(tmp / "media", segment_size=1 << 16, big_size=1 << 16,
-                                   herd_count=0, herd_size=0, seed=workloads.SEED)
+        media = make_media(tmp / "media", segment_size=1 << 16, big_size=1 << 16,
+                           herd_count=0, herd_size=0, seed=workloads.SEED)
         done = tmp / "done.lua"
         done.write_text(harness.WRK_DONE_LUA)
         logs = tmp / "logs"

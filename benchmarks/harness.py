@@ -1,5 +1,6 @@
-"""The benchmark's machinery: test media, pinned server processes (edge360 and nginx), server CPU
-time from /proc, wrk runs and the description of the machine.
+"""The benchmark's machinery: pinned edge360 server processes, server and client CPU time, wrk runs,
+plain checks and the description of the machine (media: benchmarks/media.py; nginx:
+benchmarks/nginxref.py; TLS: benchmarks/tlsbench.py).
 
 Every process started here is stopped by its own PID (SIGTERM, then SIGKILL after a bound), and
 every network address is on 127.0.0.1. Servers are pinned to one core and the client to another
@@ -14,6 +15,7 @@ import json
 import os
 import platform
 import re
+import resource
 import select
 import shutil
 import signal
@@ -24,97 +26,22 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from string import Template
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 BENCH_DIR = Path(__file__).resolve().parent
-NGINX_TEMPLATE = BENCH_DIR / "nginx.conf.template"
 READY_RE = re.compile(r"^edge360 (origin|edge) ready (https?://[^/\s]+/)")
-#: the title folder the benchmark media lives in; URLs are /bench/...
-TITLE = "bench"
 #: the session id every benchmark request carries, so edge360 rewrites playlists for one viewer
 SID = "benchmark01"
-#: a master playlist is padded to this size: the ~218-byte master the issue measures
-MASTER_SIZE = 218
-#: shared secret between the edge360 edge and origin, so the origin serves the edge unrewritten
-#: playlists (CONTRACT "Tiers") exactly as nginx's origin serves nginx's proxy plain files
+#: shared secret every edge presents to its origin: an edge360 origin that verifies it opens no
+#: session and sends playlists unrewritten, as nginx's origin sends its proxy plain files (nginx's
+#: proxy sends it too, so both edges ask either origin the same way)
 PEER_TOKEN = "bench-peer-token-0123456789"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
-class NginxTemplate(Template):
-    """@{name} placeholders: "$" is nginx's own variable syntax."""
-
-    delimiter = "@"
-
-
 class BenchError(RuntimeError):
     """Something the benchmark needs is not there; the message says what."""
-
-
-# ---------------------------------------------------------------------------------------------
-# media
-
-
-@dataclass(frozen=True)
-class Media:
-    """The generated media root and the URL paths of its objects (all under /bench/)."""
-
-    root: Path
-    master: str
-    small: str
-    segment: str
-    segment_size: int
-    big: str
-    big_size: int
-    herd: tuple[str, ...]
-    herd_size: int
-
-
-def make_media(root: Path, *, segment_size: int, big_size: int, herd_count: int,
-               herd_size: int, seed: int) -> Media:
-    """Write a self-contained HLS title into `root/bench`: a 218-byte master, one media playlist,
-    a 218-byte .ts (the small segment-like object), an 8 MiB and a 64 MiB .ts, and one fresh
-    object per herd round (each herd must miss a cold cache). Bytes are seeded pseudo-random:
-    content does not matter to either server, and the same seed gives the same files."""
-    import random
-
-    rng = random.Random(seed)
-    title = root / TITLE
-    (title / "v").mkdir(parents=True, exist_ok=True)
-    herd = tuple(f"v/herd_{i:03d}.ts" for i in range(herd_count))
-    files = {"v/small.ts": MASTER_SIZE, "v/seg8m.ts": segment_size, "v/big64m.ts": big_size}
-    files.update({name: herd_size for name in herd})
-    for name, size in files.items():
-        (title / name).write_bytes(rng.randbytes(size))
-    media_lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:10",
-                   "#EXT-X-PLAYLIST-TYPE:VOD"]
-    for name in ("seg8m.ts", "big64m.ts", "small.ts"):
-        media_lines += ["#EXTINF:10.0,", name]
-    media_lines.append("#EXT-X-ENDLIST")
-    (title / "v" / "index.m3u8").write_text("\n".join(media_lines) + "\n")
-    head = ("#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-INDEPENDENT-SEGMENTS\n"
-            '#EXT-X-STREAM-INF:BANDWIDTH=5000000,AVERAGE-BANDWIDTH=4500000,'
-            'RESOLUTION=1920x1080,CODECS="avc1.640028,mp4a.40.2"\nv/index.m3u8\n')
-    # a comment line (RFC 8216 §4.1: lines starting "#" but not "#EXT" are comments) pads the
-    # master to exactly MASTER_SIZE bytes so both servers send the same body length
-    pad = MASTER_SIZE - len(head) - len("#\n")
-    if pad < 0:
-        raise BenchError("master playlist head is longer than MASTER_SIZE")
-    (title / "master.m3u8").write_text(head + "#" + "p" * pad + "\n")
-    # read every file once so the first measured server does not pay the disk for the second;
-    # date them back: a title published long ago (edge360 holds back a file written within
-    # origin.settle_seconds as still arriving)
-    then = time.time() - 3600
-    for path in title.rglob("*"):
-        if path.is_file():
-            path.read_bytes()
-            os.utime(path, (then, then))
-    return Media(root=root, master=f"/{TITLE}/master.m3u8", small=f"/{TITLE}/v/small.ts",
-                 segment=f"/{TITLE}/v/seg8m.ts", segment_size=segment_size,
-                 big=f"/{TITLE}/v/big64m.ts", big_size=big_size,
-                 herd=tuple(f"/{TITLE}/{h}" for h in herd), herd_size=herd_size)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -191,11 +118,13 @@ class Server:
 
     name: str  # "edge360" | "nginx"
     role: str  # "origin" | "edge"
-    base: str  # "http://127.0.0.1:PORT"
+    base: str  # "http://127.0.0.1:PORT" (or https://)
     proc: subprocess.Popen[bytes]
     workdir: Path | None = None
     stderr_path: Path | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    #: the certificate an HTTPS server presents, which checks verify it against
+    cafile: Path | None = None
 
     @property
     def pid(self) -> int:
@@ -223,12 +152,13 @@ class Server:
 
 
 def start_edge360(role: str, args: Sequence[str], pin: Pinning, logdir: Path,
-                  timeout: float = 30) -> Server:
+                  timeout: float = 30, *, label: str = "") -> Server:
     """`python -m edge360 serve --port 0 ...` pinned to the server core; waits for the ready line
-    (first stdout line). Raises BenchError with the tail of stderr when it never becomes ready."""
+    (first stdout line). Raises BenchError with the tail of stderr when it never becomes ready.
+    `label` names its stderr file when several servers of one role run at once."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")}
     env["EDGE360_PEER_TOKEN"] = PEER_TOKEN
-    stderr_path = logdir / f"edge360-{role}.stderr"
+    stderr_path = logdir / f"edge360-{label or role}.stderr"
     cmd = [*pin.server, sys.executable, "-m", "edge360", "serve", "--role", role,
            "--host", "127.0.0.1", "--port", "0", *args]
     with stderr_path.open("wb") as err:
@@ -256,53 +186,6 @@ def start_edge360(role: str, args: Sequence[str], pin: Pinning, logdir: Path,
 def nginx_version(nginx: str) -> str:
     out = subprocess.run([nginx, "-v"], capture_output=True, text=True, timeout=10)
     return (out.stderr or out.stdout).strip().removeprefix("nginx version: ")
-
-
-def nginx_has_slice(nginx: str) -> bool:
-    out = subprocess.run([nginx, "-V"], capture_output=True, text=True, timeout=10)
-    return "--with-http_slice_module" in (out.stderr + out.stdout)
-
-
-def start_nginx(role: str, media_root: Path, pin: Pinning, workdir: Path, *,
-                upstream: str = "", slice_module: bool = True, timeout: float = 15) -> Server:
-    """One nginx process (master_process off, so the measured PID is the one doing the work)
-    from benchmarks/nginx.conf.template. The template holds both server blocks; the one this
-    instance does not play listens on a unix socket in its work dir, so it is never reached."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not Path(nginx).exists():
-        raise BenchError("nginx is not installed")
-    workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    listen = f"127.0.0.1:{port}"
-    values = {
-        "workdir": str(workdir),
-        "media_root": str(media_root),
-        "origin_listen": listen if role == "origin" else f"unix:{workdir}/unused-origin.sock",
-        "proxy_listen": listen if role == "edge" else f"unix:{workdir}/unused-proxy.sock",
-        "upstream": upstream.removeprefix("http://") or "127.0.0.1:9",
-        # without the slice module the 64 MiB object is cached whole (noted in the results)
-        "slice_directive": "slice 1m;" if slice_module else "",
-        "slice_key": "$slice_range" if slice_module else "",
-        "slice_header": ("proxy_set_header Range $slice_range;" if slice_module else ""),
-    }
-    conf = workdir / "nginx.conf"
-    conf.write_text(NginxTemplate(NGINX_TEMPLATE.read_text()).substitute(values))
-    stderr_path = workdir / "stderr"
-    cmd = [*pin.server, nginx, "-p", str(workdir), "-c", str(conf),
-           "-e", str(workdir / "error.log"), "-g", "daemon off; master_process off;"]
-    with stderr_path.open("wb") as err:
-        proc = subprocess.Popen(cmd, cwd=workdir, stdout=subprocess.DEVNULL, stderr=err)
-    server = Server("nginx", role, f"http://{listen}", proc, workdir=workdir,
-                    stderr_path=stderr_path, extra={"slice": slice_module})
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.5):
-            return server
-        time.sleep(0.05)
-    server.stop(timeout=5)
-    err_log = (workdir / "error.log")
-    tail = err_log.read_text(errors="replace")[-400:] if err_log.exists() else server.stderr_tail()
-    raise BenchError(f"nginx {role} did not start: {tail.strip()}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -341,22 +224,6 @@ end
 """ + WRK_DONE_LUA
 
 
-#: every connection's first request carries `Cache-Control: max-age=3600` (a client's own cache
-#: directive: edge360's fast path hands such a request to aiohttp, nginx's proxy_cache ignores it),
-#: every later one is plain; one wrk thread per connection, so the thread's `first` flag is the
-#: connection's. Measures whether a connection comes back to the fast path after a hand-over.
-WRK_FIRST_HANDED_LUA = r"""
-local first = true
-request = function()
-  if first then
-    first = false
-    return wrk.format("GET", nil, {["Cache-Control"] = "max-age=3600"})
-  end
-  return wrk.format("GET")
-end
-""" + WRK_DONE_LUA
-
-
 @dataclass(frozen=True)
 class WrkResult:
     requests: int
@@ -367,6 +234,15 @@ class WrkResult:
     p99_ms: float
     max_ms: float
     server_cpu_s: float
+    #: the client's own CPU seconds over the run: near the run's length, the client was the limit
+    client_cpu_s: float = 0.0
+
+
+def children_cpu_seconds() -> float:
+    """user + system seconds of this process's finished children (the clients it ran and waited
+    for): a client pinned to its own core that used all of it was the limit, not the server."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_wrk(url: str, *, pid: int, connections: int, duration: float, pin: Pinning,
@@ -381,9 +257,13 @@ def run_wrk(url: str, *, pid: int, connections: int, duration: float, pin: Pinni
            f"--timeout={int(timeout_s)}s", "--latency", "-s", str(script), url]
     if script_args:
         cmd += ["--", *script_args]
-    before = cpu_seconds(pid)
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration + timeout_s + 30)
-    after = cpu_seconds(pid)
+    before, client_before = cpu_seconds(pid), children_cpu_seconds()
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True,
+                             timeout=duration + timeout_s + 30)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"wrk against {url} did not finish in time") from None
+    after, client_after = cpu_seconds(pid), children_cpu_seconds()
     for line in out.stdout.splitlines():
         if line.startswith("WRKJSON "):
             data = json.loads(line.removeprefix("WRKJSON "))
@@ -391,7 +271,8 @@ def run_wrk(url: str, *, pid: int, connections: int, duration: float, pin: Pinni
             return WrkResult(requests=int(data["requests"]), bytes=int(data["bytes"]),
                              duration_s=int(data["duration_us"]) / 1e6, errors=errors,
                              p50_ms=data["p50_us"] / 1000, p99_ms=data["p99_us"] / 1000,
-                             max_ms=data["max_us"] / 1000, server_cpu_s=after - before)
+                             max_ms=data["max_us"] / 1000, server_cpu_s=after - before,
+                             client_cpu_s=client_after - client_before)
     raise BenchError(f"wrk printed no summary (exit {out.returncode}): {out.stderr[-300:]}")
 
 
@@ -413,6 +294,11 @@ def machine(nginx: str | None) -> dict[str, Any]:
         out = subprocess.run([wrk, "-v"], capture_output=True, text=True, timeout=10)
         text = (out.stdout + out.stderr).strip()
         wrk_version = text.splitlines()[0].split(" Copyright")[0].strip() if text else ""
+    openssl = shutil.which("openssl")
+    openssl_version = ""
+    if openssl:
+        out = subprocess.run([openssl, "version"], capture_output=True, text=True, timeout=10)
+        openssl_version = out.stdout.strip()
     return {
         "cpu_model": model or platform.processor(),
         "cores": os.cpu_count(),
@@ -420,6 +306,7 @@ def machine(nginx: str | None) -> dict[str, Any]:
         "python": platform.python_version(),
         "nginx": nginx_version(nginx) if nginx else None,
         "wrk": wrk_version,
+        "openssl": openssl_version,
     }
 
 
@@ -431,15 +318,21 @@ def loadavg() -> str:
         return "unknown"
 
 
-def http_get(url: str, headers: Mapping[str, str] | None = None,
-             timeout: float = 30) -> tuple[int, dict[str, str], bytes]:
-    """A plain blocking GET (checks and cache warming, never measured)."""
+def http_get(url: str, headers: Mapping[str, str] | None = None, timeout: float = 30, *,
+             cafile: Path | None = None) -> tuple[int, dict[str, str], bytes]:
+    """A plain blocking GET (checks and cache warming, never measured); an https URL is verified
+    against `cafile`, the benchmark's own self-signed certificate."""
+    import ssl
     import urllib.error
     import urllib.request
 
     req = urllib.request.Request(url, headers=dict(headers or {}))
     # no proxy from the environment: benchmark traffic stays on 127.0.0.1
-    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    handlers: list[urllib.request.BaseHandler] = [urllib.request.ProxyHandler({})]
+    if cafile is not None:
+        handlers.append(urllib.request.HTTPSHandler(
+            context=ssl.create_default_context(cafile=str(cafile))))
+    opener = urllib.request.build_opener(*handlers)
     try:
         with opener.open(req, timeout=timeout) as resp:
             return resp.status, {k.lower(): v for k, v in resp.headers.items()}, resp.read()

@@ -28,6 +28,8 @@ METRICS: dict[str, tuple[str, str]] = {
     "ttfb_max_ms": ("TTFB max, ms", "lower"),
     "upstream_fetches": ("upstream fetches per herd", "lower"),
     "cpu_us_per_request": ("server CPU µs per request", "lower"),
+    "handshakes_per_s": ("full TLS handshakes/s", "higher"),
+    "cpu_us_per_handshake": ("server CPU µs per full handshake", "lower"),
 }
 #: a results document holding only figures without an nginx counterpart
 EDGE360_ONLY = "edge360-only"
@@ -114,6 +116,11 @@ def _render_one(name: str, doc: dict[str, Any]) -> list[str]:
         f"Rounds: {s.get('rounds', '?')}, wrk runs of {s.get('duration_s', '?')} s, edge360 and "
         f"nginx interleaved; figures are medians over the rounds.",
         "",
+    ]
+    if doc.get("mode") == "quick":
+        lines += ["**Quick smoke run: tiny objects, one short round; these figures measure "
+                  "nothing.**", ""]
+    lines += [
         "| workload | metric | edge360 | nginx | ratio edge360/nginx | better |",
         "|---|---|---:|---:|---:|---|",
     ]
@@ -129,10 +136,13 @@ def _render_one(name: str, doc: dict[str, Any]) -> list[str]:
         lines.append("What was requested:")
         for w in doc["workloads"]:
             req = w.get("request", {})
-            extra = f"; {req['range']}" if req.get("range") else ""
+            # request details beyond method, path and client: ranges, TLS, the lifetime the
+            # origin gave (only what the file records; older files have fewer)
+            extra = "".join(f"; {req[k]}" for k in ("range", "tls", "lifetime") if req.get(k))
+            conns = req.get("connections", "?")
+            conns = f"{conns} connections" if isinstance(conns, int) else conns
             lines.append(f"- {w['name']}: `{req.get('method', 'GET')} {req.get('path', '?')}`, "
-                         f"{req.get('connections', '?')} connections, {req.get('client', '?')}"
-                         f"{extra}. {w.get('description', '')}")
+                         f"{conns}, {req.get('client', '?')}{extra}. {w.get('description', '')}")
         lines.append("")
     if doc.get("not_run"):
         lines.append("Not run:")

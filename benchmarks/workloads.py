@@ -1,4 +1,6 @@
-"""The workloads: what is requested, from which server pair, and which figures come out of it.
+"""How a workload is measured: what is requested (the groups that use it: benchmarks/groups.py),
+the check before each run, one run on one server and the figures it gives; and the cold-miss
+herd's client.
 
 Each workload is measured on an edge360 server and its nginx reference in the same run,
 interleaved round by round (edge360, nginx, edge360, nginx, ...) so slow drift of the machine
@@ -15,16 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from benchmarks.harness import (
-    SID,
-    BenchError,
-    Media,
-    Pinning,
-    Server,
-    WrkResult,
-    http_get,
-    run_wrk,
-)
+from benchmarks.harness import BenchError, Pinning, Server, WrkResult, http_get, run_wrk
+from benchmarks.tlsbench import HandshakeResult, probe, run_handshakes
 
 GB = 1e9
 #: the one seed of every random choice (range offsets, media bytes)
@@ -33,70 +27,48 @@ SEED = 20240601
 
 @dataclass(frozen=True)
 class WrkWorkload:
-    """A wrk workload against one URL path (plus, for ranges, a Lua request generator)."""
+    """A workload against one URL path: wrk (plus, for ranges, a Lua request generator) or, for
+    `client="handshakes"`, full TLS handshakes with openssl s_time (benchmarks/tlsbench.py)."""
 
     name: str
-    role: str  # "origin" | "edge": which server pair answers it
+    role: str  # "origin" | "edge": which kind of server answers it
     path: str  # path and query, exactly as requested
     connections: int
     metrics: tuple[str, ...]
     description: str
     ranges: tuple[int, int] | None = None  # (object size, piece size) for random ranges
     expect_status: int = 200
-    #: each connection's first request goes through aiohttp at edge360 (WRK_FIRST_HANDED_LUA)
-    first_handed: bool = False
+    #: the server pair that answers it (benchmarks/fleet.py): "origin", "edge/<origin>" or
+    #: "https/<origin>"; empty: the role
+    pair: str = ""
+    #: one request before the check: a 2-second object may have outlived its stale window
+    #: between two runs; that request refreshes it, so the run measures the steady state
+    refresh_first: bool = False
+    client: str = "wrk"  # "wrk" | "handshakes"
+    #: the Cache-Control lifetime the origin gives the object, recorded with the request
+    lifetime: str = ""
+
+    @property
+    def pair_key(self) -> str:
+        return self.pair or self.role
 
     def request(self) -> dict[str, Any]:
         """What was requested, recorded in the results file."""
-        threads = self.connections if self.first_handed else 1
         out: dict[str, Any] = {"method": "GET", "path": self.path,
-                               "connections": self.connections, "client": f"wrk -t{threads}"}
-        if self.first_handed:
-            out["first_request"] = "Cache-Control: max-age=3600 (then plain GETs)"
+                               "connections": self.connections, "client": "wrk -t1"}
+        if self.client == "handshakes":
+            out["connections"] = f"{self.connections} clients, one new connection per request"
+            out["client"] = (f"{self.connections} x openssl s_time -new -tls1_3 -www "
+                             f"'{self.path}' (HTTP/1.0, no session reused)")
+        if self.pair.startswith("https/"):
+            out["tls"] = "TLS 1.3, ECDSA P-256 certificate made with openssl at run time"
+        if self.lifetime:
+            out["lifetime"] = self.lifetime
         if self.ranges:
             size, piece = self.ranges
             out["range"] = (f"random single range bytes=a-(a+{piece - 1}), a uniform in "
                             f"[0, {size - piece}], Lua math.randomseed({SEED})")
         return out
-
-
-def wrk_workloads(media: Media, *, quick: bool, edge: bool,
-                  big_connections: int) -> list[WrkWorkload]:
-    """The wrk workloads of this run, origin first, then (when the edge works) the edge."""
-    q = f"?sid={SID}"
-    roles = ["origin", "edge"] if edge else ["origin"]
-    out: list[WrkWorkload] = []
-    for role in roles:
-        hit = " (cache hit)" if role == "edge" else ""
-        out += [
-            WrkWorkload(f"{role}: master playlist 218 B", role, media.master + q, 64,
-                        ("req_per_s", "p99_ms"),
-                        f"218-byte master playlist{hit}; edge360 rewrites it for sid "
-                        f"{SID} (sent private), nginx sends the file as is"),
-            WrkWorkload(f"{role}: small .ts 218 B", role, media.small + q, 64,
-                        ("req_per_s", "p99_ms"),
-                        f"218-byte segment-like object{hit}, not rewritten by either"),
-        ]
-        if role == "edge":
-            out.append(WrkWorkload(
-                "edge: small .ts after a handed-over request", role, media.small + q, 32,
-                ("req_per_s", "p99_ms"),
-                "as small .ts, but each of 32 connections (one wrk thread each) first asks "
-                "with Cache-Control: max-age=3600, which edge360's fast path hands to aiohttp "
-                "(nginx ignores it): measures the connection coming back to the fast path",
-                first_handed=True))
-        if quick:
-            continue
-        out += [
-            WrkWorkload(f"{role}: 8 MiB segment", role, media.segment + q, big_connections,
-                        ("gb_per_cpu_s", "gb_per_s", "p99_ms"),
-                        f"whole {media.segment_size}-byte .ts{hit}"),
-            WrkWorkload(f"{role}: 1 MiB ranges of 64 MiB", role, media.big + q, 64,
-                        ("gb_per_cpu_s", "gb_per_s", "p99_ms"),
-                        f"random 1 MiB ranges of a {media.big_size}-byte .ts{hit}",
-                        ranges=(media.big_size, 1 << 20), expect_status=206),
-        ]
-    return out
 
 
 def metric_values(result: WrkResult) -> dict[str, float]:
@@ -111,23 +83,43 @@ def metric_values(result: WrkResult) -> dict[str, float]:
     }
 
 
+def handshake_values(result: HandshakeResult) -> dict[str, float | None]:
+    """Handshakes per second of wall time, and the server's CPU per handshake (which does not
+    depend on the client keeping up)."""
+    n = result.handshakes
+    return {"handshakes_per_s": n / result.wall_s if result.wall_s else 0.0,
+            "cpu_us_per_handshake": result.server_cpu_s / n * 1e6 if n else None}
+
+
+#: X-Cache values that mean "answered from the cache": HIT; STALE, served while one background
+#: refresh runs (both servers); UPDATING, nginx's name for a stale answer while another request's
+#: refresh is under way (`proxy_cache_use_stale updating`)
+FROM_CACHE = ("HIT", "STALE", "UPDATING")
+
+
 def check(server: Server, workload: WrkWorkload) -> dict[str, Any]:
-    """One request before measuring: the right status, and for an edge, a cache hit. Returns
-    what was seen; raises BenchError when the server would be measured answering errors."""
-    headers = {"Range": "bytes=0-1048575"} if workload.ranges else {}
-    status, resp_headers, body = http_get(server.base + workload.path, headers)
+    """One request before measuring: the right status, and for an edge, an answer from its cache.
+    Returns what was seen; raises BenchError when the server would be measured answering errors
+    or misses. For handshakes, also what the TLS client negotiated."""
+    headers = {"Range": f"bytes=0-{workload.ranges[1] - 1}"} if workload.ranges else {}
+    if workload.refresh_first:
+        http_get(server.base + workload.path, cafile=server.cafile)
+    status, resp_headers, body = http_get(server.base + workload.path, headers,
+                                          cafile=server.cafile)
     if status != workload.expect_status:
         raise BenchError(f"{server.name} {server.role} answered {status} for {workload.path}")
-    seen: dict[str, Any] = {"status": status, "body_bytes": len(body)}
+    seen: dict[str, Any] = {"status": status, "body_bytes": len(body),
+                            "cache_control": resp_headers.get("cache-control", "")}
     if server.role == "edge":
         seen["x_cache"] = resp_headers.get("x-cache", "")
         # an edge workload measures answers from the cache; a warmed object that still misses
         # would be measured as something it is not (nginx reports $upstream_cache_status in
-        # the same header). STALE counts: it is served from the cache while one background
-        # refresh runs, which is what a master playlist with max-age=30 gets in a long run
-        if seen["x_cache"] not in ("HIT", "STALE"):
+        # the same header)
+        if seen["x_cache"] not in FROM_CACHE:
             raise BenchError(f"{server.name} edge answered X-Cache {seen['x_cache'] or 'absent'} "
                              f"for {workload.path} after warming")
+    if workload.client == "handshakes":
+        seen["tls"] = probe(server.base.split("://", 1)[1])
     return seen
 
 
@@ -136,7 +128,7 @@ def warm(server: Server, paths: Sequence[str]) -> None:
     second must be served from it; the runs that follow then measure hits."""
     for path in paths:
         for _ in range(2):
-            status, _, _ = http_get(server.base + path, timeout=60)
+            status, _, _ = http_get(server.base + path, timeout=60, cafile=server.cafile)
             if status != 200:
                 raise BenchError(f"warming {path} on {server.name} edge: status {status}")
 
@@ -145,27 +137,40 @@ def run_one(server: Server, workload: WrkWorkload, *, round_no: int, duration: f
             pin: Pinning, scripts: dict[str, Path]) -> list[dict[str, Any]]:
     """Measure one server on one workload once; one run record per metric."""
     seen = check(server, workload)
+    common: dict[str, Any] = {
+        "workload": workload.name, "server": server.name, "role": server.role,
+        "pair": workload.pair_key, "round": round_no, "check": seen,
+    }
+    if workload.client == "handshakes":
+        shake = run_handshakes(server.base.split("://", 1)[1], workload.path, pid=server.pid,
+                               clients=workload.connections, duration=duration, pin=pin)
+        common.update({"handshakes": shake.handshakes, "duration_s": round(shake.wall_s, 3),
+                       "server_cpu_s": round(shake.server_cpu_s, 3),
+                       "client_cpu_s": round(shake.client_cpu_s, 3),
+                       "bytes_per_connection": shake.bytes_per_connection})
+        hvalues = handshake_values(shake)
+        return [{**common, "metric": m, "value": hvalues[m]} for m in workload.metrics]
     if workload.ranges:
         size, piece = workload.ranges
         result = run_wrk(server.base + workload.path, pid=server.pid,
                          connections=workload.connections, duration=duration, pin=pin,
                          script=scripts["ranges"],
                          script_args=[workload.path, str(size), str(piece), str(SEED)])
-    elif workload.first_handed:
-        result = run_wrk(server.base + workload.path, pid=server.pid,
-                         connections=workload.connections, duration=duration, pin=pin,
-                         script=scripts["first_handed"], threads=workload.connections)
     else:
         result = run_wrk(server.base + workload.path, pid=server.pid,
                          connections=workload.connections, duration=duration, pin=pin,
                          script=scripts["done"])
+    if result.requests == 0 or result.errors["status"] > result.requests // 100:
+        # more than 1 % of answers outside 2xx/3xx: that server would be measured failing
+        raise BenchError(f"{server.name} answered {result.requests} requests of "
+                         f"{workload.name} with wrk errors {result.errors}")
     values = metric_values(result)
-    common = {
-        "workload": workload.name, "server": server.name, "role": server.role,
-        "round": round_no, "requests": result.requests, "bytes": result.bytes,
+    common.update({
+        "requests": result.requests, "bytes": result.bytes,
         "duration_s": round(result.duration_s, 3), "server_cpu_s": round(result.server_cpu_s, 3),
-        "errors": result.errors, "p50_ms": result.p50_ms, "check": seen,
-    }
+        "client_cpu_s": round(result.client_cpu_s, 3), "errors": result.errors,
+        "p50_ms": result.p50_ms,
+    })
     return [{**common, "metric": m, "value": values[m]} for m in workload.metrics]
 
 

@@ -1,7 +1,7 @@
 """The benchmarks' records: RESULTS.md is generated, never hand-edited; every comparison pairs
 edge360 with nginx from the same run; and the harness runs end to end (a --quick smoke run against
 a real edge360 and a real nginx on 127.0.0.1, written into tmp_path). Structure only: no timing
-assertion anywhere (DESIGN rule 10: a performance claim is a recorded benchmark, not a test)."""
+assertion anywhere: a performance claim is a recorded benchmark, not a test."""
 
 from __future__ import annotations
 
@@ -155,32 +155,133 @@ def test_only_sessions_quick_end_to_end(tmp_path: Path) -> None:
     _check_edge360_only_rows(results_dir, markdown.read_text())
 
 
-def test_quick_run_end_to_end(tmp_path: Path) -> None:
-    require_tool("nginx")
-    require_tool("wrk")
+def _quick(tmp_path: Path, *args: str) -> tuple[Path, list[Path]]:
+    """`python -m benchmarks.run --quick ARGS` into tmp_path: the results files it wrote, after
+    checking it exited 0 and rendered exactly what the generator makes of them."""
     results_dir = tmp_path / "results"
     markdown = tmp_path / "RESULTS.md"
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--quick", "--results-dir", str(results_dir),
-         "--markdown", str(markdown)],
-        cwd=REPO, capture_output=True, text=True, timeout=240)
+        [sys.executable, "-m", "benchmarks.run", "--quick", *args,
+         "--results-dir", str(results_dir), "--markdown", str(markdown)],
+        cwd=REPO, capture_output=True, text=True, timeout=420)
     assert out.returncode == 0, out.stderr[-2000:]
-    files = _result_files(results_dir)
+    assert markdown.read_text() == render_results(results_dir)
+    return markdown, _result_files(results_dir)
+
+
+def _expected_rows(groups: list[str], origin: str) -> set[tuple[str, str]]:
+    """(row, metric) every asked group must record, with edges in front of `origin`."""
+    edge, https = f"edge over {origin} origin", f"https edge over {origin} origin"
+    rate, size = ("req_per_s", "p99_ms"), ("gb_per_cpu_s", "gb_per_s", "p99_ms")
+    rows: dict[str, list[tuple[str, tuple[str, ...]]]] = {
+        "origin": [("origin: master playlist 218 B", rate), ("origin: small .ts 218 B", rate),
+                   ("origin: 8 MiB segment", size), ("origin: 1 MiB ranges of 64 MiB", size)],
+        "edge": [(f"{edge}: master playlist 218 B, 4 h lifetime", rate),
+                 (f"{edge}: live media playlist, 2 s lifetime + stale-while-revalidate", rate),
+                 (f"{edge}: small .ts 218 B", rate), (f"{edge}: 8 MiB segment", size),
+                 (f"{edge}: 1 MiB ranges of 64 MiB", size)],
+        "herd": [(f"{edge}: cold-miss herd", ("ttfb_p50_ms", "ttfb_p99_ms", "ttfb_max_ms",
+                                              "upstream_fetches"))],
+        "https": [(f"{https}: small .ts 218 B", rate), (f"{https}: 8 MiB segment", size),
+                  (f"{https}: full TLS handshakes", ("handshakes_per_s",
+                                                     "cpu_us_per_handshake"))],
+    }
+    return {(name, m) for g in groups for name, metrics in rows[g] for m in metrics}
+
+
+def _check_comparison(doc: dict[str, Any], name: str, groups: list[str], origin: str) -> None:
+    """Every figure the groups name is in the file, measured on both servers, nothing skipped;
+    the live playlist's lifetime and the TLS handshake are what the rows say they are."""
+    assert doc["mode"] == "quick"
+    assert doc["not_run"] == [], doc["not_run"]
+    _check_pairs(doc, name)
+    summary = {(r["workload"], r["metric"]) for r in doc["summary"]}
+    assert summary == _expected_rows(groups, origin), name
+    assert all(r["value"] is not None for r in doc["runs"]), name
+    for run in doc["runs"]:
+        if run["workload"].endswith("stale-while-revalidate"):
+            # both origins gave it the 2-second lifetime; edge360 sends it private (rewritten)
+            assert run["check"]["cache_control"].endswith("max-age=2"), run["check"]
+        if run["metric"] == "handshakes_per_s":
+            assert run["check"]["tls"]["protocol"] == "TLSv1.3"
+            assert run["check"]["tls"]["signature"] == "ECDSA"
+            assert run["handshakes"] > 0 and run["bytes_per_connection"] > 0
+        if run["metric"] == "upstream_fetches":
+            assert run["value"] >= 1  # counted at the origin, for both edges
+
+
+def test_quick_run_end_to_end(tmp_path: Path) -> None:
+    """One plain run records every comparison group (edges in front of the nginx origin here;
+    the edge360 origin in the --only test below), each figure on edge360 and on nginx."""
+    for tool in ("nginx", "wrk", "openssl"):
+        require_tool(tool)
+    markdown, files = _quick(tmp_path, "--edge-origins", "nginx")
     assert len(files) == 1
     doc = json.loads(files[0].read_text())
-    assert doc["mode"] == "quick"
-    assert {r["workload"] for r in doc["runs"]} >= {"origin: master playlist 218 B",
-                                                    "origin: small .ts 218 B"}
-    assert {(r["server"], r["role"]) for r in doc["runs"]} >= {("edge360", "origin"),
-                                                               ("nginx", "origin")}
-    assert {r["metric"] for r in doc["summary"]} >= {"req_per_s"}
-    _check_pairs(doc, files[0].name)
-    # every requested edge workload is either measured on both servers or says why not
-    edge_rows = {r["workload"] for r in doc["summary"] if r["workload"].startswith("edge:")}
-    edge_skipped = {n["workload"] for n in doc["not_run"] if n["workload"].startswith("edge:")}
-    assert edge_rows or edge_skipped
-    assert markdown.read_text() == render_results(results_dir)
-    assert "origin: small .ts 218 B" in markdown.read_text()
+    assert "group" not in doc and doc["groups"] == ["origin", "edge", "herd", "https"]
+    _check_comparison(doc, files[0].name, doc["groups"], "nginx")
+    text = markdown.read_text()
+    assert "edge over nginx origin: live media playlist" in text
+    assert "proxy_cache_use_stale updating" in text  # said in "What was requested"
+    assert "Quick smoke run" in text
+
+
+def test_only_comparison_groups_end_to_end(tmp_path: Path) -> None:
+    """`--only herd,https` writes one comparison file per group, edges in front of the edge360
+    origin (the herd's upstream fetches counted from its metrics)."""
+    for tool in ("nginx", "wrk", "openssl"):
+        require_tool(tool)
+    markdown, files = _quick(tmp_path, "--only", "herd,https", "--edge-origins", "edge360")
+    assert [f.name[10:] for f in files] == ["-herd.json", "-https.json"]
+    for path, group in zip(files, ("herd", "https"), strict=True):
+        doc = json.loads(path.read_text())
+        assert doc["group"] == group and is_comparison(doc)
+        _check_comparison(doc, path.name, [group], "edge360")
+        assert f"(`results/{path.name}`)" in markdown.read_text()
+
+
+def test_run_refuses_bad_groups_and_origins() -> None:
+    """A wrong --only group or --edge-origins value: exit 2 with one line, before any server."""
+    for args in (["--only", "edges"], ["--edge-origins", "apache"],
+                 ["--edge-origins", "nginx,nginx"], ["--handshake-clients", "0"]):
+        out = subprocess.run([sys.executable, "-m", "benchmarks.run", *args], cwd=REPO,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 2, (args, out.stderr)
+        assert "Traceback" not in out.stderr and "error:" in out.stderr, args
+
+
+def test_nginx_configs_are_valid(tmp_path: Path) -> None:
+    """The reference's configurations, as the benchmark writes them, pass `nginx -t`: the
+    origin with its lifetimes, the proxy cache with its live-playlist location, over HTTPS."""
+    from benchmarks import nginxref, tlsbench
+
+    nginx = require_tool("nginx")
+    require_tool("openssl")
+    cert = tlsbench.make_cert(tmp_path / "tls")
+    for role, tls in (("origin", None), ("edge", None), ("edge", cert)):
+        work = tmp_path / f"{role}-{'tls' if tls else 'plain'}"
+        work.mkdir()
+        text = nginxref.nginx_conf(role, workdir=work, media_root=tmp_path, listen="127.0.0.1:9",
+                                   upstream="http://127.0.0.1:9", tls=tls)
+        assert "@{" not in text
+        (work / "nginx.conf").write_text(text)
+        out = subprocess.run([nginx, "-t", "-p", str(work), "-c", str(work / "nginx.conf"),
+                              "-e", str(work / "error.log"), "-g", "daemon off;"],
+                             capture_output=True, text=True, timeout=30)
+        assert out.returncode == 0, out.stderr
+        if role == "edge":
+            assert "proxy_cache_background_update on;" in text
+            assert ("listen 127.0.0.1:9 ssl;" in text) == (tls is not None)
+
+
+def test_client_bound_figures_are_noted() -> None:
+    """A run whose client core was full gets a note naming it; one that was not, none."""
+    from benchmarks.compare import client_notes
+
+    runs = [{"workload": "w", "server": "nginx", "client_cpu_s": 3.9, "duration_s": 4.0},
+            {"workload": "w", "server": "edge360", "client_cpu_s": 1.0, "duration_s": 4.0}]
+    notes = client_notes(runs)
+    assert len(notes) == 1 and notes[0].startswith("w, nginx:")
 
 
 def _headline_step(viewers: int, clean: bool) -> dict[str, Any]:
