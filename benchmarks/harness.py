@@ -38,7 +38,7 @@ SID = "benchmark01"
 #: a master playlist is padded to this size: the ~218-byte master the issue measures
 MASTER_SIZE = 218
 #: shared secret between the edge360 edge and origin, so the origin serves the edge unrewritten
-#: playlists (CONTRACT "Tiers") exactly as nginx's origin serves nginx's proxy plain files
+#: playlists (docs/HTTP.md, "Tiers") exactly as nginx's origin serves nginx's proxy plain files
 PEER_TOKEN = "bench-peer-token-0123456789"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -48,7 +48,7 @@ __all__ = ["BURST", "HEADROOM", "LINKS", "MediaPlaylist", "PlayerConfig", "Playl
            "Segment", "Stats", "VirtualPlayer", "parse_master", "parse_media", "sid_of",
            "variant_names", "with_sid"]
 
-# (share of viewers, link speed bit/s) per TRAFFIC.md: fibre, good, fair, slow mobile
+# (share of viewers, link speed bit/s) per docs/TRAFFIC.md: fibre, good, fair, slow mobile
 LINKS: tuple[tuple[float, float], ...] = ((0.25, 25e6), (0.35, 8e6), (0.25, 4e6), (0.15, 1.5e6))
 BURST = 3                 # segments fetched back to back at start-up
 SWITCH_PROBABILITY = 0.02  # per segment: the simulated link changes
