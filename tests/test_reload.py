@@ -17,6 +17,7 @@ import aiohttp
 
 from edge360.config.live import LIVE_KEYS, merge_live
 from edge360.config.schema import load
+from tests.conftest import publish
 from tests.edgekit import make_title
 from tests.test_tiers import fleet
 
@@ -77,6 +78,7 @@ async def test_sighup_moves_parents_and_limits_without_dropping(tmp_path: Path) 
     blob = random.Random(3).randbytes(12 * 1024 * 1024)  # pieced, far more than socket buffers
     (media / "demo" / "big").mkdir()
     (media / "demo" / "big" / "blob.ts").write_bytes(blob)
+    publish(media / "demo")  # written long ago: a file still settling would answer 503
     cfg = tmp_path / "edge.toml"
     with fleet(tmp_path) as f:
         a = f.start("a", ["--port", "0", "--media", str(media)], {}).base
