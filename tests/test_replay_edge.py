@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import publish
 from tests.servers import REPO, start_process
 
 SPEED = 10.0
@@ -47,6 +48,7 @@ def make_film(root: Path, name: str = "film") -> Path:
         (title / rendition / "index.m3u8").write_text("\n".join(lines) + "\n")
         master += [f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth}", f"{rendition}/index.m3u8"]
     (title / "master.m3u8").write_text("\n".join(master) + "\n")
+    publish(title)  # written long ago: a file still settling would answer 503
     return root
 
 
