@@ -1,7 +1,8 @@
 """The benchmarks' records: RESULTS.md is generated, never hand-edited; every comparison pairs
 edge360 with nginx from the same run; and the harness runs end to end (a --quick smoke run against
 a real edge360 and a real nginx on 127.0.0.1, written into tmp_path). Structure only: no timing
-assertion anywhere: a performance claim is a recorded benchmark, not a test."""
+assertion anywhere (docs/DEVELOPING.md, "Conventions": a performance claim is a recorded
+benchmark, not a test)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""Graceful drain in CONTRACT.md's order: /healthz 503 while still serving, then the listener
-closes, then in-flight responses finish within drain_timeout, and the process exits 0."""
+"""Graceful drain in the order of docs/HTTP.md, "Drain": /healthz 503 while still serving, then the
+listener closes, then in-flight responses finish within drain_timeout, and the process exits 0."""
 
 from __future__ import annotations
 

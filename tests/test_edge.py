@@ -252,7 +252,7 @@ async def test_admin_purge_warm_cache_and_token(tmp_path: Path) -> None:
 
 
 async def test_refusals_carry_x_cache(tmp_path: Path) -> None:
-    """CONTRACT: X-Cache on every content response of the edge, refusals included."""
+    """X-Cache on every content response of the edge, refusals included (docs/HTTP.md)."""
     make_title(tmp_path)
     async with origin(tmp_path) as o, edge([o]) as e, aiohttp.ClientSession() as s:
         st, _, _ = await get(s, e + "/demo/v1/seg_002.ts")

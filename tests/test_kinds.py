@@ -1,4 +1,4 @@
-"""Tests for edge360.kinds: the extension table of CONTRACT.md and the metric kind of any path."""
+"""Tests for edge360.kinds: the extension table of docs/HTTP.md and the metric kind of any path."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from edge360.core.kinds import MediaType, kind_of, media_type
 
-CONTRACT_TABLE = [
+EXTENSION_TABLE = [
     ("/demo/master.m3u8", "application/vnd.apple.mpegurl", "playlist"),
     ("/demo/v0/seg_001.ts", "video/mp2t", "segment"),
     ("/demo/v0/seg_001.m4s", "video/mp4", "segment"),
@@ -20,7 +20,7 @@ CONTRACT_TABLE = [
 ]
 
 
-@pytest.mark.parametrize(("path", "content_type", "kind"), CONTRACT_TABLE)
+@pytest.mark.parametrize(("path", "content_type", "kind"), EXTENSION_TABLE)
 def test_contract_table(path: str, content_type: str, kind: str) -> None:
     assert media_type(path) == MediaType(content_type, kind)
     assert kind_of(path) == kind
@@ -71,9 +71,9 @@ def test_kind_of_agrees_with_media_type(path: str) -> None:
 
 
 @given(st.text(alphabet=st.characters(exclude_characters="/."), min_size=1),
-       st.sampled_from([row[0].rsplit(".", 1)[1] for row in CONTRACT_TABLE]))
+       st.sampled_from([row[0].rsplit(".", 1)[1] for row in EXTENSION_TABLE]))
 def test_any_name_with_a_served_extension(stem: str, ext: str) -> None:
-    expected = {row[0].rsplit(".", 1)[1]: row[1] for row in CONTRACT_TABLE}[ext]
+    expected = {row[0].rsplit(".", 1)[1]: row[1] for row in EXTENSION_TABLE}[ext]
     found = media_type(f"/t/{stem}.{ext.upper()}")
     assert found is not None
     assert found.content_type == expected

@@ -80,7 +80,7 @@ async def test_promtool_check_metrics_is_clean_on_origin_and_edge(tmp_path: Path
                 timeout=60, check=False)
             assert result.returncode == 0, (base, result.stdout, result.stderr)
             assert result.stdout.strip() == b"" and result.stderr.strip() == b"", base
-            # CONTRACT: the peak gauges carry no labels
+            # the peak gauges carry no labels (docs/SESSIONS.md)
             for name in ("edge360_sessions_peak", "edge360_sessions_peak_recent"):
                 (only,) = samples[name]
                 assert only.labels == {}, (name, only.labels)

@@ -41,7 +41,7 @@ async def test_monitoring_port_serves_only_monitoring(tiny_media: Path, tmp_path
         assert (await fetch(mon + "/healthz"))[0] == 200
         for path in ("/tiny/master.m3u8", "/tiny/v0/seg_000.ts", "/player", "/api/titles"):
             assert (await fetch(mon + path))[0] == 404, path
-        # the public port keeps its own /metrics (CONTRACT), the same figures
+        # the public port keeps its own /metrics (docs/HTTP.md), the same figures
         status, text = await fetch(main + "/metrics")
         assert status == 200 and metric(text, "edge360_views_total") == 3
         assert (await fetch(main + "/tiny/master.m3u8"))[0] == 200

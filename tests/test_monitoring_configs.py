@@ -31,7 +31,7 @@ _HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 def known_metrics() -> set[str]:
     """The metric names docs/DEVELOPING.md lists (the one list every module agrees on)."""
-    text = (ROOT / "docs" / "DEVELOPING.md").read_text()
+    text = (ROOT / "docs/DEVELOPING.md").read_text()
     start = text.index("Metric names")
     end = text.index("- Tests:", start)
     return set(re.findall(r"`(edge360_[a-z_]+)", text[start:end]))

@@ -298,7 +298,7 @@ def test_plays_through_the_edge_counting_one_viewer(tiny_media: Path, tmp_path: 
     assert isinstance(stats, dict)
     assert stats["sessions_active"] == 1 and stats["views_total"] == 1, stats
     assert result["viewersShown"] == 1
-    # the edge is a child cache to its origin: no viewer session there (CONTRACT.md, Tiers)
+    # the edge is a child cache to its origin: no viewer session there (docs/HTTP.md, "Tiers")
     assert origin_stats["sessions_active"] == 0, origin_stats
 
 

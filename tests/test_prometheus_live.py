@@ -22,6 +22,7 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import publish
 from tests.edgekit import make_title
 from tests.servers import ServerProcess, start_process
 from tests.test_monitoring_configs import DASHBOARD, PROM, dashboard_queries, metric_names, rules
@@ -52,6 +53,7 @@ def make_media(root: Path) -> None:
     (big / "index.m3u8").write_text(
         "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n"
         f"#EXTINF:{BIG_SECONDS},\nseg_000.ts\n#EXT-X-ENDLIST\n")
+    publish(root / "demo")  # written long ago: a file still settling would answer 503
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """The one error hierarchy of edge360: every refusal is an Edge360Error carrying its HTTP status.
 
-Pure code raises these; the middleware is the single place where one becomes a response, and the
+Pure code raises these; http.dispatch is the single place where one becomes a response, and the
 command line turns a ConfigError or UsageError into one line on stderr and exit status 2.
 """
 

@@ -1,7 +1,8 @@
 """Classify a request path by its file extension: the Content-Type to send and the metric `kind`.
 
-The table is the fixed content rule of CONTRACT.md: the origin serves only these extensions, and
-`edge360_requests_total{kind}` uses the kinds. The edge proxies any path, so `kind_of` never fails.
+The table is the content rule of docs/HTTP.md, "What the origin serves": the origin serves only
+these extensions, and `edge360_requests_total{kind}` uses the kinds. The edge proxies any path, so
+`kind_of` never fails.
 """
 
 from __future__ import annotations

@@ -53,7 +53,7 @@ _NOT_FORWARDED: Final = HOP_BY_HOP | frozenset({
 def forwarded_request_fields(headers: Mapping[str, str]) -> dict[str, str]:
     """The client's end-to-end request fields a cache passes on when it goes upstream (RFC 9110
     §7.6: an intermediary forwards the fields it does not consume). CMCD fields carry viewer data
-    that never leaves the edge (CONTRACT: Tiers)."""
+    that never leaves the edge (docs/HTTP.md, "Tiers")."""
     listed = {n.lower() for n in split_list(headers.get("connection", ""))}
     return {k: v for k, v in headers.items() if k not in _NOT_FORWARDED and k not in listed
             and not k.startswith("cmcd")}

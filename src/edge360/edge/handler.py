@@ -1,5 +1,5 @@
 """The edge role's content handler: GET/HEAD for any path from the cache, fetching from a parent
-on a miss (docs/EDGE.md).
+on a miss (docs/HTTP.md, "The edge"; docs/DESIGN.md follows a hit and a miss through it).
 
 A request: method -> loop and path checks -> token -> cache key (path + the configured key
 params; never sid, token or CMCD) -> viewer -> memory lookup -> policy.decide (RFC 9111 §4) ->
@@ -203,7 +203,7 @@ class Edge:
         if len(held) == len(needed):
             return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), held,
                                state.piece_of(t, obj), result)
-        # a range touching any uncached piece is a MISS (docs/HTTP.md, Edge headers)
+        # a range touching any uncached piece is a MISS (docs/HTTP.md, "X-Cache and Age")
         present = [state.store.has_piece(t.key, obj, n) for n in needed]
         if not obj.strong and not all(present):
             # never assembled from separate fetches: fetched whole again (a new version)

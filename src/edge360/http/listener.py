@@ -2,7 +2,7 @@
 protocol gate when server.proxy_protocol is on, and TLS when a context is given), knows the open
 ones, and drains them when the node stops.
 
-Drain (docs/OPERATIONS.md): the listener stops accepting, idle connections close at once, busy
+Drain (docs/HTTP.md, "Drain"): the listener stops accepting, idle connections close at once, busy
 ones after the answer in progress (which goes out with Connection: close); what is still open
 after the drain timeout is cut.
 """

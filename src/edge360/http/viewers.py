@@ -3,7 +3,7 @@ a content request (session key, sid, token), the child-cache, loop and token che
 session touch (docs/SESSIONS.md).
 
 The viewer rules themselves are sessions.viewer's, applied here to a parsed Request. A child edge
-that proves the peer token opens no session and gets playlists unrewritten (docs/HTTP.md, Tiers).
+that proves the peer token opens no session and gets playlists unrewritten (docs/HTTP.md, "Tiers").
 """
 
 from __future__ import annotations

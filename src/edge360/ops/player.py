@@ -6,7 +6,7 @@ itself from its npm package (copied into `static/vendor/` at set-up or image bui
 committed), so the page works offline and under a strict Content-Security-Policy (script-src
 'self'). The query is validated here and handed to the page as a JSON data attribute, never
 concatenated into markup. None of these routes opens or touches a viewer session: only the media
-requests the page then makes do (CONTRACT.md, Sessions).
+requests the page then makes do (docs/SESSIONS.md).
 """
 
 from __future__ import annotations

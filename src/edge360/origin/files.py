@@ -1,6 +1,6 @@
 """The origin answers from what it opens: a file's size, validators and body all come from one
 open descriptor, so a changed file is answered as its new version and never as a body that
-disagrees with its own headers (docs/ORIGIN.md, "Publishing").
+disagrees with its own headers (docs/HTTP.md, "Publishing").
 
 A segment too big to hold in memory is opened per request; `fstat` of that descriptor gives the
 version (size, mtime, ctime, inode) from which Content-Length, ETag and Last-Modified derive, and

@@ -1,4 +1,4 @@
-"""The origin role: files of the titles under the media root, exactly and cheaply (docs/ORIGIN.md).
+"""The origin role: files of the titles under the media root, exactly and cheaply (docs/HTTP.md).
 
 A request is one catalog lookup. Small files (playlists, keys, small segments) are held in memory
 as one version each and answered at once, with no task and no I/O; their file is stat'ed again at

@@ -6,7 +6,7 @@ running node without dropping a connection, other differences are named in one l
 as they were, and a config that does not resolve is logged and ignored. Then the reloaders run
 (auth keys, the origin's titles, the edge's parents).
 
-Drain (docs/OPERATIONS.md): /healthz answers 503 for server.drain_delay while everything still
+Drain (docs/HTTP.md, "Drain"): /healthz answers 503 for server.drain_delay while everything still
 serves, then the listener closes, in-flight responses get server.drain_timeout to finish, and the
 process exits 0.
 """

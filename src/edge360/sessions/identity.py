@@ -43,8 +43,8 @@ def fallback_key(address: str, user_agent: str) -> str:
 
 def explicit_sid(query_sid: str | None, cmcd_query: str | None,
                  cmcd_header: str | None) -> str | None:
-    """The session id a request carries, by the CONTRACT precedence: `sid` query > CMCD query sid
-    > CMCD-Session header sid; invalid ids count as absent. None: it carries none."""
+    """The session id a request carries, by the precedence of docs/SESSIONS.md: `sid` query >
+    CMCD query sid > CMCD-Session header sid; invalid ids count as absent. None: it carries none."""
     if valid_sid(query_sid):
         return query_sid
     for value in (cmcd_query, cmcd_header):

@@ -1,4 +1,4 @@
-"""The viewer rules of CONTRACT.md (Sessions) on plain request values, stated once: who a content
+"""The viewer rules of docs/SESSIONS.md on plain request values, stated once: who a content
 request belongs to, when it opens a session under a fresh sid, when that opening counts against
 sessions.per_ip_per_minute, and which answers count in a session.
 
