@@ -1,0 +1,216 @@
+"""The bitrate ladder: which renditions to encode, per codec, at what picture size and caps.
+
+The default targets are the average video bit rates of Apple's "HLS Authoring Specification for
+Apple Devices" (its 16:9 table, docs/PACKAGING.md), 2160p down to 360p: H.264 up to 1080p (the
+specification caps H.264 at High profile level 4.2, which 2160p exceeds) and HEVC up to 2160p. A
+rung is named after the height of its 16:9 box; a picture of another shape is fitted inside the
+box, and a rung whose box would enlarge the source is dropped (never upscale).
+
+Whatever the targets, the measured ladder must have no hole: sorted by measured peak BANDWIDTH,
+each rendition is at most twice the one below it, so a player whose link falls between two rungs
+never has to drop to less than half of what it could carry. `first_hole` finds a pair that breaks
+this and `lowered_cap` gives the upper rung the cap to re-encode it with. Pure code.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from fractions import Fraction
+
+from edge360.core.errors import UsageError
+
+CODECS = ("h264", "hevc")
+#: the largest ratio allowed between adjacent measured peak bit rates of one codec's ladder
+MAX_STEP = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    """One rendition of a codec's ladder: its 16:9 box height and its caps in kbit/s (the video
+    figure is the VBV cap of a capped-CRF encode: easy pictures come out smaller)."""
+
+    name: str
+    height: int
+    video_kbps: int
+    audio_kbps: int
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A rung planned for one codec and one source: the picture size it is encoded at."""
+
+    codec: str
+    rung: Rung
+    width: int
+    height: int
+
+    @property
+    def folder(self) -> str:
+        return f"{self.codec}_{self.rung.name}"
+
+
+#: name, box height, H.264 kbit/s, HEVC kbit/s, audio kbit/s. Apple's table lists two rates at
+#: 432p; the upper one is encoded at 480p here so every rung has a height of its own. H.264 has
+#: no figure above 1080p there: asked for by name, it gets the HEVC figure times 4/3 (Apple's own
+#: H.264:HEVC ratio at 1080p, 6000:4500). 240p (Apple's 416x234 row) is not in the default ladder.
+_TABLE: tuple[tuple[str, int, int | None, int, int], ...] = (
+    ("2160p", 2160, None, 11600, 128),
+    ("1440p", 1440, None, 8100, 128),
+    ("1080p", 1080, 6000, 4500, 128),
+    ("720p", 720, 3000, 2400, 128),
+    ("540p", 540, 2000, 1600, 96),
+    ("480p", 480, 1100, 800, 96),
+    ("432p", 432, 730, 570, 64),
+    ("360p", 360, 365, 290, 64),
+    ("240p", 240, 145, 145, 64),
+)
+KNOWN = tuple(row[0] for row in _TABLE)
+_RATE_RE = re.compile(r"(\d+(?:\.\d+)?)([kKmM]?)")
+_NAME_RE = re.compile(r"[1-9]\d{1,3}p")
+
+
+def known_rung(name: str, codec: str) -> Rung | None:
+    for row_name, height, h264, hevc, audio in _TABLE:
+        if row_name == name:
+            video = hevc if codec == "hevc" else (h264 or round(hevc * 4 / 3))
+            return Rung(name, height, video, audio)
+    return None
+
+
+def default_ladder(codec: str) -> tuple[Rung, ...]:
+    """Apple's rows from 2160p down to 360p that have a figure for `codec`."""
+    rungs = (known_rung(name, codec) for name, _h, h264, _hevc, _a in _TABLE
+             if name != "240p" and (codec == "hevc" or h264 is not None))
+    return tuple(r for r in rungs if r is not None)
+
+
+def parse_codecs(spec: str) -> tuple[str, ...]:
+    """`h264`, `hevc` or both, comma-separated, in the order given."""
+    names = [c.strip().lower() for c in spec.split(",") if c.strip()]
+    if not names:
+        raise UsageError("--codecs is empty (use h264, hevc or h264,hevc)")
+    for name in names:
+        if name not in CODECS:
+            raise UsageError(f"unknown codec {name!r} (use h264, hevc or h264,hevc)")
+    if len(set(names)) != len(names):
+        raise UsageError(f"codec named twice in {spec!r}")
+    return tuple(names)
+
+
+def _kbps(text: str) -> int:
+    m = _RATE_RE.fullmatch(text.strip())
+    if m is None:
+        raise UsageError(f"bad bitrate {text!r} (use e.g. 800k or 2.5M)")
+    value = float(m.group(1)) * {"": 0.001, "k": 1, "m": 1000}[m.group(2).lower()]
+    if not 1 <= value <= 1_000_000:
+        raise UsageError(f"bitrate {text!r} out of range")
+    return round(value)
+
+
+def _rung(item: str, codec: str) -> Rung:
+    name, *rates = item.split(":")
+    if len(rates) > 2:
+        raise UsageError(f"bad rung {item!r} (NAME[:VIDEO[:AUDIO]])")
+    base = known_rung(name, codec)
+    if base is None:
+        if _NAME_RE.fullmatch(name) is None or not rates:
+            raise UsageError(f"unknown rung {name!r} (known: {', '.join(KNOWN)}; "
+                             "other heights need a bitrate, e.g. 900p:4000k)")
+        base = Rung(name, int(name[:-1]), 0, 128)
+    if rates:
+        base = replace(base, video_kbps=_kbps(rates[0]))
+    if len(rates) == 2:
+        base = replace(base, audio_kbps=_kbps(rates[1]))
+    return base
+
+
+def parse_ladder(spec: str | None, codecs: Sequence[str]) -> dict[str, tuple[Rung, ...]]:
+    """Each codec's rungs, tallest first. `spec` is `[CODEC/]NAME[:VIDEO[:AUDIO]],...`: a rung
+    without a codec is encoded for every codec (a known name without a rate takes that codec's
+    figure), `hevc/2160p:9M` for one codec only. None: the default ladder of each codec."""
+    if spec is None:
+        return {c: default_ladder(c) for c in codecs}
+    ladders: dict[str, list[Rung]] = {c: [] for c in codecs}
+    for item in (x.strip() for x in spec.split(",")):
+        if not item:
+            continue
+        codec, slash, rest = item.partition("/")
+        if not slash:
+            for c in codecs:
+                ladders[c].append(_rung(item, c))
+            continue
+        if codec not in ladders:
+            raise UsageError(f"rung {item!r} names a codec that is not in --codecs")
+        ladders[codec].append(_rung(rest, codec))
+    for codec, rungs in ladders.items():
+        if not rungs:
+            raise UsageError(f"the ladder has no rung for {codec}")
+        if len({r.height for r in rungs}) != len(rungs):
+            raise UsageError(f"two {codec} rungs of the same height")
+    return {c: tuple(sorted(r, key=lambda x: -x.height)) for c, r in ladders.items()}
+
+
+def _even(x: float, limit: float) -> int:
+    """`x` rounded to an even number (4:2:0 chroma needs even dimensions), never above `limit`."""
+    return max(2, min(2 * round(x / 2), 2 * math.floor(limit / 2)))
+
+
+def fit(width: int, height: int, sar: Fraction, box_height: int) -> tuple[int, int] | None:
+    """The picture size of a source of `width`x`height` coded pixels (sample aspect ratio `sar`)
+    fitted inside the 16:9 box `box_height` tall, in square pixels; None if that enlarges it."""
+    display_width = width * sar
+    box_width = 2 * round(box_height * 8 / 9)
+    scale = min(Fraction(box_width) / display_width, Fraction(box_height, height))
+    if scale > 1:
+        return None
+    return (_even(float(display_width * scale), float(display_width)),
+            _even(float(height * scale), height))
+
+
+def plan(ladders: Mapping[str, Sequence[Rung]], width: int, height: int,
+         sar: Fraction = Fraction(1)) -> tuple[Target, ...]:
+    """Every codec's targets, tallest first, dropping rungs that would upscale. A source smaller
+    than every rung of a codec gets one rung at its own size with the lowest rung's rates."""
+    targets: list[Target] = []
+    for codec, rungs in ladders.items():
+        fitted = []
+        for r in sorted(rungs, key=lambda x: -x.height):
+            size = fit(width, height, sar, r.height)
+            if size is not None:
+                fitted.append(Target(codec, r, *size))
+        if not fitted:
+            lowest = min(rungs, key=lambda r: r.height)
+            w, h = _even(float(width * sar), float(width * sar)), _even(height, height)
+            fitted.append(Target(codec, replace(lowest, name=f"{h}p", height=h), w, h))
+        targets += fitted
+    return tuple(targets)
+
+
+def first_hole(peaks: Mapping[str, int]) -> tuple[str, str] | None:
+    """(lower, upper) of the first pair, by rising measured peak, more than MAX_STEP apart."""
+    ordered = sorted(peaks.items(), key=lambda kv: kv[1])
+    for (low, low_peak), (high, high_peak) in itertools.pairwise(ordered):
+        if high_peak > MAX_STEP * low_peak:
+            return low, high
+    return None
+
+
+def lowered_cap(cap_kbps: int, peak_bps: int, audio_kbps: int, below_peak_bps: int,
+                margin: float = 0.9) -> int:
+    """The video cap that should bring a rung measured at `peak_bps` (audio included) to within
+    MAX_STEP of the rung below, with `margin` to spare. The video part of the peak scales with
+    the cap once the cap binds; below it (a CRF-limited encode) the cap starts from the measured
+    video rate instead."""
+    audio_bps = audio_kbps * 1000
+    wanted_video = MAX_STEP * below_peak_bps * margin - audio_bps
+    measured_video = max(1, peak_bps - audio_bps)
+    base = min(cap_kbps * 1000, measured_video)
+    cap = math.floor(base * wanted_video / measured_video / 1000)
+    if cap < 16:
+        raise UsageError(f"cannot close a {peak_bps / below_peak_bps:.1f}x step: the lower rung "
+                         f"is at {below_peak_bps} bit/s, too low to carry the audio")
+    return min(cap, cap_kbps - 1)
