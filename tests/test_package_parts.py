@@ -112,31 +112,46 @@ def test_plan_property(width: int, height: int, sar: Fraction) -> None:
         assert len({t.folder for t in mine}) == len(mine)
 
 
-@pytest.mark.parametrize(("peaks", "hole"), [
-    ({"a": 100, "b": 200, "c": 400}, None),
-    ({"a": 100, "b": 201, "c": 400}, ("a", "b")),
-    ({"c": 900, "a": 100, "b": 200}, ("b", "c")),
-    ({"only": 5}, None),
+def test_a_ladder_without_holes_is_left_alone() -> None:
+    assert ladder.holes({"a": (100, 0), "b": (200, 0), "c": (400, 0), "d": (390, 0)}) == []
+    assert ladder.holes({"only": (5, 0)}) == []
+    assert ladder.rebalance([]) == {}
+
+
+@pytest.mark.parametrize(("low", "high"), [
+    ((100_000, 0), (250_000, 0)),
+    ((129_282, 64_000), (280_000, 64_000)),   # audio does not scale with the video
+    ((400_000, 128_000), (5_000_000, 128_000)),
 ])
-def test_first_hole(peaks: dict[str, int], hole: tuple[str, str] | None) -> None:
-    assert ladder.first_hole(peaks) == hole
+def test_a_hole_is_closed_by_moving_both_rungs_alike(low: tuple[int, int],
+                                                      high: tuple[int, int]) -> None:
+    (hole,) = ladder.holes({"lo": low, "hi": high})
+    assert (hole.low, hole.high) == ("lo", "hi") and hole.ratio == high[0] / low[0]
+    k = hole.factor
+    assert k > 1
+    after_low = (low[0] - low[1]) * k + low[1]
+    after_high = (high[0] - high[1]) / k + high[1]
+    assert after_high / after_low == pytest.approx(1.8)  # MAX_STEP with a 10% margin
+    assert ladder.rebalance([hole]) == {"lo": k, "hi": 1 / k}
 
 
-@pytest.mark.parametrize(("cap", "peak", "audio", "below", "expected"), [
-    (1000, 1_328_000, 128, 500_000, 643),  # the cap binds: scaled by wanted/measured
-    (6000, 1_128_000, 128, 400_000, 592),  # far under its cap (CRF-limited): the wanted rate
-    (400, 300_000, 64, 100_000, 116),
+def test_a_rung_between_two_holes_gets_both_factors() -> None:
+    found = ladder.holes({"a": (100, 0), "b": (300, 0), "c": (900, 0)})
+    assert [(h.low, h.high) for h in found] == [("a", "b"), ("b", "c")]
+    factors = ladder.rebalance(found)
+    assert factors["b"] == pytest.approx(found[1].factor / found[0].factor)
+    assert factors["a"] > 1 > factors["c"]
+
+
+@pytest.mark.parametrize(("scale", "codec", "cap", "crf"), [
+    (1.0, "h264", 1000, 23.0), (1.0, "hevc", 1000, 28.0), (0.5, "h264", 500, 29.0),
+    (2.0, "hevc", 2000, 22.0), (1.1, "h264", 1100, 22.17), (1e-9, "h264", 16, 51.0),
 ])
-def test_lowered_cap(cap: int, peak: int, audio: int, below: int, expected: int) -> None:
-    new = ladder.lowered_cap(cap, peak, audio, below)
-    assert new == expected and new < cap
-    video_then = min(cap * 1000, peak - audio * 1000)
-    assert new * 1000 / video_then * (peak - audio * 1000) + audio * 1000 <= 2 * below
-
-
-def test_lowered_cap_refuses_an_impossible_step() -> None:
-    with pytest.raises(UsageError, match="too low"):
-        ladder.lowered_cap(500, 900_000, 128, 60_000)
+def test_a_rebalanced_rung_moves_its_cap_and_its_crf(scale: float, codec: str, cap: int,
+                                                     crf: float) -> None:
+    target = ladder.Target(codec, ladder.Rung("720p", 720, 1000, 128), 1280, 720, scale)
+    assert encodeargs.video_cap(target) == cap
+    assert encodeargs.video_crf(target, 23) == crf
 
 
 # ---------------------------------------------------------------- chunks and segments

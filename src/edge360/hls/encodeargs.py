@@ -58,14 +58,26 @@ def _seek(info: SourceInfo, first: int) -> list[str]:
     return ["-ss", f"{float(start):.6f}"] if start > 0 else []
 
 
+def video_cap(target: Target) -> int:
+    """The VBV cap in kbit/s: the rung's figure times the target's rebalancing factor."""
+    return max(16, round(target.rung.video_kbps * target.scale))
+
+
+def video_crf(target: Target, crf: int) -> float:
+    """The CRF for a target: x265's offset, and about 6 CRF steps per halving or doubling of the
+    rate when rebalancing moved it (x264's and x265's rate-control rule of thumb), so a rung
+    under its cap moves too. Two decimals: both encoders take fractional CRF."""
+    value = crf + (HEVC_CRF_OFFSET if target.codec == "hevc" else 0) - 6 * math.log2(target.scale)
+    return round(min(51.0, max(0.0, value)), 2)
+
+
 def _encoder(target: Target, seg: int, fps: Fraction, crf: int, preset: str,
              threads: int) -> list[str]:
-    cap = target.rung.video_kbps
+    cap = video_cap(target)
     # The VBV buffer bounds how far a segment's rate can pass the cap: by the buffer's seconds over
     # the segment's. Two seconds, or one segment when segments are shorter.
     buffer = math.ceil(cap * min(Fraction(2), seg / fps))
-    rate = ["-crf", str(crf + (HEVC_CRF_OFFSET if target.codec == "hevc" else 0)),
-            "-maxrate", f"{cap}k", "-bufsize", f"{buffer}k"]
+    rate = ["-crf", f"{video_crf(target, crf):g}", "-maxrate", f"{cap}k", "-bufsize", f"{buffer}k"]
     keys = ["-force_key_frames", f"expr:eq(mod(n,{seg}),0)"]
     if target.codec == "hevc":
         params = (f"keyint={seg}:min-keyint={seg}:scenecut=0:open-gop=0:pools={threads}:"

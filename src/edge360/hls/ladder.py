@@ -8,8 +8,8 @@ box, and a rung whose box would enlarge the source is dropped (never upscale).
 
 Whatever the targets, the measured ladder must have no hole: sorted by measured peak BANDWIDTH,
 each rendition is at most twice the one below it, so a player whose link falls between two rungs
-never has to drop to less than half of what it could carry. `first_hole` finds a pair that breaks
-this and `lowered_cap` gives the upper rung the cap to re-encode it with. Pure code.
+never has to drop to less than half of what it could carry. `holes` finds the pairs that break this
+and `rebalance` gives both rungs of each the factor to re-encode them with. Pure code.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ class Target:
     rung: Rung
     width: int
     height: int
+    scale: float = 1.0  # the video rate's factor from `rebalance` (1: as the ladder says)
 
     @property
     def folder(self) -> str:
@@ -190,27 +191,45 @@ def plan(ladders: Mapping[str, Sequence[Rung]], width: int, height: int,
     return tuple(targets)
 
 
-def first_hole(peaks: Mapping[str, int]) -> tuple[str, str] | None:
-    """(lower, upper) of the first pair, by rising measured peak, more than MAX_STEP apart."""
-    ordered = sorted(peaks.items(), key=lambda kv: kv[1])
-    for (low, low_peak), (high, high_peak) in itertools.pairwise(ordered):
-        if high_peak > MAX_STEP * low_peak:
-            return low, high
-    return None
+def _split(low: tuple[int, int], high: tuple[int, int], step: float) -> float:
+    """The factor k for the video of the lower rung (the upper's video gets 1/k) that brings the
+    pair to exactly `step` apart, audio (which does not scale) included: with peaks v + a,
+    (vH/k + aH) = step (vL k + aL), a quadratic in k."""
+    (low_peak, low_audio), (high_peak, high_audio) = low, high
+    low_video = max(1, low_peak - low_audio)
+    high_video = max(1, high_peak - high_audio)
+    b = step * low_audio - high_audio
+    return (-b + math.sqrt(b * b + 4 * step * low_video * high_video)) / (2 * step * low_video)
 
 
-def lowered_cap(cap_kbps: int, peak_bps: int, audio_kbps: int, below_peak_bps: int,
-                margin: float = 0.9) -> int:
-    """The video cap that should bring a rung measured at `peak_bps` (audio included) to within
-    MAX_STEP of the rung below, with `margin` to spare. The video part of the peak scales with
-    the cap once the cap binds; below it (a CRF-limited encode) the cap starts from the measured
-    video rate instead."""
-    audio_bps = audio_kbps * 1000
-    wanted_video = MAX_STEP * below_peak_bps * margin - audio_bps
-    measured_video = max(1, peak_bps - audio_bps)
-    base = min(cap_kbps * 1000, measured_video)
-    cap = math.floor(base * wanted_video / measured_video / 1000)
-    if cap < 16:
-        raise UsageError(f"cannot close a {peak_bps / below_peak_bps:.1f}x step: the lower rung "
-                         f"is at {below_peak_bps} bit/s, too low to carry the audio")
-    return min(cap, cap_kbps - 1)
+@dataclass(frozen=True, slots=True)
+class Hole:
+    """Two adjacent rungs `ratio` times apart; `factor` raises the lower one's video rate and
+    lowers the upper one's (divides it) to close the step."""
+
+    low: str
+    high: str
+    ratio: float
+    factor: float
+
+
+def holes(peaks: Mapping[str, tuple[int, int]], margin: float = 0.9) -> list[Hole]:
+    """The pairs of one codec's rungs more than MAX_STEP apart by rising measured peak, each with
+    the factor that closes it with `margin` to spare, split evenly between the two in log space:
+    the least change to either. Lowering the upper rung alone would pull every rung above it down
+    in turn when the bottom rung is a small, easy picture. `peaks` maps a rung to (peak, audio
+    bit/s)."""
+    ordered = sorted(peaks.items(), key=lambda kv: kv[1][0])
+    return [Hole(low, high, high_peak[0] / low_peak[0],
+                 _split(low_peak, high_peak, MAX_STEP * margin))
+            for (low, low_peak), (high, high_peak) in itertools.pairwise(ordered)
+            if high_peak[0] > MAX_STEP * low_peak[0]]
+
+
+def rebalance(found: Sequence[Hole]) -> dict[str, float]:
+    """Each rung's factor for its video rate (a rung between two holes gets both)."""
+    factors: dict[str, float] = {}
+    for hole in found:
+        factors[hole.low] = factors.get(hole.low, 1.0) * hole.factor
+        factors[hole.high] = factors.get(hole.high, 1.0) / hole.factor
+    return factors

@@ -42,8 +42,9 @@ FORMATS = ("fmp4", "ts")
 _COST = {"h264": 1.0, "hevc": 4.0}
 #: the audio encode of a frame costs about what a 100x100 video encode does
 _AUDIO_COST = 10_000.0
-#: re-encodes one rung may take to close a step of more than twice; each aims 10% under the limit
-_MAX_ADJUSTMENTS = 4
+#: measurements of the ladder: the first, then re-encodes of the rungs around steps of more than
+#: twice (each aims 10% under the limit, so one usually does)
+_MAX_PASSES = 4
 
 Note = Callable[[str], None]
 
@@ -64,13 +65,13 @@ def _check_options(segment_seconds: float, fmt: str, crf: int, preset: str,
         raise UsageError("--jobs must be between 1 and 256")
 
 
-def _with_cap(target: ladder.Target, cap: int) -> ladder.Target:
-    return dataclasses.replace(target, rung=dataclasses.replace(target.rung, video_kbps=cap))
+def _scaled(target: ladder.Target, scale: float) -> ladder.Target:
+    return dataclasses.replace(target, scale=scale)
 
 
 def _chunk_name(target: ladder.Target, chunk: encodeargs.Chunk) -> str:
-    # the cap is part of the name: a rung re-encoded at another cap never reuses old chunks
-    return f"v{target.rung.video_kbps}k-{chunk.index:05d}.mp4"
+    # the scale is part of the name: a rung re-encoded at another rate never reuses old chunks
+    return f"x{target.scale:.4f}-{chunk.index:05d}.mp4"
 
 
 class _Run:
@@ -132,47 +133,46 @@ class _Run:
         for c in self.chunks:
             (self.work.folder(target.folder) / _chunk_name(target, c)).unlink(missing_ok=True)
 
+    def _holes(self, results: dict[str, RenditionResult]) -> list[ladder.Hole]:
+        found = []
+        for codec in dict.fromkeys(t.codec for t in self.targets):
+            found += ladder.holes({
+                r.target.folder: (r.bandwidth,
+                                  r.target.rung.audio_kbps * 1000 if self.info.has_audio else 0)
+                for r in results.values() if r.target.codec == codec})
+        return found
+
     def ladder(self) -> list[RenditionResult]:
-        """Encode and assemble every rendition, re-encoding rungs until no step is more than
-        twice the one below (bounded: each rung is lowered at most _MAX_ADJUSTMENTS times)."""
-        caps = {t.folder: self.work.caps.get(t.folder, t.rung.video_kbps) for t in self.targets}
-        adjusted = dict.fromkeys(caps, 0)
+        """Encode and assemble every rendition, re-encoding the rungs on either side of a step of
+        more than twice until there is none (bounded: _MAX_PASSES measurements)."""
+        scales = {t.folder: self.work.scales.get(t.folder, 1.0) for t in self.targets}
         results: dict[str, RenditionResult] = {}
         title = self.work.fresh_title()
-        for _ in range(1 + _MAX_ADJUSTMENTS * len(self.targets)):
-            current = [_with_cap(t, caps[t.folder]) for t in self.targets]
+        for attempt in range(_MAX_PASSES):
+            current = [_scaled(t, scales[t.folder]) for t in self.targets]
             runner.run_jobs(self.tools, self.jobs(current), workers=self.workers,
                             progress=self.progress)
             for t in current:
                 done = results.get(t.folder)
-                if done is None or done.target.rung.video_kbps != caps[t.folder]:
+                if done is None or done.target.scale != t.scale:
                     results[t.folder] = self.assemble(t, title)
-            holes = [h for h in (ladder.first_hole({r.target.folder: r.bandwidth
-                                                     for r in results.values()
-                                                     if r.target.codec == codec})
-                                 for codec in dict.fromkeys(t.codec for t in current))
-                     if h is not None]
-            if not holes:
-                order = sorted(results.values(), key=lambda r: (r.target.codec != "hevc",
-                                                                -r.height, -r.bandwidth))
-                return order
-            for low, high in holes:
-                adjusted[high] += 1
-                below, above = results[low], results[high]
-                if adjusted[high] > _MAX_ADJUSTMENTS:
-                    raise UsageError(f"{high} still peaks at more than twice {low} after "
-                                     f"{_MAX_ADJUSTMENTS} re-encodes")
-                old = caps[high]
-                caps[high] = ladder.lowered_cap(old, above.bandwidth,
-                                                above.target.rung.audio_kbps, below.bandwidth)
-                self.note(f"{high} peaks at {above.bandwidth / 1e6:.2f} Mbit/s, more than twice "
-                          f"{low} ({below.bandwidth / 1e6:.2f}): re-encoding it capped at "
-                          f"{caps[high]}k instead of {old}k")
-                self._forget_chunks(_with_cap(above.target, old))
-            self.work.caps = {t.folder: caps[t.folder] for t in self.targets
-                              if caps[t.folder] != t.rung.video_kbps}
+            found = self._holes(results)
+            if not found:
+                return sorted(results.values(),
+                              key=lambda r: (r.target.codec != "hevc", -r.height, -r.bandwidth))
+            steps = ", ".join(f"{h.low} to {h.high} {h.ratio:.2f}x" for h in found)
+            if attempt == _MAX_PASSES - 1:
+                raise UsageError(f"the ladder still has steps of more than twice ({steps}) "
+                                 f"after {_MAX_PASSES - 1} re-encodes; give rungs closer rates")
+            factors = ladder.rebalance(found)
+            self.note(f"steps of more than twice in measured peak ({steps}): re-encoding "
+                      + ", ".join(f"{name} at {k:.2f}x" for name, k in factors.items()))
+            for name, k in factors.items():
+                self._forget_chunks(next(t for t in current if t.folder == name))
+                scales[name] *= k
+            self.work.scales = {k: v for k, v in scales.items() if v != 1.0}
             self.work.save()
-        raise UsageError("the ladder did not settle")  # unreachable: adjustments are bounded
+        raise AssertionError("unreachable: the last pass returns or raises")
 
 
 def _seekable(tools: ffmpeg.Tools, src: Path, info: ffmpeg.SourceInfo, work: Workdir,

@@ -2,12 +2,13 @@
 the finished title is published.
 
 The work folder is `.<title>.partial` beside the destination (hidden: the origin never scans it).
-It holds `state.json` (what is being made, from what, with which caps), `work/` (finished chunks
-and audio, each renamed into place only once ffmpeg is done with it, so a file there is always
-whole) and `title/` (the title being assembled). A run with the same input and settings reuses
-every finished file; any other run starts the folder afresh. One run at a time: the folder is
-locked (flock) while a run uses it. The finished title is renamed into place (one atomic rename,
-same filesystem), never copied, so the destination is either the old title or the new one.
+It holds `state.json` (what is being made, from what, which rungs were rebalanced), `work/`
+(finished chunks and audio, each renamed into place only once ffmpeg is done with it, so a file
+there is always whole) and `title/` (the title being assembled). A run with the same input and
+settings reuses every finished file; any other run starts the folder afresh. One run at a time:
+the folder is locked (flock) while a run uses it. The finished title is renamed into place (one
+atomic rename, same filesystem), never copied, so the destination is either the old title or the
+new one.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class Workdir:
         self.title = self.root / "title"
         self.state_file = self.root / "state.json"
         self.resumed = False
-        self.caps: dict[str, int] = {}
+        self.scales: dict[str, float] = {}  # rebalanced rungs' rate factors
 
     @contextlib.contextmanager
     def open(self, fingerprint: Mapping[str, Any]) -> Iterator[Workdir]:
@@ -63,9 +64,9 @@ class Workdir:
             wanted = {"layout": LAYOUT, **fingerprint}
             if state is not None and state.get("fingerprint") == wanted:
                 self.resumed = True
-                caps = state.get("caps", {})
-                self.caps = {str(k): int(v) for k, v in caps.items()} if isinstance(
-                    caps, dict) else {}
+                scales = state.get("scales", {})
+                self.scales = {str(k): float(v) for k, v in scales.items()} if isinstance(
+                    scales, dict) else {}
             else:
                 for child in self.root.iterdir():
                     _remove(child)
@@ -91,7 +92,7 @@ class Workdir:
 
     def save(self) -> None:
         """Write the state atomically (write a temporary file, then rename over the old one)."""
-        text = json.dumps({"fingerprint": self.fingerprint, "caps": self.caps}, indent=1)
+        text = json.dumps({"fingerprint": self.fingerprint, "scales": self.scales}, indent=1)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-state-", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
