@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import ast
 import itertools
+import json
 import math
 import re
 import subprocess
@@ -423,4 +424,19 @@ def test_demo_codecs_match_the_streams() -> None:
     for v in _demo_variants("master.m3u8"):
         assert v.codecs is not None
         rung = DEMO / v.uri.split("/")[0]
-        assert_codecs_match(v.codecs.split(",")[0], stream(rung / "init.mp4"))
+        assert_codecs_match(v.codecs.split(",")[0], stream(rung / "single.mp4"))
+
+
+def test_timing_script_reports_time_per_hour_of_content(tmp_path: Path) -> None:
+    require_tool("ffprobe")
+    report = tmp_path / "timing.json"
+    proc = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "package_timing.py"), "--seconds", "1",
+         "--size", "320x180", "--codecs", "h264", "--presets", "ultrafast", "--json",
+         str(report)], capture_output=True, text=True, check=False, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "| preset | time per hour of content | renditions |" in proc.stdout
+    data = json.loads(report.read_text())
+    (row,) = data["presets"]
+    assert row["preset"] == "ultrafast" and row["renditions"] == 1
+    assert row["hours_per_hour_of_content"] > 0 and data["cores"] >= 1
