@@ -39,13 +39,13 @@ from edge360.hls.runner import cores
 
 
 def make_clip(tools: ffmpeg.Tools, path: Path, seconds: float, size: str, fps: int) -> None:
-    """A grainy moving test pattern with a tone, encoded near-losslessly (the source of a film is
-    far better than what is shipped)."""
+    """A grainy moving test pattern with a tone, at a mezzanine's quality (a film's source is far
+    better than what is shipped, and decoding it is part of the work)."""
     ffmpeg.run_encode(tools, [
         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={fps}:duration={seconds}",
         "-f", "lavfi", "-i", f"sine=frequency=1000:beep_factor=4:duration={seconds}",
-        "-vf", "noise=alls=10:allf=t+u,format=yuv420p", "-c:v", "libx264", "-preset", "veryfast",
-        "-crf", "14", "-c:a", "aac", "-b:a", "192k", "-shortest", "-y", str(path)], seconds)
+        "-vf", "noise=alls=6:allf=t+u,format=yuv420p", "-c:v", "libx264", "-preset", "veryfast",
+        "-crf", "17", "-c:a", "aac", "-b:a", "192k", "-shortest", "-y", str(path)], seconds)
 
 
 def cpu_model() -> str:
@@ -100,7 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / preset
             started = time.monotonic()
             try:
-                package(clip, out, codecs=args.codecs, preset=preset, jobs=args.jobs)
+                package(clip, out, codecs=args.codecs, preset=preset, jobs=args.jobs,
+                        note=lambda text, p=preset: print(f"package_timing: {p}: {text}",
+                                                          file=sys.stderr, flush=True))
             except UsageError as e:
                 print(f"package_timing: {preset}: {e}", file=sys.stderr)
                 return 2

@@ -8,6 +8,7 @@ import itertools
 import math
 import struct
 from fractions import Fraction
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -112,46 +113,85 @@ def test_plan_property(width: int, height: int, sar: Fraction) -> None:
         assert len({t.folder for t in mine}) == len(mine)
 
 
+def _measured(name: str, height: int, peak: int, *, cap: int = 1000, abr: int = 0,
+              audio: int = 0, codec: str = "hevc") -> ladder.Measured:
+    target = ladder.Target(codec, ladder.Rung(name, height, cap, audio // 1000), 16, 16,
+                           abr_kbps=abr)
+    return ladder.Measured(target, peak, peak * 9 // 10, audio)
+
+
+@pytest.mark.parametrize(("peaks", "hole"), [
+    ([100, 200, 400], False), ([100, 201, 400], True), ([900, 100, 200], True), ([5], False),
+    ([400, 390, 200, 100], False),
+])
+def test_has_hole(peaks: list[int], hole: bool) -> None:
+    assert ladder.has_hole(peaks) is hole
+
+
 def test_a_ladder_without_holes_is_left_alone() -> None:
-    assert ladder.holes({"a": (100, 0), "b": (200, 0), "c": (400, 0), "d": (390, 0)}) == []
-    assert ladder.holes({"only": (5, 0)}) == []
-    assert ladder.rebalance([]) == {}
+    rungs = [_measured("a", 360, 100_000), _measured("b", 720, 199_000),
+             _measured("c", 1080, 390_000)]
+    assert ladder.rebalance(rungs) == []
 
 
-@pytest.mark.parametrize(("low", "high"), [
-    ((100_000, 0), (250_000, 0)),
-    ((129_282, 64_000), (280_000, 64_000)),   # audio does not scale with the video
-    ((400_000, 128_000), (5_000_000, 128_000)),
+@given(st.lists(st.integers(min_value=50_000, max_value=50_000_000), min_size=1, max_size=10))
+def test_balanced_peaks_leave_no_step_above_the_limit(peaks: list[int]) -> None:
+    balanced = ladder.balanced_peaks(peaks, 1.8)
+    assert len(balanced) == len(peaks)
+    assert all(b <= 1.8 * a * (1 + 1e-9) for a, b in itertools.pairwise(balanced))
+    # already within the limit: nothing moves
+    if all(b <= 1.8 * a for a, b in itertools.pairwise(peaks)):
+        assert balanced == pytest.approx(peaks)
+
+
+def test_balanced_peaks_share_a_hole_and_spare_the_bottom_rung() -> None:
+    # a grainy 4K film: HEVC at CRF is cheap up to 1440p, expensive at 2160p
+    peaks = [194, 213, 269, 300, 465, 996, 2012, 10927]
+    balanced = ladder.balanced_peaks(peaks, 1.8)
+    moved = [b / p for b, p in zip(balanced, peaks, strict=True)]
+    assert moved[:3] == pytest.approx([1, 1, 1])  # the bottom and the rungs near it stay
+    assert all(m > 1.05 for m in moved[3:7]) and moved[7] < 0.5  # the hole's rungs share it
+    assert balanced[7] / balanced[6] == pytest.approx(1.8)
+
+
+def test_rebalance_lowers_with_the_cap_and_raises_with_an_average_rate() -> None:
+    rungs = [_measured("360p", 360, 200_000, cap=290, audio=64_000),
+             _measured("720p", 720, 300_000, cap=2400, audio=64_000),
+             _measured("1080p", 1080, 5_000_000, cap=4500, audio=64_000)]
+    again = {t.rung.name: t for t in ladder.rebalance(rungs)}
+    assert set(again) == {"720p", "1080p"}  # the bottom rung stays
+    assert again["720p"].abr_kbps > 0 and again["720p"].cap_kbps == 0
+    assert again["1080p"].abr_kbps == 0 and 0 < again["1080p"].cap_kbps < 4500
+    assert again["720p"].rate_name.startswith("a") and again["1080p"].rate_name.startswith("c")
+    # a rung already at an average rate keeps that mode, scaled
+    abr = [_measured("360p", 360, 200_000), _measured("720p", 720, 900_000, abr=800)]
+    (moved,) = ladder.rebalance(abr)
+    assert moved.rung.name == "720p" and 0 < moved.abr_kbps < 800
+
+
+@pytest.mark.parametrize(("target", "expected"), [
+    (ladder.Target("h264", ladder.Rung("720p", 720, 3000, 128), 1280, 720),
+     ["-crf", "23", "-maxrate", "3000k", "-bufsize", "6000k"]),
+    (ladder.Target("hevc", ladder.Rung("720p", 720, 3000, 128), 1280, 720, cap_kbps=2000),
+     ["-crf", "28", "-maxrate", "2000k", "-bufsize", "4000k"]),
+    (ladder.Target("hevc", ladder.Rung("720p", 720, 3000, 128), 1280, 720, abr_kbps=2500),
+     ["-b:v", "2500k", "-maxrate", "3750k", "-bufsize", "7500k"]),
 ])
-def test_a_hole_is_closed_by_moving_both_rungs_alike(low: tuple[int, int],
-                                                      high: tuple[int, int]) -> None:
-    (hole,) = ladder.holes({"lo": low, "hi": high})
-    assert (hole.low, hole.high) == ("lo", "hi") and hole.ratio == high[0] / low[0]
-    k = hole.factor
-    assert k > 1
-    after_low = (low[0] - low[1]) * k + low[1]
-    after_high = (high[0] - high[1]) / k + high[1]
-    assert after_high / after_low == pytest.approx(1.8)  # MAX_STEP with a 10% margin
-    assert ladder.rebalance([hole]) == {"lo": k, "hi": 1 / k}
+def test_rate_args(target: ladder.Target, expected: list[str]) -> None:
+    assert encodeargs.rate_args(target, 150, Fraction(25), 23) == expected
+    # one-second segments: a one-second buffer
+    assert encodeargs.rate_args(target, 25, Fraction(25), 23)[-1] == expected[-3]
 
 
-def test_a_rung_between_two_holes_gets_both_factors() -> None:
-    found = ladder.holes({"a": (100, 0), "b": (300, 0), "c": (900, 0)})
-    assert [(h.low, h.high) for h in found] == [("a", "b"), ("b", "c")]
-    factors = ladder.rebalance(found)
-    assert factors["b"] == pytest.approx(found[1].factor / found[0].factor)
-    assert factors["a"] > 1 > factors["c"]
-
-
-@pytest.mark.parametrize(("scale", "codec", "cap", "crf"), [
-    (1.0, "h264", 1000, 23.0), (1.0, "hevc", 1000, 28.0), (0.5, "h264", 500, 29.0),
-    (2.0, "hevc", 2000, 22.0), (1.1, "h264", 1100, 22.17), (1e-9, "h264", 16, 51.0),
-])
-def test_a_rebalanced_rung_moves_its_cap_and_its_crf(scale: float, codec: str, cap: int,
-                                                     crf: float) -> None:
-    target = ladder.Target(codec, ladder.Rung("720p", 720, 1000, 128), 1280, 720, scale)
-    assert encodeargs.video_cap(target) == cap
-    assert encodeargs.video_crf(target, 23) == crf
+def test_groups_balance_the_encodes_of_a_chunk() -> None:
+    from edge360.hls.package import _cost, _groups
+    targets = ladder.plan({c: ladder.default_ladder(c) for c in ladder.CODECS}, 3840, 2160)
+    for count in (1, 2, 3, 40):
+        groups = _groups(targets, count)
+        assert len(groups) == min(count, len(targets)) and all(groups)
+        assert sorted(t.folder for g in groups for t in g) == sorted(t.folder for t in targets)
+    two = [sum(_cost(t) for t in g) for g in _groups(targets, 2)]
+    assert max(two) / min(two) < 1.5  # 2160p HEVC alone against the rest, about
 
 
 # ---------------------------------------------------------------- chunks and segments
@@ -301,12 +341,12 @@ def test_progress_bar_on_a_pipe_prints_tenths_with_an_eta() -> None:
     assert out.getvalue().endswith("package: h264_720p peaks at 3.1 Mbit/s\n")
 
 
-def test_tracker_eta_counts_only_this_runs_work(tmp_path: object) -> None:
-    from pathlib import Path
-    folder = Path(str(tmp_path))
+def test_tracker_eta_counts_only_this_runs_work(tmp_path: Path) -> None:
+    folder = tmp_path
     (folder / "done.mp4").write_bytes(b"x")
-    jobs = [Job("done", [], folder / "done.mp4", 1.0, 50.0),
-            Job("a", [], folder / "a.mp4", 1.0, 25.0), Job("b", [], folder / "b.mp4", 1.0, 25.0)]
+    jobs = [Job("done", [], (folder / "done.mp4",), 1.0, 50.0),
+            Job("a", [], (folder / "a.mp4",), 1.0, 25.0),
+            Job("b", [], (folder / "a.mp4", folder / "b.mp4"), 1.0, 25.0)]
     now = [100.0]
     seen: list[tuple[float, float | None]] = []
     tracker = Tracker(jobs, lambda f, eta: seen.append((f, eta)), clock=lambda: now[0])

@@ -15,6 +15,7 @@ scene cut adds a keyframe (one keyframe per segment: it is the trick-play frame 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -58,26 +59,25 @@ def _seek(info: SourceInfo, first: int) -> list[str]:
     return ["-ss", f"{float(start):.6f}"] if start > 0 else []
 
 
-def video_cap(target: Target) -> int:
-    """The VBV cap in kbit/s: the rung's figure times the target's rebalancing factor."""
-    return max(16, round(target.rung.video_kbps * target.scale))
-
-
-def video_crf(target: Target, crf: int) -> float:
-    """The CRF for a target: x265's offset, and about 6 CRF steps per halving or doubling of the
-    rate when rebalancing moved it (x264's and x265's rate-control rule of thumb), so a rung
-    under its cap moves too. Two decimals: both encoders take fractional CRF."""
-    value = crf + (HEVC_CRF_OFFSET if target.codec == "hevc" else 0) - 6 * math.log2(target.scale)
-    return round(min(51.0, max(0.0, value)), 2)
+def rate_args(target: Target, seg: int, fps: Fraction, crf: int) -> list[str]:
+    """Capped CRF (the CRF's quality, never above the cap), or, for a rung `rebalance` had to
+    raise, an average bit rate under a cap half as high again (ABR spends the bits the ladder
+    needs there whatever the CRF would). The VBV buffer bounds how far a segment's rate can pass
+    the cap: by the buffer's seconds over the segment's; two seconds, or one segment when
+    segments are shorter."""
+    if target.abr_kbps:
+        cap = max(target.video_cap, math.ceil(target.abr_kbps * 3 / 2))
+        rate = ["-b:v", f"{target.abr_kbps}k"]
+    else:
+        cap = target.video_cap
+        rate = ["-crf", str(crf + (HEVC_CRF_OFFSET if target.codec == "hevc" else 0))]
+    buffer = math.ceil(cap * min(Fraction(2), seg / fps))
+    return [*rate, "-maxrate", f"{cap}k", "-bufsize", f"{buffer}k"]
 
 
 def _encoder(target: Target, seg: int, fps: Fraction, crf: int, preset: str,
              threads: int) -> list[str]:
-    cap = video_cap(target)
-    # The VBV buffer bounds how far a segment's rate can pass the cap: by the buffer's seconds over
-    # the segment's. Two seconds, or one segment when segments are shorter.
-    buffer = math.ceil(cap * min(Fraction(2), seg / fps))
-    rate = ["-crf", f"{video_crf(target, crf):g}", "-maxrate", f"{cap}k", "-bufsize", f"{buffer}k"]
+    rate = rate_args(target, seg, fps, crf)
     keys = ["-force_key_frames", f"expr:eq(mod(n,{seg}),0)"]
     if target.codec == "hevc":
         params = (f"keyint={seg}:min-keyint={seg}:scenecut=0:open-gop=0:pools={threads}:"
@@ -90,34 +90,39 @@ def _encoder(target: Target, seg: int, fps: Fraction, crf: int, preset: str,
             *keys, "-threads", str(threads)]
 
 
-def video_chunk(src: Path, info: SourceInfo, target: Target, chunk: Chunk, *, seg: int,
-                crf: int, preset: str, threads: int) -> list[str]:
-    """Encode one chunk of one rendition to an MP4 (the output path is appended by the caller).
-    The fps filter makes the output constant-rate on the source's frame grid, so a chunk's frames
-    are the same whatever seek landed where."""
-    graph = (f"fps={info.fps},scale={target.width}:{target.height}:flags=bicubic,setsar=1,"
-             "format=yuv420p")
+def video_chunk(src: Path, info: SourceInfo, targets: Sequence[Target], chunk: Chunk,
+                outputs: Sequence[Path], *, seg: int, crf: int, preset: str,
+                threads: int) -> list[str]:
+    """Encode one chunk of several renditions from one decode of the source, each to its MP4 in
+    `outputs`. The fps filter makes the video constant-rate on the source's frame grid, so a
+    chunk's frames are the same whatever frame its seek landed on."""
+    labels = "".join(f"[s{i}]" for i in range(len(targets)))
+    graph = [f"[0:v:0]fps={info.fps},split={len(targets)}{labels}"]
+    graph += [f"[s{i}]scale={t.width}:{t.height}:flags=bicubic,setsar=1,format=yuv420p[v{i}]"
+              for i, t in enumerate(targets)]
     args = ["-threads", str(threads), *_seek(info, chunk.first), "-i", str(src),
-            "-map", "0:v:0", "-vf", graph,
-            *_encoder(target, seg, info.fps, crf, preset, threads)]
-    if chunk.frames is not None:
-        args += ["-frames:v", str(chunk.frames)]
-    return [*args, "-an", "-sn", "-dn", "-map_metadata", "-1", "-f", "mp4"]
+            "-filter_complex", ";".join(graph)]
+    for i, (t, out) in enumerate(zip(targets, outputs, strict=True)):
+        args += ["-map", f"[v{i}]", *_encoder(t, seg, info.fps, crf, preset, threads)]
+        if chunk.frames is not None:
+            args += ["-frames:v", str(chunk.frames)]
+        args += ["-an", "-sn", "-dn", "-map_metadata", "-1", "-f", "mp4", str(out)]
+    return args
 
 
-def audio(src: Path, info: SourceInfo, kbps: int) -> list[str]:
-    """AAC-LC stereo at 48 kHz from the first video frame to the last (output path appended)."""
+def audio(src: Path, info: SourceInfo, kbps: int, out: Path) -> list[str]:
+    """AAC-LC stereo at 48 kHz from the first video frame to the last."""
     seek = ["-ss", f"{info.video_start:.6f}"] if info.video_start > 0 else []
     return [*seek, "-i", str(src), "-map", "0:a:0", "-vn", "-c:a", "aac", "-b:a", f"{kbps}k",
             "-ac", "2", "-ar", "48000", "-t", f"{info.duration:.6f}", "-map_metadata", "-1",
-            "-f", "mp4"]
+            "-f", "mp4", str(out)]
 
 
-def remux(src: Path) -> list[str]:
+def remux(src: Path, out: Path) -> list[str]:
     """Copy the video and first audio of a container without a keyframe index into Matroska,
-    which has one, so every chunk's seek lands on a keyframe (output path appended)."""
+    which has one, so every chunk's seek lands on a keyframe."""
     return ["-i", str(src), "-map", "0:v:0", "-map", "0:a:0?", "-c", "copy", "-sn", "-dn",
-            "-map_metadata", "-1", "-f", "matroska"]
+            "-map_metadata", "-1", "-f", "matroska", str(out)]
 
 
 def concat_list(files: list[tuple[str, Fraction | None]]) -> str:

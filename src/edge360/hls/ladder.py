@@ -8,8 +8,8 @@ box, and a rung whose box would enlarge the source is dropped (never upscale).
 
 Whatever the targets, the measured ladder must have no hole: sorted by measured peak BANDWIDTH,
 each rendition is at most twice the one below it, so a player whose link falls between two rungs
-never has to drop to less than half of what it could carry. `holes` finds the pairs that break this
-and `rebalance` gives both rungs of each the factor to re-encode them with. Pure code.
+never has to drop to less than half of what it could carry. `rebalance` finds a ladder that breaks
+this and gives the rungs to encode again their new rates. Pure code.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from __future__ import annotations
 import itertools
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from fractions import Fraction
 
@@ -47,11 +47,23 @@ class Target:
     rung: Rung
     width: int
     height: int
-    scale: float = 1.0  # the video rate's factor from `rebalance` (1: as the ladder says)
+    #: set by `rebalance`: a VBV cap other than the rung's, or an average bit rate (ABR) instead
+    #: of capped CRF, both in kbit/s (0: not set)
+    cap_kbps: int = 0
+    abr_kbps: int = 0
 
     @property
     def folder(self) -> str:
         return f"{self.codec}_{self.rung.name}"
+
+    @property
+    def video_cap(self) -> int:
+        return self.cap_kbps or self.rung.video_kbps
+
+    @property
+    def rate_name(self) -> str:
+        """How the video rate is set, for file names: `c6000k` (capped CRF) or `a2500k` (ABR)."""
+        return f"a{self.abr_kbps}k" if self.abr_kbps else f"c{self.video_cap}k"
 
 
 #: name, box height, H.264 kbit/s, HEVC kbit/s, audio kbit/s. Apple's table lists two rates at
@@ -191,45 +203,69 @@ def plan(ladders: Mapping[str, Sequence[Rung]], width: int, height: int,
     return tuple(targets)
 
 
-def _split(low: tuple[int, int], high: tuple[int, int], step: float) -> float:
-    """The factor k for the video of the lower rung (the upper's video gets 1/k) that brings the
-    pair to exactly `step` apart, audio (which does not scale) included: with peaks v + a,
-    (vH/k + aH) = step (vL k + aL), a quadratic in k."""
-    (low_peak, low_audio), (high_peak, high_audio) = low, high
-    low_video = max(1, low_peak - low_audio)
-    high_video = max(1, high_peak - high_audio)
-    b = step * low_audio - high_audio
-    return (-b + math.sqrt(b * b + 4 * step * low_video * high_video)) / (2 * step * low_video)
-
-
 @dataclass(frozen=True, slots=True)
-class Hole:
-    """Two adjacent rungs `ratio` times apart; `factor` raises the lower one's video rate and
-    lowers the upper one's (divides it) to close the step."""
+class Measured:
+    """A rendition as encoded: its target and what its segments measured, in bit/s."""
 
-    low: str
-    high: str
-    ratio: float
-    factor: float
-
-
-def holes(peaks: Mapping[str, tuple[int, int]], margin: float = 0.9) -> list[Hole]:
-    """The pairs of one codec's rungs more than MAX_STEP apart by rising measured peak, each with
-    the factor that closes it with `margin` to spare, split evenly between the two in log space:
-    the least change to either. Lowering the upper rung alone would pull every rung above it down
-    in turn when the bottom rung is a small, easy picture. `peaks` maps a rung to (peak, audio
-    bit/s)."""
-    ordered = sorted(peaks.items(), key=lambda kv: kv[1][0])
-    return [Hole(low, high, high_peak[0] / low_peak[0],
-                 _split(low_peak, high_peak, MAX_STEP * margin))
-            for (low, low_peak), (high, high_peak) in itertools.pairwise(ordered)
-            if high_peak[0] > MAX_STEP * low_peak[0]]
+    target: Target
+    peak: int
+    average: int
+    audio: int
 
 
-def rebalance(found: Sequence[Hole]) -> dict[str, float]:
-    """Each rung's factor for its video rate (a rung between two holes gets both)."""
-    factors: dict[str, float] = {}
-    for hole in found:
-        factors[hole.low] = factors.get(hole.low, 1.0) * hole.factor
-        factors[hole.high] = factors.get(hole.high, 1.0) / hole.factor
-    return factors
+def has_hole(peaks: Iterable[int]) -> bool:
+    """Whether two rungs, in rising order of peak, are more than MAX_STEP apart."""
+    ordered = sorted(peaks)
+    return any(high > MAX_STEP * low for low, high in itertools.pairwise(ordered))
+
+
+def _non_increasing(values: Sequence[float], weights: Sequence[float]) -> list[float]:
+    """The weighted least-squares non-increasing fit of `values` (pool adjacent violators)."""
+    blocks: list[list[float]] = []  # [weighted sum, weight, count]
+    for value, weight in zip(values, weights, strict=True):
+        blocks.append([value * weight, weight, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            total, weight_sum, count = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += weight_sum
+            blocks[-1][2] += count
+    return [total / weight for total, weight, count in blocks for _ in range(int(count))]
+
+
+def balanced_peaks(peaks: Sequence[float], step: float) -> list[float]:
+    """The peaks nearest to `peaks` (in ladder order, lowest rung first) in which no rung is more
+    than `step` times the one below: least squares on their logarithms, so a rung moves by
+    factors and every rung of a hole shares the move. With y the logs and c = log(step), y[i+1]
+    - y[i] <= c is y[i] - i c non-increasing: an isotonic regression. The lowest rung weighs a
+    hundred times the others: it is the one a weak link holds, so it is raised last."""
+    c = math.log(step)
+    shifted = [math.log(max(p, 1.0)) - i * c for i, p in enumerate(peaks)]
+    weights = [100.0] + [1.0] * (len(peaks) - 1)
+    return [math.exp(z + i * c) for i, z in enumerate(_non_increasing(shifted, weights))]
+
+
+def rebalance(ladder_order: Sequence[Measured], margin: float = 0.9,
+              tolerance: float = 0.03) -> list[Target]:
+    """The rungs of one codec's ladder to encode again, with their new rates, when two of them
+    (by rising peak) are more than MAX_STEP apart; none otherwise. Targets are the balanced peaks
+    at MAX_STEP x `margin`; a rung within `tolerance` of its target is left alone. Audio does not
+    scale, so the video part moves: a rung to lower gets a lower VBV cap (a hard bound, so it
+    lands), a rung to raise an average bit rate (ABR: more bits whatever its CRF would spend)."""
+    if not has_hole(m.peak for m in ladder_order):
+        return []
+    wanted = balanced_peaks([m.peak for m in ladder_order], MAX_STEP * margin)
+    out = []
+    for m, goal in zip(ladder_order, wanted, strict=True):
+        if abs(goal / m.peak - 1) <= tolerance:
+            continue
+        factor = max(1.0, goal - m.audio) / max(1.0, m.peak - m.audio)
+        t = m.target
+        if t.abr_kbps:
+            out.append(replace(t, abr_kbps=max(16, round(t.abr_kbps * factor))))
+        elif factor < 1:
+            video_peak_kbps = (m.peak - m.audio) / 1000
+            out.append(replace(t, cap_kbps=max(16, math.floor(
+                min(t.video_cap, video_peak_kbps) * factor))))
+        else:
+            out.append(replace(t, abr_kbps=max(16, round((m.average - m.audio) / 1000 * factor))))
+    return out

@@ -31,7 +31,7 @@ from edge360.hls import encodeargs, ffmpeg, ladder, rendition, runner
 from edge360.hls.progress import ProgressBar
 from edge360.hls.rendition import RenditionResult
 from edge360.hls.titles import check_title
-from edge360.hls.workdir import Workdir, prepare_destination
+from edge360.hls.workdir import Workdir, prepare_destination, temporary_name
 
 #: the presets x264 and x265 share, fastest first (placebo is left out: it is not for films)
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
@@ -42,6 +42,8 @@ FORMATS = ("fmp4", "ts")
 _COST = {"h264": 1.0, "hevc": 4.0}
 #: the audio encode of a frame costs about what a 100x100 video encode does
 _AUDIO_COST = 10_000.0
+#: decoding a source pixel costs about a third of encoding one with x264
+_DECODE_COST = 0.3
 #: measurements of the ladder: the first, then re-encodes of the rungs around steps of more than
 #: twice (each aims 10% under the limit, so one usually does)
 _MAX_PASSES = 4
@@ -65,13 +67,23 @@ def _check_options(segment_seconds: float, fmt: str, crf: int, preset: str,
         raise UsageError("--jobs must be between 1 and 256")
 
 
-def _scaled(target: ladder.Target, scale: float) -> ladder.Target:
-    return dataclasses.replace(target, scale=scale)
+def _cost(target: ladder.Target) -> float:
+    """The expected cost of encoding one frame of a rendition, for the ETA and for grouping."""
+    return target.width * target.height * _COST[target.codec]
+
+
+def _groups(targets: Sequence[ladder.Target], count: int) -> list[list[ladder.Target]]:
+    """`targets` in at most `count` groups of about equal cost (largest first, each into the
+    lightest group so far); no empty group."""
+    groups: list[list[ladder.Target]] = [[] for _ in range(min(count, len(targets)))]
+    for t in sorted(targets, key=_cost, reverse=True):
+        min(groups, key=lambda g: sum(_cost(x) for x in g)).append(t)
+    return groups
 
 
 def _chunk_name(target: ladder.Target, chunk: encodeargs.Chunk) -> str:
-    # the scale is part of the name: a rung re-encoded at another rate never reuses old chunks
-    return f"x{target.scale:.4f}-{chunk.index:05d}.mp4"
+    # the rate is part of the name: a rung encoded again at another rate never reuses old chunks
+    return f"{target.rate_name}-{chunk.index:05d}.mp4"
 
 
 class _Run:
@@ -92,23 +104,36 @@ class _Run:
     def _audio_file(self, kbps: int) -> Path:
         return self.work.folder("audio") / f"aac-{kbps}k.mp4"
 
+    def _chunk_file(self, target: ladder.Target, chunk: encodeargs.Chunk) -> Path:
+        return self.work.folder(target.folder) / _chunk_name(target, chunk)
+
     def jobs(self, targets: Sequence[ladder.Target]) -> list[runner.Job]:
+        """The audio encodes, and per chunk the renditions' encodes from one decode of it, in
+        as many groups as it takes to give every worker a job (one group per chunk for a film:
+        decoding a 4K source once per rendition would cost as much as a fast preset's encode).
+        Finished work is listed too, as done jobs, so progress counts it."""
         info = self.info
         out: list[runner.Job] = []
         if info.has_audio:
             for kbps in sorted({t.rung.audio_kbps for t in targets}):
-                out.append(runner.Job(f"audio {kbps}k", encodeargs.audio(self.src, info, kbps),
-                                      self._audio_file(kbps), info.duration,
+                path = self._audio_file(kbps)
+                args = encodeargs.audio(self.src, info, kbps, temporary_name(path))
+                out.append(runner.Job(f"audio {kbps}k", args, (path,), info.duration,
                                       info.frames * _AUDIO_COST))
-        for t in targets:
-            folder = self.work.folder(t.folder)
-            for c in self.chunks:
-                frames = c.frames if c.frames is not None else max(1, info.frames - c.first)
-                args = encodeargs.video_chunk(self.src, info, t, c, seg=self.seg, crf=self.crf,
-                                              preset=self.preset, threads=self.threads)
-                out.append(runner.Job(f"{t.folder} #{c.index}", args,
-                                      folder / _chunk_name(t, c), float(frames / info.fps),
-                                      frames * t.width * t.height * _COST[t.codec]))
+        per_chunk = max(1, -(-self.workers // len(self.chunks)))
+        decode = info.width * info.height * _DECODE_COST
+        for c in self.chunks:
+            frames = c.frames if c.frames is not None else max(1, info.frames - c.first)
+            done = [t for t in targets if self._chunk_file(t, c).is_file()]
+            todo = [t for t in targets if t not in done]
+            for group in ([done] if done else []) + _groups(todo, per_chunk):
+                outputs = tuple(self._chunk_file(t, c) for t in group)
+                args = encodeargs.video_chunk(
+                    self.src, info, group, c, [temporary_name(o) for o in outputs],
+                    seg=self.seg, crf=self.crf, preset=self.preset, threads=self.threads)
+                out.append(runner.Job(
+                    f"chunk {c.index}: {', '.join(t.folder for t in group)}", args, outputs,
+                    float(frames / info.fps), frames * (decode + sum(_cost(t) for t in group))))
         return out
 
     def assemble(self, target: ladder.Target, title: Path) -> RenditionResult:
@@ -133,45 +158,48 @@ class _Run:
         for c in self.chunks:
             (self.work.folder(target.folder) / _chunk_name(target, c)).unlink(missing_ok=True)
 
-    def _holes(self, results: dict[str, RenditionResult]) -> list[ladder.Hole]:
-        found = []
+    def _rebalanced(self, results: dict[str, RenditionResult]) -> list[ladder.Target]:
+        audio = self.info.has_audio
+        again = []
         for codec in dict.fromkeys(t.codec for t in self.targets):
-            found += ladder.holes({
-                r.target.folder: (r.bandwidth,
-                                  r.target.rung.audio_kbps * 1000 if self.info.has_audio else 0)
-                for r in results.values() if r.target.codec == codec})
-        return found
+            order = sorted((r for r in results.values() if r.target.codec == codec),
+                           key=lambda r: (r.height, r.target.rung.video_kbps))
+            again += ladder.rebalance([
+                ladder.Measured(r.target, r.bandwidth, r.average_bandwidth,
+                                r.target.rung.audio_kbps * 1000 if audio else 0) for r in order])
+        return again
 
     def ladder(self) -> list[RenditionResult]:
-        """Encode and assemble every rendition, re-encoding the rungs on either side of a step of
-        more than twice until there is none (bounded: _MAX_PASSES measurements)."""
-        scales = {t.folder: self.work.scales.get(t.folder, 1.0) for t in self.targets}
+        """Encode and assemble every rendition, then encode again the rungs `rebalance` moves
+        until no step is more than twice (bounded: _MAX_PASSES measurements)."""
+        current = {t.folder: self.work.rate_of(t) for t in self.targets}
         results: dict[str, RenditionResult] = {}
         title = self.work.fresh_title()
         for attempt in range(_MAX_PASSES):
-            current = [_scaled(t, scales[t.folder]) for t in self.targets]
-            runner.run_jobs(self.tools, self.jobs(current), workers=self.workers,
+            runner.run_jobs(self.tools, self.jobs(list(current.values())), workers=self.workers,
                             progress=self.progress)
-            for t in current:
+            for t in current.values():
                 done = results.get(t.folder)
-                if done is None or done.target.scale != t.scale:
+                if done is None or done.target != t:
                     results[t.folder] = self.assemble(t, title)
-            found = self._holes(results)
-            if not found:
+            again = self._rebalanced(results)
+            if not again:
                 return sorted(results.values(),
                               key=lambda r: (r.target.codec != "hevc", -r.height, -r.bandwidth))
-            steps = ", ".join(f"{h.low} to {h.high} {h.ratio:.2f}x" for h in found)
+            peaks = ", ".join(f"{t.folder} {results[t.folder].bandwidth / 1e6:.2f}"
+                              for t in again)
             if attempt == _MAX_PASSES - 1:
-                raise UsageError(f"the ladder still has steps of more than twice ({steps}) "
-                                 f"after {_MAX_PASSES - 1} re-encodes; give rungs closer rates")
-            factors = ladder.rebalance(found)
-            self.note(f"steps of more than twice in measured peak ({steps}): re-encoding "
-                      + ", ".join(f"{name} at {k:.2f}x" for name, k in factors.items()))
-            for name, k in factors.items():
-                self._forget_chunks(next(t for t in current if t.folder == name))
-                scales[name] *= k
-            self.work.scales = {k: v for k, v in scales.items() if v != 1.0}
-            self.work.save()
+                raise UsageError(f"the ladder still has a step of more than twice after "
+                                 f"{_MAX_PASSES - 1} re-encodes (peaks in Mbit/s: {peaks}); "
+                                 "give its rungs closer rates")
+            self.note("a step of more than twice in measured peak: encoding again "
+                      + ", ".join(f"{t.folder} ({results[t.folder].bandwidth / 1e6:.2f} Mbit/s) "
+                                  + (f"at {t.abr_kbps}k average" if t.abr_kbps
+                                     else f"capped at {t.video_cap}k") for t in again))
+            for t in again:
+                self._forget_chunks(current[t.folder])
+                current[t.folder] = t
+            self.work.remember(again)
         raise AssertionError("unreachable: the last pass returns or raises")
 
 
@@ -185,7 +213,8 @@ def _seekable(tools: ffmpeg.Tools, src: Path, info: ffmpeg.SourceInfo, work: Wor
     if not copy.is_file():
         note(f"{src.name} has no keyframe index ({info.container}): copying it into Matroska "
              "first (no re-encode)")
-    job = runner.Job("index", encodeargs.remux(src), copy, info.duration, 1.0)
+    job = runner.Job("index", encodeargs.remux(src, temporary_name(copy)), (copy,),
+                     info.duration, 1.0)
     runner.run_jobs(tools, [job], workers=1, progress=progress)
     return copy, ffmpeg.probe_source(tools, copy)
 
@@ -217,10 +246,15 @@ def package(input_path: str | Path, out_dir: str | Path, *,
     with Workdir(out).open(fingerprint) as work:
         if work.resumed:
             say(f"continuing the interrupted run kept in {work.root}")
-        source, info = _seekable(tools, src, info, work, progress, say)
-        run = _Run(tools, source, info, targets, work, seg=seg, per_chunk=per_chunk, fmt=fmt,
-                   crf=crf, preset=preset, workers=workers, progress=progress, note=say)
-        results = run.ladder()
+        try:
+            source, info = _seekable(tools, src, info, work, progress, say)
+            run = _Run(tools, source, info, targets, work, seg=seg, per_chunk=per_chunk,
+                       fmt=fmt, crf=crf, preset=preset, workers=workers, progress=progress,
+                       note=say)
+            results = run.ladder()
+        except UsageError as e:  # still one line: what failed, and where the work waits
+            raise UsageError(f"{e} (the work so far is kept in {work.root}: the same command "
+                             "continues from it)") from None
         fps = float(info.fps)
         for name, byteranges in (("master.m3u8", False), ("master_br.m3u8", True)):
             (work.title / name).write_text(rendition.master(results, fps, byteranges))

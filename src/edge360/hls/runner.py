@@ -1,7 +1,7 @@
 """Run a packaging run's encodes in parallel, up to the cores, with one progress figure and an ETA.
 
-Each job is one ffmpeg run writing one file: it writes a temporary name and renames it into place
-when ffmpeg succeeded, so a file under its final name is always complete and a later run skips it.
+Each job is one ffmpeg run writing its files under temporary names, renamed into place when ffmpeg
+succeeded, so a file under its final name is always complete and a later run skips it.
 The first failure or an interruption stops every other ffmpeg of the run before the error goes on.
 """
 
@@ -25,17 +25,18 @@ RunProgress = Callable[[float, float | None], None]
 
 @dataclass(frozen=True, slots=True)
 class Job:
-    """One ffmpeg run: `args` without the output, which is appended (as a temporary name)."""
+    """One ffmpeg run writing `outputs`: its `args` name their temporary names
+    (`workdir.temporary_name`), which become the outputs once ffmpeg succeeded."""
 
     label: str
     args: list[str]
-    output: Path
+    outputs: tuple[Path, ...]
     seconds: float  # media seconds it encodes (its progress is reported in those)
     weight: float  # its expected cost relative to the other jobs
 
     @property
     def done(self) -> bool:
-        return self.output.is_file()
+        return all(out.is_file() for out in self.outputs)
 
 
 def cores() -> int:
@@ -92,13 +93,14 @@ def run_jobs(tools: ffmpeg.Tools, jobs: Sequence[Job], *, workers: int,
     processes = ffmpeg.Processes()
 
     def one(job: Job) -> None:
-        tmp = temporary_name(job.output)
         try:
-            ffmpeg.run_encode(tools, [*job.args, str(tmp)], job.seconds,
-                              lambda f: tracker.update(job, f), processes)
-            os.replace(tmp, job.output)
+            ffmpeg.run_encode(tools, job.args, job.seconds, lambda f: tracker.update(job, f),
+                              processes)
+            for out in job.outputs:
+                os.replace(temporary_name(out), out)
         finally:
-            tmp.unlink(missing_ok=True)
+            for out in job.outputs:
+                temporary_name(out).unlink(missing_ok=True)
         tracker.finish(job)
 
     pool = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="encode")

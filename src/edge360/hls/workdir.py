@@ -14,16 +14,18 @@ new one.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from edge360.core.errors import UsageError
+from edge360.hls.ladder import Target
 
 #: bumped when the work folder's layout or an encode's meaning changes: old work is not reused
 LAYOUT = 1
@@ -48,7 +50,8 @@ class Workdir:
         self.title = self.root / "title"
         self.state_file = self.root / "state.json"
         self.resumed = False
-        self.scales: dict[str, float] = {}  # rebalanced rungs' rate factors
+        #: rungs `rebalance` gave another rate: folder -> (cap kbit/s, ABR kbit/s)
+        self.rates: dict[str, tuple[int, int]] = {}
 
     @contextlib.contextmanager
     def open(self, fingerprint: Mapping[str, Any]) -> Iterator[Workdir]:
@@ -64,9 +67,9 @@ class Workdir:
             wanted = {"layout": LAYOUT, **fingerprint}
             if state is not None and state.get("fingerprint") == wanted:
                 self.resumed = True
-                scales = state.get("scales", {})
-                self.scales = {str(k): float(v) for k, v in scales.items()} if isinstance(
-                    scales, dict) else {}
+                rates = state.get("rates", {})
+                if isinstance(rates, dict):
+                    self.rates = {str(k): (int(v[0]), int(v[1])) for k, v in rates.items()}
             else:
                 for child in self.root.iterdir():
                     _remove(child)
@@ -92,11 +95,22 @@ class Workdir:
 
     def save(self) -> None:
         """Write the state atomically (write a temporary file, then rename over the old one)."""
-        text = json.dumps({"fingerprint": self.fingerprint, "scales": self.scales}, indent=1)
+        text = json.dumps({"fingerprint": self.fingerprint, "rates": self.rates}, indent=1)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-state-", dir=self.root)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
         os.replace(tmp, self.state_file)
+
+    def rate_of(self, target: Target) -> Target:
+        """`target` with the rate an earlier pass of this run gave it, if any."""
+        cap, abr = self.rates.get(target.folder, (0, 0))
+        return dataclasses.replace(target, cap_kbps=cap, abr_kbps=abr)
+
+    def remember(self, targets: Sequence[Target]) -> None:
+        """Keep the new rates of re-encoded rungs, so a resumed run encodes them so too."""
+        for t in targets:
+            self.rates[t.folder] = (t.cap_kbps, t.abr_kbps)
+        self.save()
 
     def folder(self, name: str) -> Path:
         path = self.work / name
