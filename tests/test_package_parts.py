@@ -135,10 +135,12 @@ def test_a_ladder_without_holes_is_left_alone() -> None:
 
 
 @given(st.lists(st.integers(min_value=50_000, max_value=50_000_000), min_size=1, max_size=10))
-def test_balanced_peaks_leave_no_step_above_the_limit(peaks: list[int]) -> None:
+def test_balanced_peaks_leave_no_step_above_the_limit(unsorted: list[int]) -> None:
+    peaks = sorted(unsorted)
     balanced = ladder.balanced_peaks(peaks, 1.8)
     assert len(balanced) == len(peaks)
-    assert all(b <= 1.8 * a * (1 + 1e-9) for a, b in itertools.pairwise(balanced))
+    assert all(a <= b * (1 + 1e-9) <= 1.8 * a * (1 + 2e-9)
+               for a, b in itertools.pairwise(balanced))  # in order, and no hole
     # already within the limit: nothing moves
     if all(b <= 1.8 * a for a, b in itertools.pairwise(peaks)):
         assert balanced == pytest.approx(peaks)
@@ -152,6 +154,14 @@ def test_balanced_peaks_share_a_hole_and_spare_the_bottom_rung() -> None:
     assert moved[:3] == pytest.approx([1, 1, 1])  # the bottom and the rungs near it stay
     assert all(m > 1.05 for m in moved[3:7]) and moved[7] < 0.5  # the hole's rungs share it
     assert balanced[7] / balanced[6] == pytest.approx(1.8)
+
+
+def test_rebalance_sees_the_ladder_as_a_player_does() -> None:
+    # 432p came out far below 360p: sorted by peak, 360p is 2.5x above it, then 720p
+    rungs = [_measured("360p", 360, 100_000), _measured("432p", 432, 40_000),
+             _measured("720p", 720, 180_000)]
+    again = ladder.rebalance(rungs)
+    assert again and "432p" not in {t.rung.name for t in again}  # the lowest is spared
 
 
 def test_rebalance_lowers_with_the_cap_and_raises_with_an_average_rate() -> None:

@@ -233,29 +233,31 @@ def _non_increasing(values: Sequence[float], weights: Sequence[float]) -> list[f
 
 
 def balanced_peaks(peaks: Sequence[float], step: float) -> list[float]:
-    """The peaks nearest to `peaks` (in ladder order, lowest rung first) in which no rung is more
-    than `step` times the one below: least squares on their logarithms, so a rung moves by
-    factors and every rung of a hole shares the move. With y the logs and c = log(step), y[i+1]
-    - y[i] <= c is y[i] - i c non-increasing: an isotonic regression. The lowest rung weighs a
-    hundred times the others: it is the one a weak link holds, so it is raised last."""
+    """The peaks nearest to `peaks` (in rising order) in which none is more than `step` times the
+    one before: least squares on their logarithms, so a rung moves by factors and every rung of a
+    hole shares the move. With y the logs and c = log(step), y[i+1] - y[i] <= c is y[i] - i c
+    non-increasing: an isotonic regression, which keeps the order. The lowest peak weighs a
+    hundred times the others: it is the rung a weak link holds, so it is raised last."""
     c = math.log(step)
     shifted = [math.log(max(p, 1.0)) - i * c for i, p in enumerate(peaks)]
     weights = [100.0] + [1.0] * (len(peaks) - 1)
     return [math.exp(z + i * c) for i, z in enumerate(_non_increasing(shifted, weights))]
 
 
-def rebalance(ladder_order: Sequence[Measured], margin: float = 0.9,
+def rebalance(measured: Sequence[Measured], margin: float = 0.9,
               tolerance: float = 0.03) -> list[Target]:
     """The rungs of one codec's ladder to encode again, with their new rates, when two of them
-    (by rising peak) are more than MAX_STEP apart; none otherwise. Targets are the balanced peaks
-    at MAX_STEP x `margin`; a rung within `tolerance` of its target is left alone. Audio does not
-    scale, so the video part moves: a rung to lower gets a lower VBV cap (a hard bound, so it
-    lands), a rung to raise an average bit rate (ABR: more bits whatever its CRF would spend)."""
-    if not has_hole(m.peak for m in ladder_order):
+    (by rising peak, as a player sees them) are more than MAX_STEP apart; none otherwise. Targets
+    are the balanced peaks at MAX_STEP x `margin`; a rung within `tolerance` of its target is left
+    alone. Audio does not scale, so the video part moves: a rung to lower gets a lower VBV cap (a
+    hard bound, so it lands), a rung to raise an average bit rate (ABR: more bits whatever its
+    CRF would spend)."""
+    rising = sorted(measured, key=lambda m: m.peak)
+    if not has_hole(m.peak for m in rising):
         return []
-    wanted = balanced_peaks([m.peak for m in ladder_order], MAX_STEP * margin)
+    wanted = balanced_peaks([m.peak for m in rising], MAX_STEP * margin)
     out = []
-    for m, goal in zip(ladder_order, wanted, strict=True):
+    for m, goal in zip(rising, wanted, strict=True):
         if abs(goal / m.peak - 1) <= tolerance:
             continue
         factor = max(1.0, goal - m.audio) / max(1.0, m.peak - m.audio)

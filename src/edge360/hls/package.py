@@ -162,11 +162,10 @@ class _Run:
         audio = self.info.has_audio
         again = []
         for codec in dict.fromkeys(t.codec for t in self.targets):
-            order = sorted((r for r in results.values() if r.target.codec == codec),
-                           key=lambda r: (r.height, r.target.rung.video_kbps))
             again += ladder.rebalance([
                 ladder.Measured(r.target, r.bandwidth, r.average_bandwidth,
-                                r.target.rung.audio_kbps * 1000 if audio else 0) for r in order])
+                                r.target.rung.audio_kbps * 1000 if audio else 0)
+                for r in results.values() if r.target.codec == codec])
         return again
 
     def ladder(self) -> list[RenditionResult]:
