@@ -299,6 +299,19 @@ def test_ts_codecs_come_from_the_sequence_parameter_set(ts: Made) -> None:
     assert check_title(ts.out).masters == ("master.m3u8", "master_br.m3u8")
 
 
+def test_a_hole_in_the_ladder_is_closed_by_encoding_again(source: Path, tmp_path: Path) -> None:
+    # a generous cap the CRF never reaches above a tight one: far more than twice apart
+    made = _package(source, tmp_path / "t", ladder_spec="240p:3000k:64k,144p:40k:64k",
+                    chunk_seconds=2.0)
+    assert any(n.startswith("a step of more than twice in measured peak: encoding again")
+               for n in made.notes), made.notes
+    low, high = sorted(v.bandwidth or 0 for v in variants(made.out))
+    assert 0 < high <= 2 * low
+    for rung in rungs(made.out):  # still whole: every frame, keyframes on the boundaries
+        assert key_times(single(rung)) == [float(i) for i in range(SECONDS)]
+    assert [p.name for p in tmp_path.iterdir()] == ["t"]
+
+
 def test_repackaging_replaces_an_earlier_title(source: Path, tmp_path: Path) -> None:
     out = tmp_path / "t"
     _package(source, out, ladder_spec="144p:150k", chunk_seconds=4.0)

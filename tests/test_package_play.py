@@ -105,3 +105,24 @@ async def test_ffmpeg_decodes_the_hevc_rungs_through_an_edge(media: Path) -> Non
                         {"Range": f"bytes={offset}-{offset + length - 1}"})
                     assert status == 206 and body == want and headers["X-Cache"] in (
                         "HIT", "MISS")
+
+
+async def test_the_origin_serves_every_file_of_a_cmaf_title(media: Path) -> None:
+    """fMP4 init sections, .m4s segments, single files by range and I-frame playlists are in
+    the catalog, with their media types."""
+    title = media / "mixed"
+    single = (title / "hevc_240p" / "single.mp4").read_bytes()
+    async with origin(media) as o, aiohttp.ClientSession() as s:
+        for path, media_type in (("master.m3u8", "application/vnd.apple.mpegurl"),
+                                 ("master_br.m3u8", "application/vnd.apple.mpegurl"),
+                                 ("hevc_240p/iframes.m3u8", "application/vnd.apple.mpegurl"),
+                                 ("h264_144p/iframes_br.m3u8", "application/vnd.apple.mpegurl"),
+                                 ("hevc_240p/init.mp4", "video/mp4"),
+                                 ("hevc_240p/seg_00000.m4s", "video/mp4")):
+            status, headers, body = await get(s, f"{o}/mixed/{path}")
+            assert status == 200 and headers["Content-Type"].startswith(media_type), path
+            if not path.endswith(".m3u8"):
+                assert body == (title / path).read_bytes()
+        status, _, body = await get(s, f"{o}/mixed/hevc_240p/single.mp4",
+                                    {"Range": "bytes=100-199"})
+        assert status == 206 and body == single[100:200]
