@@ -20,6 +20,7 @@ from edge360.hls.ffmpeg import Packet
 from edge360.hls.progress import ProgressBar, clock_text
 from edge360.hls.rendition import keyframe_ranges, peak_bitrate
 from edge360.hls.runner import Job, Tracker
+from edge360.hls.workdir import Workdir
 
 # ---------------------------------------------------------------- the ladder
 
@@ -367,3 +368,51 @@ def test_tracker_eta_counts_only_this_runs_work(tmp_path: Path) -> None:
     tracker.finish(jobs[1])
     tracker.finish(jobs[2])
     assert seen[-1] == (1.0, 0.0)
+
+
+# ---------------------------------------------------------------- the work folder
+
+def test_work_folder_resumes_only_the_same_run(tmp_path: Path) -> None:
+    out = tmp_path / "title"
+    with Workdir(out).open({"input": "a"}) as work:
+        assert not work.resumed
+        (work.folder("h264_720p") / "c3000k-00000.mp4").write_bytes(b"done")
+        (work.folder("h264_720p") / ".tmp-1-c3000k-00001.mp4").write_bytes(b"half")
+        work.remember([ladder.Target("h264", ladder.Rung("720p", 720, 3000, 128), 1280, 720,
+                                     cap_kbps=2000)])
+    with Workdir(out).open({"input": "a"}) as work:
+        assert work.resumed
+        kept = sorted(p.name for p in (work.work / "h264_720p").iterdir())
+        assert kept == ["c3000k-00000.mp4"]  # the half-written file is gone
+        target = ladder.Target("h264", ladder.Rung("720p", 720, 3000, 128), 1280, 720)
+        assert work.rate_of(target).cap_kbps == 2000
+    with Workdir(out).open({"input": "b"}) as work:  # another run: start afresh
+        assert not work.resumed and list(work.work.iterdir()) == []
+
+
+@pytest.mark.parametrize("state", ["{not json", '{"fingerprint": 1}',
+                                   '{"fingerprint": {"layout": 1, "input": "a"}, '
+                                   '"rates": {"x": "bad", "y": [1, -2], "z": [3, 0]}}'])
+def test_a_damaged_state_file_is_no_crash(tmp_path: Path, state: str) -> None:
+    out = tmp_path / "title"
+    with Workdir(out).open({"input": "a"}):
+        pass
+    (tmp_path / ".title.partial" / "state.json").write_text(state)
+    with Workdir(out).open({"input": "a"}) as work:
+        assert work.rates in ({}, {"z": (3, 0)})
+
+
+def test_work_folder_is_locked_and_publishes_by_rename(tmp_path: Path) -> None:
+    out = tmp_path / "title"
+    out.mkdir()
+    (out / "master.m3u8").write_text("old")
+    with Workdir(out).open({"input": "a"}) as work:
+        with pytest.raises(UsageError, match="another package run is writing"), \
+                Workdir(out).open({"input": "a"}):
+            pass
+        title = work.fresh_title()
+        (title / "master.m3u8").write_text("new")
+        inode = title.stat().st_ino
+        work.publish()
+    assert (out / "master.m3u8").read_text() == "new" and out.stat().st_ino == inode
+    assert [p.name for p in tmp_path.iterdir()] == ["title"]

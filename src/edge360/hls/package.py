@@ -7,11 +7,12 @@ both variants carry identical bits from a single encode). HEVC is libx265 in fMP
 hvc1; H.264 is libx264 in fMP4 or MPEG-TS. One master lists both codecs: a player keeps what it
 can decode (hls.js asks MediaSource.isTypeSupported for each CODECS value).
 
-A run is a set of encodes (rendition chunks and the audio) run in parallel up to the cores, then a
-stream-copy mux per rendition, then the measurements: a ladder with a step of more than twice in
-measured peak BANDWIDTH gets its upper rung re-encoded at a lower cap until it has none. The work
-lives in a hidden folder beside the destination, so an interrupted run continues where it stopped,
-and the title is renamed into place only once it is complete and checked (docs/PACKAGING.md).
+A run is a set of encodes (chunks of the renditions, each chunk decoded once, and the audio) run
+in parallel up to the cores, then a stream-copy mux per rendition, then the measurements: a ladder
+with a step of more than twice in measured peak BANDWIDTH is balanced (ladder.rebalance) and the
+rungs it moves are encoded again until it has none. The work lives in a hidden folder beside the
+destination, so an interrupted run continues where it stopped, and the title is renamed into place
+only once it is complete and checked (docs/PACKAGING.md).
 """
 
 from __future__ import annotations
@@ -37,8 +38,8 @@ from edge360.hls.workdir import Workdir, prepare_destination, temporary_name
 PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
            "veryslow")
 FORMATS = ("fmp4", "ts")
-#: encode cost per pixel of x265 against x264 at the same preset name, for the ETA only (the rate
-#: measured as the run goes corrects it)
+#: encode cost per pixel of x265 against x264 at the same preset name, to group a chunk's encodes
+#: and weigh the ETA (which the rate measured as the run goes corrects)
 _COST = {"h264": 1.0, "hevc": 4.0}
 #: the audio encode of a frame costs about what a 100x100 video encode does
 _AUDIO_COST = 10_000.0

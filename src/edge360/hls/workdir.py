@@ -67,9 +67,7 @@ class Workdir:
             wanted = {"layout": LAYOUT, **fingerprint}
             if state is not None and state.get("fingerprint") == wanted:
                 self.resumed = True
-                rates = state.get("rates", {})
-                if isinstance(rates, dict):
-                    self.rates = {str(k): (int(v[0]), int(v[1])) for k, v in rates.items()}
+                self.rates = _rates(state.get("rates"))
             else:
                 for child in self.root.iterdir():
                     _remove(child)
@@ -135,6 +133,16 @@ class Workdir:
             os.rename(self.title, self.out)
             shutil.rmtree(old)
         shutil.rmtree(self.root)
+
+
+def _rates(value: object) -> dict[str, tuple[int, int]]:
+    """The rates kept in a state file; a damaged entry is dropped (its rung starts over)."""
+    out: dict[str, tuple[int, int]] = {}
+    for name, pair in (value or {}).items() if isinstance(value, dict) else ():
+        if (isinstance(pair, list) and len(pair) == 2
+                and all(isinstance(x, int) and x >= 0 for x in pair)):
+            out[str(name)] = (pair[0], pair[1])
+    return out
 
 
 def temporary_name(final: Path) -> Path:
