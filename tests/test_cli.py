@@ -117,7 +117,7 @@ def test_access_log_never_blocks_serving_when_stderr_stalls() -> None:
         agent = "player/" + "x" * 3000  # ~3.2 KB a line: 1,600 lines pass the 4 MiB bound
         statuses = set()
         for i in range(1600):
-            path = "/demo/master.m3u8?sid=viewer0001" if i % 2 else "/demo/360p/seg_00000.ts"
+            path = "/demo/master.m3u8?sid=viewer0001" if i % 2 else "/demo/h264_360p/seg_00000.m4s"
             conn.request("GET", path, headers={"User-Agent": agent})
             response = conn.getresponse()
             response.read()
