@@ -36,13 +36,16 @@ def chunk_files(partial: Path) -> dict[Path, tuple[int, int]]:
 
 
 def interrupted(source: Path, out: Path, at: float = 0.4) -> dict[Path, tuple[int, int]]:
-    """Run until `at` of the work is done, then interrupt it as Ctrl-C would."""
+    """Run until `at` of the work is done and a chunk has finished, then interrupt it as Ctrl-C
+    would (progress counts work under way too, so a fraction alone may come before any chunk
+    is whole on a busy machine)."""
+    partial = out.parent / f".{out.name}.partial"
+
     def stop(fraction: float, _eta: float | None) -> None:
-        if fraction >= at:
+        if fraction >= at and chunk_files(partial):
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         package(source, out, progress=stop, **OPTIONS)  # type: ignore[arg-type]
-    partial = out.parent / f".{out.name}.partial"
     assert not out.exists()  # nothing published
     assert (partial / "state.json").is_file()
     assert not list(partial.rglob(".tmp-*"))  # no half-written file is kept

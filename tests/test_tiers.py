@@ -315,7 +315,7 @@ def test_local_fleet_counts_agree_with_prometheus(tmp_path: Path) -> None:
     out = tmp_path / "fleet"
     run = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "fleet.py"), "--edges", "2", "--scale", "0.002",
-         "--speed", "40", "--window", "9.7-10", "--duration", "45", "--out", str(out)],
+         "--speed", "40", "--window", "9.75-9.95", "--duration", "25", "--out", str(out)],
         cwd=REPO, capture_output=True, text=True, timeout=240, check=False)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = orjson.loads((out / "fleet.json").read_text())

@@ -29,8 +29,8 @@ from tests.test_player import require_hls
 from tests.tools import require_tool
 
 WATCH_SCRIPT = REPO / "tests" / "browser" / "watch.mjs"
-RATE = 8
-IDLE = 3.0
+RATE = 16
+IDLE = 1.5
 TITLE_SECONDS = 120
 SEGMENT_SECONDS = 6
 

@@ -149,11 +149,11 @@ def _advise(plan: Plan, info: TargetInfo) -> None:
 
 def run_live(plan: Plan, curve: Curve, report_dir: Path) -> dict[str, Any]:
     """Replay the plan against its target and write the report; Ctrl-C stops and still reports."""
+    info = asyncio.run(probe(plan.target))  # first: a target it cannot replay is refused at once
+    check_speed(plan, info)
     viewers = sample_viewers(curve, WatchTime(), seed=plan.seed, scale=plan.scale,
                              window_h=plan.window_h, phase_s=plan.phase_s)
     chosen = _select(viewers, plan.shard, plan.workers)
-    info = asyncio.run(probe(plan.target))
-    check_speed(plan, info)
     machine = check_machine(plan, info, chosen)
     _advise(plan, info)
     rule = truth.Rule(info.idle_timeout, info.time_scale)
