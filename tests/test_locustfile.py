@@ -17,8 +17,9 @@ def test_locustfile_plays_against_a_local_origin(tiny_media: Path, tmp_path: Pat
     require_module("locust")
     sp = start_process(["serve", "--port", "0", "--media", str(tiny_media)])
     try:
+        # the whole first day in 6 s (the shape ends the run, not --run-time)
         env = {**{k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")},
-               "REPLAY_MASTER": "/tiny/master.m3u8", "REPLAY_SPEED": "14400",  # the whole day in 6 s
+               "REPLAY_MASTER": "/tiny/master.m3u8", "REPLAY_SPEED": "14400",
                "REPLAY_SCALE": "0.0005", "PYTHONPATH": str(REPO / "src")}
         out = subprocess.run(
             [sys.executable, "-m", "locust", "-f", str(REPO / "benchmarks" / "locustfile.py"),
