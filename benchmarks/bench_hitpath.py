@@ -118,7 +118,7 @@ async def measure(role: str, requests: int, profile: bool) -> float:
     seconds = time.process_time() - started
     if profiler is not None:
         profiler.disable()
-        pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
+        pstats.Stats(profiler).sort_stats("tottime").print_stats(80)
     await app.close()
     return seconds / requests * 1e6
 

@@ -48,13 +48,26 @@ NOT_MODIFIED: Final = Plan(304, (), 0, send_body=False)
 
 def is_conditional(fields: Mapping[str, str]) -> bool:
     """Whether the request carries any precondition field."""
-    return any(name in fields for name in CONDITIONAL)
+    return ("if-none-match" in fields or "if-modified-since" in fields
+            or "if-match" in fields or "if-unmodified-since" in fields)
+
+
+#: whole-representation plans by (status, length, head): plans are immutable, so one serves all
+_WHOLE: dict[tuple[int, int, bool], Plan] = {}
+_MAX_WHOLE = 65_536
 
 
 def whole(length: int, *, head: bool = False, status: int = 200) -> Plan:
     """The whole representation (no range honoured)."""
-    parts: tuple[Part, ...] = (ByteRange(0, length - 1),) if length else ()
-    return Plan(status, parts, length, send_body=not head)
+    key = (status, length, head)
+    found = _WHOLE.get(key)
+    if found is None:
+        parts: tuple[Part, ...] = (ByteRange(0, length - 1),) if length else ()
+        found = Plan(status, parts, length, send_body=not head)
+        if len(_WHOLE) >= _MAX_WHOLE:
+            _WHOLE.clear()
+        _WHOLE[key] = found
+    return found
 
 
 def plan(method: str, fields: Mapping[str, str], *, length: int, etag: str | None,

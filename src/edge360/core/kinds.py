@@ -52,7 +52,18 @@ def media_type(path: str) -> MediaType | None:
     return _TABLE.get(_extension(path))
 
 
+#: kinds of paths asked recently (every request asks once): emptied whole when it fills
+_KINDS: dict[str, str] = {}
+_MAX_KINDS = 65_536
+
+
 def kind_of(path: str) -> str:
     """The metric kind of any path: "playlist", "segment", else "other"."""
-    found = _TABLE.get(_extension(path))
-    return found.kind if found is not None else OTHER
+    kind = _KINDS.get(path)
+    if kind is None:
+        found = _TABLE.get(_extension(path))
+        kind = found.kind if found is not None else OTHER
+        if len(_KINDS) >= _MAX_KINDS:
+            _KINDS.clear()
+        _KINDS[path] = kind
+    return kind

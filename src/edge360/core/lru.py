@@ -39,3 +39,26 @@ class LRU(Generic[K, V]):
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class Memo(Generic[K, V]):
+    """A bounded memo for the request path: a plain dict emptied whole when it reaches `limit`.
+    Cheaper than an LRU per lookup (no reordering); what is hot comes back at once."""
+
+    __slots__ = ("_items", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self._items: dict[K, V] = {}
+        self.limit = limit
+
+    def get(self, key: K) -> V | None:
+        return self._items.get(key)
+
+    def put(self, key: K, value: V) -> None:
+        items = self._items
+        if len(items) >= self.limit and key not in items:
+            items.clear()
+        items[key] = value
+
+    def __len__(self) -> int:
+        return len(self._items)

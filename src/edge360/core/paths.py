@@ -16,7 +16,7 @@ from typing import Final
 from urllib.parse import unquote_to_bytes
 
 from edge360.core.errors import BadRequest, Edge360Error, NotFound
-from edge360.core.lru import LRU
+from edge360.core.lru import Memo
 
 # RFC 3986 §2.1: a "%" must be followed by two hex digits. After one decode, such a triplet means
 # the client encoded twice (%252e -> %2e): refused, so no later layer can decode it again.
@@ -101,7 +101,7 @@ class CheckedPaths:
 
     def __init__(self, max_length: int, limit: int = 4096) -> None:
         self.max_length = max_length
-        self._seen: LRU[str, tuple[str, ...] | Edge360Error] = LRU(limit)
+        self._seen: Memo[str, tuple[str, ...] | Edge360Error] = Memo(limit)
 
     def __call__(self, raw_path: str) -> tuple[str, ...]:
         found = self._seen.get(raw_path)

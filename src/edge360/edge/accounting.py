@@ -20,14 +20,12 @@ def account(state: EdgeState, t: Target, viewer: Viewer | None, child: bool, res
     label = RESULTS.get(result, result.lower())
     counters.cache_requests[label] += 1
     counters.cache_bytes[label] += body_bytes
-    rendition = state.index.rendition_of(t.path, t.title, offset, is_playlist=t.kind == "playlist")
-    media, track = state.index.playback(t.path, offset, t.kind)
+    rendition, media, track, ref = state.index.answer_facts(t.path, t.title, offset, t.kind)
     touch(state.node, viewer, status, title=t.title, rendition=rendition,
           playlist=t.kind == "playlist", nbytes=body_bytes, media=media, track=track)
     if body_bytes:
         counters.egress[bounded(counters.egress, (t.title, rendition))] += body_bytes
     if t.kind == "segment" and status in (200, 206):
-        ref = state.index.segment(t.path, offset)
         if body_bytes and ref is not None and ref.duration > 0 and seconds > ref.duration:
             counters.late_segments[bounded(counters.late_segments, (t.title, rendition))] += 1
         if not child and ref is not None:

@@ -49,7 +49,7 @@ from edge360.http.represent import (
     preflight,
     render,
 )
-from edge360.http.response import Response, encode_fields
+from edge360.http.response import Response, carried, encode_fields
 from edge360.http.viewers import check_loop, check_token, identify, is_child_cache, is_peer
 from edge360.http.wire import Request
 from edge360.sessions.viewer import Viewer
@@ -131,8 +131,10 @@ class Edge:
             return self._lookup(request, t, child, viewer)
         obj = held.obj
         found = (obj, None if obj.pieced else entry.body)
-        if held.fresh_for(request.fields, self.node.clock()):
-            return self._from_cache(request, t, found, "HIT", child, viewer, entry.meta)
+        now = self.node.clock()
+        if held.fresh_for(request.fields, now):
+            return self._from_cache(request, t, found, "HIT", child, viewer, entry.meta,
+                                    held.age(now))
         return self._decide(request, t, found, child, viewer, entry.meta)
 
     async def _lookup(self, request: Request, t: Target, child: bool,
@@ -145,7 +147,8 @@ class Edge:
             if neg is not None:
                 age = str(max(0, int(now - neg.received)))
                 headers = {**client_headers(neg.headers), **self._extra("HIT", age)}
-                return Response(neg.status, encode_fields(headers), body=neg.body, cache="HIT")
+                return Response(neg.status, encode_fields(headers), body=neg.body, cache="HIT",
+                                carries=carried(headers))
             return await self._miss(request, t, None, child, viewer)
         answer = self._decide(request, t, found, child, viewer)
         return answer if isinstance(answer, Response) else await answer
@@ -181,11 +184,13 @@ class Edge:
     # -- answering from the cache
 
     def _from_cache(self, request: Request, t: Target, found: Found, result: str, child: bool,
-                    viewer: Viewer | None, meta: bytes | None = None) -> Answer:
+                    viewer: Viewer | None, meta: bytes | None = None,
+                    age: int | None = None) -> Answer:
         obj, body = found
         s = obj.stored
         state = self.state
-        age = s.age_header(self.node.clock())
+        if age is None:
+            age = int(s.age_header(self.node.clock()))
         try:
             if not obj.pieced:
                 assert body is not None
@@ -214,18 +219,18 @@ class Edge:
         return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), None,
                            state.piece_of(t, obj), result)
 
-    def _prepared(self, obj: StoredObject, result: str, child: bool, age: str,
+    def _prepared(self, obj: StoredObject, result: str, child: bool, age: int,
                   meta: bytes | None) -> Prepared:
         """The answer's header fields (stored fields, CORS, X-Cache, Age), encoded once per
         stored version, answer kind and second of age."""
-        kind = f"{result}:{int(child)}"
+        kind = result if not child else result + ":child"
         hits = self.state.hits
-        found = hits.prepared(meta, kind, int(age)) if meta is not None else None
+        found = hits.prepared(meta, kind, age) if meta is not None else None
         if found is not None:
             return found
         headers = client_headers(obj.stored.fields, to_peer=child)
-        headers.update(self._extra(result, age))
-        made = hits.prepared(meta, kind, int(age), headers) if meta is not None else None
+        headers.update(self._extra(result, str(age)))
+        made = hits.prepared(meta, kind, age, headers) if meta is not None else None
         return made if made is not None else Prepared(headers)
 
     def _playlist(self, request: Request, t: Target, version: str, body: bytes,

@@ -48,6 +48,7 @@ class PlaylistIndex:
         #: what the masters say of their media playlists: path -> EXT-X-MEDIA TYPE ("audio"...)
         self._roles: OrderedDict[str, str] = OrderedDict()
         self._masters: OrderedDict[str, int] = OrderedDict()  # master path -> hash of its text
+        self._fallback: dict[str, tuple[str, int]] = {}  # path -> a segment no playlist named
 
     def learn(self, path: str, title: str, text: str) -> None:
         """Index a playlist just fetched or served: a media playlist's segments, a master's
@@ -95,8 +96,21 @@ class PlaylistIndex:
             return None, MAIN
         ref = self.segment(path, offset)
         if ref is None:
-            return 0.0, track_of(None, path)
+            return 0.0, self._unknown(path)[1]
         return ref.duration, ref.track
+
+    def answer_facts(self, path: str, title: str, offset: int | None,
+                     kind: str) -> tuple[str, float | None, int, SegmentRef | None]:
+        """What accounting needs of one answer, from one lookup: (rendition label, media
+        seconds, track, segment) as rendition_of, playback and segment give them."""
+        if kind != "segment":
+            label = self.rendition_of(path, title, offset, is_playlist=kind == "playlist")
+            return label, None, MAIN, None
+        ref = self.segment(path, offset)
+        if ref is None:
+            label, track = self._unknown(path, title)
+            return label, 0.0, track, None
+        return ref.rendition, ref.duration, ref.track, ref
 
     def knows(self, path: str) -> bool:
         return path in self._playlists
@@ -112,8 +126,19 @@ class PlaylistIndex:
         ref = self.segment(path, offset)
         if ref is not None:
             return ref.rendition
-        rel = path.removeprefix(f"/{title}/")
-        return posixpath.basename(posixpath.dirname(rel)) or "none"
+        return self._unknown(path, title)[0]
+
+    def _unknown(self, path: str, title: str = "") -> tuple[str, int]:
+        """(rendition label, track) of a segment no playlist named: its folder, its extension
+        (worked out once per path; the table is emptied whole when it fills)."""
+        found = self._fallback.get(path)
+        if found is None:
+            rel = path.removeprefix(f"/{title}/") if title else path.split("/", 2)[-1]
+            found = (posixpath.basename(posixpath.dirname(rel)) or "none", track_of(None, path))
+            if len(self._fallback) >= MAX_SEGMENTS:
+                self._fallback.clear()
+            self._fallback[path] = found
+        return found
 
     def next_segments(self, path: str, byterange: tuple[int, int] | None,
                       n: int) -> list[Segment]:

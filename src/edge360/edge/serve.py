@@ -19,7 +19,7 @@ from edge360.core.ranges import ByteRange
 from edge360.edge.coalescer import Flight, Head, Reader
 from edge360.edge.store import StoredObject
 from edge360.http.represent import Prepared, fields_for, memory_slicer, plan_for, render
-from edge360.http.response import Part, Response, encode_fields
+from edge360.http.response import Part, Response, carried, encode_fields
 from edge360.http.wire import Request
 
 #: fields never copied from a stored or upstream answer: hop-by-hop (RFC 9110 §7.6.1) and framing
@@ -87,7 +87,7 @@ def from_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[
                 for piece_part in _slices(part, pb, {n: data}.__getitem__, only=n):
                     yield piece_part
     return Response(p.status, fields_for(p, prepared), stream=stream(), length=p.length,
-                    cache=cache)
+                    cache=cache, carries=prepared.carries)
 
 
 def _slices(r: ByteRange, pb: int, piece: Callable[[int], bytes],
@@ -120,8 +120,9 @@ def from_flight(request: Request, flight: Flight, reader: Reader, head: Head,
         fields = prepared.block
         if not p.send_body:
             reader.close()
-            return Response(200, fields, length=None, cache="MISS")
+            return Response(200, fields, length=None, cache="MISS", carries=prepared.carries)
         return Response(200, fields, stream=reader.parts(), length=None, cache="MISS",
+                        carries=prepared.carries,
                         release=reader.close)
     p = plan_for(request, prepared, length, parse_http_date(head.headers.get("last-modified")),
                  max_ranges)
@@ -138,18 +139,19 @@ def from_flight(request: Request, flight: Flight, reader: Reader, head: Head,
             async for data in reader.parts(part.end + 1):
                 yield data
     return Response(p.status, fields_for(p, prepared), stream=stream(), length=p.length,
-                    cache="MISS", release=reader.close)
+                    cache="MISS", release=reader.close, carries=prepared.carries)
 
 
 def relay(request: Request, flight: Flight, reader: Reader | None, head: Head,
           headers: dict[str, str]) -> Response:
     """Pass an upstream answer on as it is (redirects, errors, pass-through ranges)."""
     no_body = request.method == "HEAD" or head.status in (204, 304) or head.status < 200
-    fields = encode_fields(headers)
+    fields, carries = encode_fields(headers), carried(headers)
     if no_body or reader is None:
         if reader is not None:
             reader.close()
         return Response(head.status, fields, length=head.length if request.method == "HEAD"
-                        else None if no_body else 0, cache=headers.get("X-Cache"))
+                        else None if no_body else 0, cache=headers.get("X-Cache"),
+                        carries=carries)
     return Response(head.status, fields, stream=reader.parts(), length=head.length,
-                    cache=headers.get("X-Cache"), release=reader.close)
+                    cache=headers.get("X-Cache"), release=reader.close, carries=carries)

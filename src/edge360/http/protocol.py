@@ -81,6 +81,7 @@ class Connection(asyncio.Protocol):
         self._closing = False  # drain: close once the answer in progress is written
         self._heard = False  # a byte has arrived (a new connection's first head may be coming)
         self._lingering = False  # refused: what still arrives is read and dropped, then close
+        self._head_began = 0.0  # loop time the head still arriving began
         self._paused_reading = False
         self._paused_writing = False
         self._resume: asyncio.Future[None] | None = None
@@ -180,8 +181,7 @@ class Connection(asyncio.Protocol):
     def _consume(self, data: bytes) -> None:
         reader = self._reader
         assert reader is not None
-        if not reader.mid_message:
-            self._deadline.arm(self._guard.header_timeout)  # a new head starts
+        began = reader.begun
         try:
             reader.feed(data)
         except WireError as e:
@@ -189,6 +189,11 @@ class Connection(asyncio.Protocol):
             self._closing = True
             self._answer(None, self._handler.refuse(e.error))
             return
+        if reader.mid_message and reader.begun != began:
+            # a head began in these bytes and is not complete: it has header_timeout from now
+            # (a head that arrived whole is answered at once: no timer for it)
+            self._head_began = self._loop.time()
+            self._deadline.arm_at(self._head_began + self._guard.header_timeout)
         self._next()
 
     def _next(self) -> None:
@@ -206,7 +211,10 @@ class Connection(asyncio.Protocol):
                 self._task = self._loop.create_task(self._await(request, result))
         if not self._busy and self._transport is not None:
             if reader.mid_message:
-                return  # the head timer armed when it began keeps running
+                # a head still arriving keeps the deadline it got when it began (never later:
+                # a trickle of bytes cannot stretch it)
+                self._deadline.arm_at(self._head_began + self._guard.header_timeout)
+                return
             if self._closing or self._eof:
                 self._transport.close()
             else:

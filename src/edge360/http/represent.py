@@ -14,7 +14,7 @@ from collections.abc import Callable, Sequence
 
 from edge360.core.answer import NOT_MODIFIED_FIELDS, Plan, plan
 from edge360.core.ranges import ByteRange
-from edge360.http.response import FileSpan, Part, Response, encode_fields
+from edge360.http.response import FileSpan, Part, Response, carried, encode_fields
 from edge360.http.wire import Request
 
 #: what a browser player on another origin must be able to read (CORS, Fetch standard)
@@ -43,11 +43,13 @@ class Prepared:
     """The header fields of one representation (without Content-Length, Content-Range and
     Accept-Ranges), encoded once."""
 
-    __slots__ = ("block", "headers")
+    __slots__ = ("block", "carries", "headers")
 
     def __init__(self, headers: dict[str, str], *, ranges: bool = True) -> None:
         self.headers = headers
         self.block = encode_fields(headers) + (ACCEPT_RANGES if ranges else b"")
+        #: the node's Date and Server fields are added unless these carry their own
+        self.carries = carried(headers)
 
     @property
     def content_type(self) -> str:
@@ -90,9 +92,10 @@ def render(p: Plan, prepared: Prepared, slicer: Slicer, *, cache: str | None = N
            cut: Callable[[str], None] | None = None) -> Response:
     """The Response for plan `p` of a representation whose bytes `slicer` cuts."""
     fields = fields_for(p, prepared)
+    carries = prepared.carries
     if not p.send_body:
         return Response(p.status, fields, length=None if p.status == 304 else p.length,
-                        cache=cache, done=done, cut=cut)
+                        cache=cache, done=done, cut=cut, carries=carries)
     parts: list[Part] = []
     for part in p.parts:
         if isinstance(part, ByteRange):
@@ -101,9 +104,9 @@ def render(p: Plan, prepared: Prepared, slicer: Slicer, *, cache: str | None = N
             parts.append(part)
     if len(parts) == 1 and not isinstance(parts[0], FileSpan):
         return Response(p.status, fields, body=parts[0], length=p.length, cache=cache,
-                        done=done, cut=cut)
+                        done=done, cut=cut, carries=carries)
     return Response(p.status, fields, parts=parts, length=p.length, cache=cache, done=done,
-                    cut=cut)
+                    cut=cut, carries=carries)
 
 
 def memory_slicer(body: bytes | memoryview) -> Slicer:

@@ -48,15 +48,15 @@ Part = bytes | memoryview | FileSpan
 class Response:
     """One answer (see the module docstring)."""
 
-    __slots__ = ("body", "cache", "close", "cut", "done", "fields", "length", "parts",
-                 "release", "status", "stream")
+    __slots__ = ("body", "cache", "carries", "close", "cut", "done", "fields", "length",
+                 "parts", "release", "status", "stream")
 
     def __init__(self, status: int, fields: bytes, *, body: bytes | memoryview | None = None,
                  parts: Sequence[Part] | None = None, stream: AsyncIterator[Part] | None = None,
                  length: int | None = None, cache: str | None = None,
                  done: Callable[[int, float], None] | None = None,
                  cut: Callable[[str], None] | None = None, close: bool = False,
-                 release: Callable[[], None] | None = None) -> None:
+                 release: Callable[[], None] | None = None, carries: int = 0) -> None:
         self.status = status
         self.fields = fields
         self.body = body
@@ -71,6 +71,8 @@ class Response:
         self.cut = cut
         self.close = close
         self.release = release
+        #: CARRIES_DATE | CARRIES_SERVER when `fields` hold their own (see carried())
+        self.carries = carries
 
     def released(self) -> None:
         """Run `release` (once)."""
@@ -107,9 +109,15 @@ def status_line(status: int) -> bytes:
     return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
 
 
-def _carries(fields: bytes, name: bytes) -> bool:
-    """Whether a header block already has field `name` (as this module writes names)."""
-    return fields.startswith(name) or b"\n" + name in fields
+CARRIES_DATE: Final = 1
+CARRIES_SERVER: Final = 2
+
+
+def carried(headers: dict[str, str]) -> int:
+    """Which of Date and Server `headers` hold themselves (an answer from a cache keeps its
+    origin's, RFC 9110 §6.6.1): a mask for Response.carries."""
+    return (CARRIES_DATE if "Date" in headers else 0) | (
+        CARRIES_SERVER if "Server" in headers else 0)
 
 
 def head_bytes(response: Response, *, close: bool, head_only: bool) -> bytes:
@@ -124,10 +132,10 @@ def head_bytes(response: Response, *, close: bool, head_only: bool) -> bytes:
         framing = b"Content-Length: %d\r\n" % response.length
     else:
         framing = b"" if head_only else _CHUNKED
-    fields = response.fields
-    return b"".join((status_line(status), fields, framing,
-                     b"" if _carries(fields, b"Date:") else date_field(),
-                     b"" if _carries(fields, b"Server:") else _SERVER,
+    carries = response.carries
+    return b"".join((status_line(status), response.fields, framing,
+                     b"" if carries & CARRIES_DATE else date_field(),
+                     b"" if carries & CARRIES_SERVER else _SERVER,
                      _CLOSE if close else b"", b"\r\n"))
 
 

@@ -29,7 +29,11 @@ class Deadline:
         self._at = 0.0
 
     def arm(self, seconds: float) -> None:
-        self._deadline = deadline = self._loop.time() + seconds
+        self.arm_at(self._loop.time() + seconds)
+
+    def arm_at(self, deadline: float) -> None:
+        """Expire at loop time `deadline`."""
+        self._deadline = deadline
         if self._timer is None or self._at > deadline:
             if self._timer is not None:
                 self._timer.cancel()

@@ -132,7 +132,7 @@ class RequestReader:
     """httptools callbacks for one connection: complete requests land in `ready`."""
 
     __slots__ = ("_fields", "_head_bytes", "_headers", "_in_head", "_parsed", "_parser",
-                 "_request", "_url", "max_body", "max_head", "peer", "ready", "tls")
+                 "_request", "_url", "begun", "max_body", "max_head", "peer", "ready", "tls")
 
     def __init__(self, peer: str, max_head: int, *, max_body: int = MAX_BODY,
                  tls: bool = False) -> None:
@@ -149,6 +149,7 @@ class RequestReader:
         self._head_bytes = 0
         self._parsed = 0  # bytes of the current head's lines as parsed
         self._in_head = False
+        self.begun = 0  # heads begun so far (a new one in a feed: its timer starts)
 
     @property
     def mid_message(self) -> bool:
@@ -178,6 +179,7 @@ class RequestReader:
     # -- httptools callbacks
 
     def on_message_begin(self) -> None:
+        self.begun += 1
         self._in_head = True
         self._url = b""
         self._headers = []

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 import orjson
 
 from edge360.core.errors import MethodNotAllowed, NotFound, Overloaded
-from edge360.core.lru import LRU
+from edge360.core.lru import Memo
 from edge360.core.paths import CheckedPaths
 from edge360.core.ranges import ByteRange
 from edge360.hls.personalize import gzip_accepted, personalize
@@ -85,8 +85,8 @@ class Origin:
         self.max_ranges = cfg.limits.max_ranges
         self.paths = CheckedPaths(min(cfg.limits.max_header_bytes, 1024))
         self._checked: dict[str, float] = {}  # memory-held file -> when its file was stat'ed
-        self._prepared: LRU[object, tuple[MediaFile, Prepared, bytes | None]] = \
-            LRU(MAX_PREPARED)
+        self._prepared: Memo[object, tuple[MediaFile, Prepared, bytes | None]] = \
+            Memo(MAX_PREPARED)
 
     def __call__(self, request: Request) -> Answer:
         method = request.method

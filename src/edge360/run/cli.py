@@ -80,13 +80,9 @@ def _run_serve(args: argparse.Namespace) -> int:
 
 
 def event_loop_factory(config: Config) -> Callable[[], Any] | None:
-    """uvloop where it measures faster; the default loop where the kernel's sendfile matters.
-
-    uvloop has no loop.sendfile, so an origin (whose bytes come from files) runs on the default
-    asyncio loop, which hands whole segments to the kernel; an edge serves from memory on uvloop.
-    """
-    if config.server.role == "origin" and not config.server.tls_cert:
-        return None
+    """uvloop for both roles: the content plane sends files with sendfile itself (http.send),
+    so no role needs asyncio's own loop.sendfile any more, and uvloop answers more requests
+    per core (benchmarks/RESULTS.md)."""
     import uvloop
     return uvloop.new_event_loop
 
