@@ -101,8 +101,7 @@ async def fake_upstream(handler: Handler) -> AsyncIterator[tuple[str, FakeUpstre
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    assert site._server is not None
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    port = int(runner.addresses[0][1])  # public API: where the runner's site listens
     try:
         yield f"http://127.0.0.1:{port}", fake
     finally:
