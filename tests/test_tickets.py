@@ -86,7 +86,7 @@ def test_keys_from_environment_or_file_and_bad_ones_name_the_setting(tmp_path: P
     assert [k.kid for k in keys] == ["new", "old"]
     with pytest.raises(ConfigError, match=r"admission\.keys"):
         tickets.read_keys(load(None, {"EDGE360_ADMISSION_KEYS": "nocolon"}))
-    with pytest.raises(ConfigError, match="admission.keys_file"):
+    with pytest.raises(ConfigError, match=r"admission\.keys_file"):
         load(None, {"EDGE360_ADMISSION_KEYS_FILE": str(tmp_path / "absent")})
     with pytest.raises(ConfigError, match="secrets come only from the environment"):
         toml = tmp_path / "c.toml"
