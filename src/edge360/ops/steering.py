@@ -5,9 +5,10 @@ said (HLS 2nd edition, draft-pantos-hls-rfc8216bis §4.4.6.6 and its Steering Ma
 A pathway that does not answer (refused, timed out, a 5xx) or says it is draining is down; one
 that answers without edge360's figures (a CDN of another make) is up with an unknown load. The
 manifest lists the pathways in the order core.steering gives for the player, from its session
-id (a stable draw), its `_HLS_pathway` and its `_HLS_throughput`; its RELOAD-URI points at the
-steering server of the first pathway that has one, so a player keeps getting steered when the
-node that served its master goes away. Answering never opens or touches a session.
+id (a stable draw), its `_HLS_pathway` and its `_HLS_throughput`. Its RELOAD-URI is this node's
+own /steering, so a player keeps asking the node that steered it; a draining node points it at
+the steering server of the first pathway up that has one instead, so a player keeps getting
+steered once the node has gone. Answering never opens or touches a session.
 """
 
 from __future__ import annotations
@@ -133,9 +134,12 @@ def manifest(node: NodeState, ov: OverloadState, request: Request) -> dict[str, 
     node.counters.steering[ranked[0]] += 1
     query = urlencode({"sid": sid} if sid else {})
     reload = "/steering" + (f"?{query}" if query else "")
-    serving = next((pid for pid in ranked if ov.paths.get(pid) is not None
-                    and ov.paths[pid].pathway.up and ov.paths[pid].steering), None)
-    base = ov.base(serving) if serving is not None else None
+    base = None
+    if node.draining:  # going away: the player's next manifest comes from another node
+        serving = next((pid for pid in ranked if ov.paths.get(pid) is not None
+                        and ov.paths[pid].pathway.up and ov.paths[pid].steering
+                        and ov.paths[pid].node_id != ov.own_id()), None)
+        base = ov.base(serving) if serving is not None else None
     return {"VERSION": 1, "TTL": int(node.config.steering.ttl),
             "RELOAD-URI": (base or "") + reload, "PATHWAY-PRIORITY": ranked}
 

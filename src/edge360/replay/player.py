@@ -113,6 +113,7 @@ class VirtualPlayer:
         self.bandwidth: dict[str, int] = {}
         self.steer: Steerer | None = None         # the master's content steering, if any
         self.refusal: Answer | None = None        # the master's last 503 (a queue, maybe)
+        self.waited = 0.0                         # real seconds it waited in a queue
 
     async def run(self) -> None:
         st = self.stats
@@ -241,7 +242,8 @@ class VirtualPlayer:
         if playlist is None:
             return
         # a viewer already watching when the window opened has the profile's goal buffered
-        ahead = self._goal(rendition) if v.offset_s > 0 else 0.0
+        # (not one that had to wait in a queue: it was not watching, it was refused)
+        ahead = self._goal(rendition) if v.offset_s > 0 and not self.waited else 0.0
         self.buffer = PlayBuffer(cfg.profile, cfg.speed, time.monotonic(), inherited_s=ahead)
         if ahead > 0:
             self._watching(cfg.epoch if cfg.epoch is not None else self.started)

@@ -69,7 +69,7 @@ async def admitted_master(self: VirtualPlayer) -> tuple[str, str] | None:
         body = await self._fetch(url, text=True, queue=True)
         if isinstance(body, str):
             if since is not None:
-                waited = time.monotonic() - since
+                waited = self.waited = time.monotonic() - since
                 self.quit_at += waited
                 self.stats.queue_admitted += 1
                 self.stats.queue_wait.add(waited)

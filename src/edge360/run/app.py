@@ -90,8 +90,9 @@ class App:
         await self.role.start()
         content = self.role.content
         assert content is not None
-        routes = {**self.endpoints.routes(), **player_pages().routes(), **self.role.routes(),
-                  **self.overload.routes()}
+        routes = {**self.endpoints.routes(),
+                  **player_pages(self.node.config.steering.pathways).routes(),
+                  **self.role.routes(), **self.overload.routes()}
         self.dispatcher = Dispatcher(self.node, self.limits, content, routes)
         self.overload.start(self.tasks)
 
