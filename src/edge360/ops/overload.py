@@ -89,12 +89,13 @@ class OverloadCollector(Collector):
         yield GaugeMetricFamily("edge360_sessions_capacity",
                                 "Viewers the node admits (sessions.capacity; 0 = no limit)",
                                 value=ov.capacity)
-        yield GaugeMetricFamily("edge360_egress_projected_bits",
+        # bytes a second, as Prometheus's base unit wants (the config and /api/stats say bit/s)
+        yield GaugeMetricFamily("edge360_egress_projected_bytes_per_second",
                                 "Egress the active sessions draw by their renditions' BANDWIDTH",
-                                value=ov.projected)
-        yield GaugeMetricFamily("edge360_egress_limit_bits",
-                                "The egress budget (server.egress_limit; 0 = off)",
-                                value=ov.shaping_limit)
+                                value=ov.projected / 8)
+        yield GaugeMetricFamily("edge360_egress_limit_bytes_per_second",
+                                "The egress budget (server.egress_limit / 8; 0 = off)",
+                                value=ov.shaping_limit / 8)
         if ov.steering:
             up = GaugeMetricFamily("edge360_steering_pathway_up",
                                    "1 while a steering pathway answers its polls",
