@@ -318,8 +318,10 @@ def test_dashboard_has_the_operator_panels() -> None:
     assert some(r"rate\(edge360_late_segments_total")
     # overload control: admission, the queue, shaping and the steering split
     assert some(r"sumby\(result\)\(rate\(edge360_admission_total\[")
-    assert some(r"edge360_sessions_queued") and some(r"/sumby\(instance\)\(edge360_sessions_capacity>0\)")
-    assert some(r"edge360_egress_projected_bytes_per_second") and some(r"edge360_shaped_playlists_total")
+    assert some(r"edge360_sessions_queued")
+    assert some(r"/sumby\(instance\)\(edge360_sessions_capacity>0\)")
+    assert some(r"edge360_egress_projected_bytes_per_second")
+    assert some(r"edge360_shaped_playlists_total")
     assert some(r"maxby\(pathway\)\(edge360_steering_pathway_sessions\)")
 
 

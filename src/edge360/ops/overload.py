@@ -3,8 +3,8 @@
 
 The tick keeps what the request path reads current: with one process it feeds the queue the
 sessions that ended (the churn behind Retry-After); with --workers N it takes the hub's view
-(the node-wide sessions and queue) when admission or shaping needs it; then it projects the
-egress of the active sessions. The pathways are polled on their own once-a-second task.
+(the node-wide sessions and queue, and the node's id that steering finds itself by); then it
+projects the egress of the active sessions. The pathways are polled on their own once-a-second task.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ class Overload:
         if ov.queue is not None and ov.seats is not None:
             node.tracker.expire(now)
             ov.queue.observe(now, ov.seats.views - ov.seats.active)
-        elif node.hub is not None and (ov.capacity > 0 or ov.shaping_limit > 0):
-            await node.refresh()
+        elif node.hub is not None and ov.active:
+            await node.refresh()  # the node-wide sessions, and the hub's id for steering
         if node.hub is not None:
             ov.remote = dict(node.hub.view.get("admission") or {})
         if ov.shaping_limit > 0:
