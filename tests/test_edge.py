@@ -363,3 +363,34 @@ async def test_answers_other_than_200_are_cached_by_their_own_freshness() -> Non
         assert results == [(301, "/t/x.bin", "MISS"), (301, "/t/x.bin", "HIT")]
         assert [fake.count(p) for p in ("/t/moved.bin", "/t/gone.bin", "/t/err.bin",
                                         "/t/err.ts")] == [1, 2, 2, 1]
+
+
+async def test_one_date_and_server_x_cache_on_every_refusal_and_age_on_held_errors() -> None:
+    """A cached answer keeps its origin's Date (one Date, one Server: never two); refusals
+    decided before any lookup still say X-Cache; a held 404 says how old it is."""
+    async def upstream(request: web.Request) -> web.StreamResponse:
+        if request.path.endswith("gone.ts"):
+            return web.Response(status=404, body=b"no")
+        return web.Response(body=b"x" * 100, headers={"Cache-Control": "max-age=60"})
+
+    async with fake_upstream(upstream) as (up, _), \
+            edge([up], {"EDGE360_EDGE_NEGATIVE_TTL": "60"}) as e:
+        port = int(e.rsplit(":", 1)[1])
+        for _ in range(2):  # the miss, then the hit
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /t/v0/a.ts HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            head = (await reader.readuntil(b"\r\n\r\n")).lower()
+            writer.close()
+            assert head.count(b"\r\ndate:") == 1 and head.count(b"\r\nserver:") == 1, head
+        for method, path in (("DELETE", "/t/v0/a.ts"), ("GET", "/t/%2e%2e/a.ts"), ("GET", "/")):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(f"{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+                         .encode())
+            head = (await reader.readuntil(b"\r\n\r\n")).lower()
+            writer.close()
+            assert int(head.split()[1]) >= 400 and b"\r\nx-cache: miss" in head, (method, head)
+        async with aiohttp.ClientSession() as s:
+            for expected in ("MISS", "HIT"):
+                st, h, _ = await get(s, e + "/t/v0/gone.ts")
+                assert (st, h["X-Cache"]) == (404, expected)
+            assert h["Age"].isdigit()

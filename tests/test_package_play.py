@@ -12,6 +12,7 @@ import pytest
 
 from edge360.hls.package import package
 from edge360.hls.playlist import parse_master, parse_media
+from tests.conftest import publish
 from tests.edgekit import edge, get, origin
 from tests.servers import DEMO, ServerProcess, start_process
 from tests.test_package import make_source
@@ -29,6 +30,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     source = make_source(tmp_path_factory.mktemp("src") / "source.mp4", seconds=SECONDS)
     package(source, root / "mixed", codecs="h264,hevc", ladder_spec="240p:300k:64k,144p:150k:64k",
             segment_seconds=2.0, chunk_seconds=4.0, preset="superfast")
+    publish(root)  # packaged long ago: an origin serves it at once
     return root
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.conftest import publish
 from tests.servers import REPO, ServerProcess, start_process
 from tests.test_monitoring_configs import DASHBOARD, dashboard_queries, metric_names
 from tests.test_player import require_hls
@@ -58,6 +59,7 @@ def long_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
         str(title / "v0" / "index.m3u8"),
     ], check=True, timeout=180)
     (title / "master.m3u8").write_text(MASTER)
+    publish(root)  # published long ago: an origin serves it at once
     return root
 
 

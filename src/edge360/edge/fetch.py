@@ -228,8 +228,9 @@ class Fetcher:
                 and not d.has("private") and not d.has("no-cache") and not explicit
                 and len(body) <= MAX_NEGATIVE_BODY):
             # never over a stored good copy (`had_entry`): that one serves stale instead
+            now = self.clock()
             self.store.put_negative(t.key, Negative(resp.status, headers, bytes(body),
-                                                    self.clock() + self.config.negative_ttl))
+                                                    now + self.config.negative_ttl, now))
 
     def _piece(self, t: Target, obj: StoredObject, n: int) -> Producer:
         async def produce(flight: Flight) -> None:

@@ -76,23 +76,23 @@ class Edge:
         method = request.method
         if method == "OPTIONS":
             return preflight(self.cors)
-        if method not in ("GET", "HEAD"):
-            if method in state.config.pass_methods:
-                return state.pass_unsafe(request, self._target(request, False))
-            raise MethodNotAllowed(method, headers={"Allow": "GET, HEAD, OPTIONS"})
-        check_loop(request, state.upstream.pseudonym)
-        peer = is_peer(request, node)
-        t = self._target(request, peer)
-        check_token(request, node, t.path)
-        child = peer or is_child_cache(request, node)
-        viewer = None if child else identify(request, node, opens=t.kind == "playlist")
-        if viewer is not None and t.kind == "playlist":  # admission (docs/OVERLOAD.md)
-            held = admission.gate(request, node, viewer, t.title)
-            if held is not None:
-                return held if isinstance(held, Response) else self._later(admission.after(
-                    held, lambda: self._answer(request, t, child, viewer)), request, t, viewer,
-                    child)
         try:
+            if method not in ("GET", "HEAD"):
+                if method in state.config.pass_methods:
+                    return state.pass_unsafe(request, self._target(request, False))
+                raise MethodNotAllowed(method, headers={"Allow": "GET, HEAD, OPTIONS"})
+            check_loop(request, state.upstream.pseudonym)
+            peer = is_peer(request, node)
+            t = self._target(request, peer)
+            check_token(request, node, t.path)
+            child = peer or is_child_cache(request, node)
+            viewer = None if child else identify(request, node, opens=t.kind == "playlist")
+            if viewer is not None and t.kind == "playlist":  # admission (docs/OVERLOAD.md)
+                held = admission.gate(request, node, viewer, t.title)
+                if held is not None:
+                    return held if isinstance(held, Response) else self._later(
+                        admission.after(held, lambda: self._answer(request, t, child, viewer)),
+                        request, t, viewer, child)
             result = self._answer(request, t, child, viewer)
         except Edge360Error as e:
             # X-Cache on every content response, refusals included (a refusal decided from a
@@ -148,9 +148,11 @@ class Edge:
         state = self.state
         found = await state.store.lookup(t.key)
         if found is None:
-            neg = state.store.negative(t.key, self.node.clock())
+            now = self.node.clock()
+            neg = state.store.negative(t.key, now)
             if neg is not None:
-                headers = {**client_headers(neg.headers), **self._extra("HIT")}
+                age = str(max(0, int(now - neg.received)))
+                headers = {**client_headers(neg.headers), **self._extra("HIT", age)}
                 return Response(neg.status, encode_fields(headers), body=neg.body, cache="HIT")
             return await self._miss(request, t, None, child, viewer)
         answer = self._decide(request, t, found, child, viewer)

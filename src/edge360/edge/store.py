@@ -100,6 +100,8 @@ class Negative:
     headers: dict[str, str]
     body: bytes
     expires: float
+    #: when it arrived (the node's clock): its Age
+    received: float = 0.0
 
 
 class EdgeStore:

@@ -107,10 +107,16 @@ def status_line(status: int) -> bytes:
     return line if line is not None else f"HTTP/1.1 {status} Unknown\r\n".encode()
 
 
+def _carries(fields: bytes, name: bytes) -> bool:
+    """Whether a header block already has field `name` (as this module writes names)."""
+    return fields.startswith(name) or b"\n" + name in fields
+
+
 def head_bytes(response: Response, *, close: bool, head_only: bool) -> bytes:
     """The status line and header block of `response` as written: its fields, then
-    Content-Length (or chunked framing), Date, Server and Connection: close when closing.
-    1xx, 204 and 304 carry no Content-Length (RFC 9110 §8.6)."""
+    Content-Length (or chunked framing), Date and Server unless the fields carry them (an
+    answer from a cache keeps its origin's, RFC 9110 §6.6.1), and Connection: close when
+    closing. 1xx, 204 and 304 carry no Content-Length (RFC 9110 §8.6)."""
     status = response.status
     if status in (204, 304) or status < 200:
         framing = b""
@@ -118,7 +124,10 @@ def head_bytes(response: Response, *, close: bool, head_only: bool) -> bytes:
         framing = b"Content-Length: %d\r\n" % response.length
     else:
         framing = b"" if head_only else _CHUNKED
-    return b"".join((status_line(status), response.fields, framing, date_field(), _SERVER,
+    fields = response.fields
+    return b"".join((status_line(status), fields, framing,
+                     b"" if _carries(fields, b"Date:") else date_field(),
+                     b"" if _carries(fields, b"Server:") else _SERVER,
                      _CLOSE if close else b"", b"\r\n"))
 
 
