@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import html
 from collections.abc import Awaitable, Callable
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 import orjson
 
@@ -129,7 +129,7 @@ def _elsewhere(ov: OverloadState, own: str | None) -> str | None:
 
 
 def _welcome(node: NodeState, ov: OverloadState, viewer: Viewer, pathway: str | None, *,
-             away: bool = False, count: bool = True) -> None:
+             away: bool = False) -> None:
     """A new viewer is in: its admitted ticket, its pathway; counted once."""
     viewer.fresh = True
     viewer.pathway = pathway
@@ -138,7 +138,7 @@ def _welcome(node: NodeState, ov: OverloadState, viewer: Viewer, pathway: str | 
         viewer.ticket = tickets.admitted(ov.keys, viewer.sid, node.clock(), ADMITTED_TTL)
     if pathway is not None and pathway in ov.paths:
         ov.paths[pathway].pending += 1
-    if count and ov.capacity > 0:
+    if ov.capacity > 0:
         node.counters.admission["admitted"] += 1
 
 
@@ -167,7 +167,7 @@ def queued(request: Request, node: NodeState, ov: OverloadState, verdict: Verdic
     epoch = ov.queue.epoch if ov.queue is not None else str(ov.remote.get("epoch", ""))
     ticket = tickets.queued(ov.keys, epoch, verdict.number, since, now, hold)
     query = [(k, v) for k, v in request.query if k not in ("ticket", "sid")]
-    retry = request.path + "?" + urlencode([*query, ("ticket", ticket)])
+    retry = quote(request.path) + "?" + urlencode([*query, ("ticket", ticket)])
     wait = verdict.retry_after
     headers = {
         **cors_headers(node.config.origin.cors_origin),
