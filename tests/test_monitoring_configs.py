@@ -219,6 +219,11 @@ def test_alerts_have_for_severity_summary_and_known_metrics() -> None:
     assert "edge360_sessions_active" in exprs["Edge360NodeSessionsNearCapacity"]
     assert 'code=~"5..|timeout|connect_error|truncated"' in exprs["Edge360UpstreamErrors"]
     assert "edge360_parent_up == 0" in exprs["Edge360ParentDown"]
+    # overload control (docs/OVERLOAD.md): the queue, shaping, a steering pathway down
+    assert "edge360_sessions_queued" in exprs["Edge360ViewersQueued"]
+    shaping = exprs["Edge360EgressShaping"]
+    assert "edge360_egress_projected_bytes_per_second" in shaping and "0.9 *" in shaping
+    assert "edge360_steering_pathway_up" in exprs["Edge360SteeringPathwayDown"]
 
 
 def test_recording_rules_known_metrics_and_documented() -> None:
@@ -311,6 +316,13 @@ def test_dashboard_has_the_operator_panels() -> None:
     assert some(r"histogram_quantile\(0\.\d+,sumby\(le\)\(rate\("
                 r"edge360_upstream_request_duration_seconds_bucket")
     assert some(r"rate\(edge360_late_segments_total")
+    # overload control: admission, the queue, shaping and the steering split
+    assert some(r"sumby\(result\)\(rate\(edge360_admission_total\[")
+    assert some(r"edge360_sessions_queued")
+    assert some(r"/sumby\(instance\)\(edge360_sessions_capacity>0\)")
+    assert some(r"edge360_egress_projected_bytes_per_second")
+    assert some(r"edge360_shaped_playlists_total")
+    assert some(r"maxby\(pathway\)\(edge360_steering_pathway_sessions\)")
 
 
 def test_grafana_provisioning_loads_the_dashboard_from_the_documented_mounts() -> None:

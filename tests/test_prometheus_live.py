@@ -1,6 +1,7 @@
 """A real Prometheus scraping a real edge in front of a real origin: after traffic that includes an
 upstream error, a stale hit, an eviction, an ended session and a late segment, every Grafana panel
-query and every recording rule returns series made of edge360 data."""
+query and every recording rule returns series made of edge360 data (the edge runs with overload
+control on, so the Overload row's panels have theirs)."""
 
 from __future__ import annotations
 
@@ -321,11 +322,18 @@ def test_dashboard_panels_and_recording_rules_have_data(tmp_path: Path) -> None:
     try:
         o = start_process(["serve", "--role", "origin", "--port", "0", "--media", str(media)],
                           {"EDGE360_ORIGIN_MASTER_MAX_AGE": "1"})
-        e = start_process(["serve", "--role", "edge", "--port", "0", "--upstream", o.base,
+        port = free_port()
+        # overload control on (docs/OVERLOAD.md), none of it binding: a capacity, an egress
+        # budget, and content steering with the edge as its own one pathway, so the dashboard's
+        # Overload row has data too
+        e = start_process(["serve", "--role", "edge", "--port", str(port), "--upstream", o.base,
                            "--upstream", dead],
                           {"EDGE360_SESSIONS_IDLE_TIMEOUT": "2",
                            "EDGE360_EDGE_CACHE_MEMORY_BYTES": "1MiB",
-                           "EDGE360_EDGE_HEALTH_INTERVAL": "1"})
+                           "EDGE360_EDGE_HEALTH_INTERVAL": "1",
+                           "EDGE360_SESSIONS_CAPACITY": "1000",
+                           "EDGE360_SERVER_EGRESS_LIMIT": "10000000000",
+                           "EDGE360_STEERING_PATHWAYS": f"edge=http://127.0.0.1:{port}"})
         targets = {"origin": o.base.removeprefix("http://"),
                    "edge": e.base.removeprefix("http://")}
         (tmp_path / "prom").mkdir()

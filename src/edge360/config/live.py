@@ -23,7 +23,8 @@ def split_listen(address: str) -> tuple[str, int]:
 LIVE_KEYS = frozenset({
     ("edge", "upstreams"), ("server", "trusted_proxies"), ("limits", "rate_per_ip"),
     ("limits", "rate_burst"), ("limits", "max_connections"), ("limits", "header_timeout"),
-    ("limits", "send_timeout"), ("sessions", "per_ip_per_minute"),
+    ("limits", "send_timeout"), ("sessions", "per_ip_per_minute"), ("sessions", "capacity"),
+    ("sessions", "queue_hold"), ("server", "egress_limit"),
 })
 
 

@@ -27,6 +27,7 @@ from edge360.config.values import (
     method,
     number,
     optional_path,
+    pathway,
     size,
     string_list,
     text,
@@ -58,6 +59,8 @@ class ServerConfig:
                               "connections begin with a PROXY v1/v2 header (trusted_proxies only)")
     metrics_listen: str = _f("", listen_address,
                              "host:port of a second listener for /metrics, /healthz, /api/stats")
+    egress_limit: int = _f(0, integer(0, 10**15),
+                           "egress budget in bit/s; near it new viewers get fewer renditions")
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,6 +119,10 @@ class SessionsConfig:
     per_ip_per_minute: int = _f(120, integer(0, 1_000_000), "sessions one address opens a minute")
     time_scale: float = _f(1.0, number(0.001, 10000),
                            "divides media seconds in the play-out rule (compressed replays)")
+    capacity: int = _f(0, integer(0, 100_000_000),
+                       "viewers the node admits, node-wide; at it new viewers queue (503); 0 = off")
+    queue_hold: float = _f(120.0, number(1, 86400),
+                           "seconds a queued viewer who retries keeps its place")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +130,20 @@ class AuthConfig:
     required: bool = _f(False, boolean, "every content request needs a signed token")
     keys: str = _f("", text, "kid:secret,... (environment only)", secret=True)
     keys_file: str = _f("", optional_path, "file holding kid:secret,... (re-read on SIGHUP)")
+
+
+@dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    keys: str = _f("", text, "kid:secret,... signing admission tickets (environment only)",
+                   secret=True)
+    keys_file: str = _f("", optional_path, "file holding the admission keys (re-read on SIGHUP)")
+
+
+@dataclass(frozen=True, slots=True)
+class SteeringConfig:
+    pathways: tuple[tuple[str, str], ...] = _f((), string_list(pathway),
+                                               "content steering pathways, ID=BASE_URL")
+    ttl: int = _f(10, integer(1, 86400), "seconds players keep a steering manifest")
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,10 +172,10 @@ class LimitsConfig:
 SECTIONS: dict[str, type] = {
     "server": ServerConfig, "origin": OriginConfig, "edge": EdgeConfig,
     "sessions": SessionsConfig, "auth": AuthConfig, "peer": PeerConfig, "admin": AdminConfig,
-    "limits": LimitsConfig,
+    "limits": LimitsConfig, "admission": AdmissionConfig, "steering": SteeringConfig,
 }
 #: keys that may only come from the environment (secrets never live in a file in the repo)
-ENV_ONLY = {("auth", "keys"), ("peer", "token"), ("admin", "token")}
+ENV_ONLY = {("auth", "keys"), ("peer", "token"), ("admin", "token"), ("admission", "keys")}
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,6 +188,8 @@ class Config:
     peer: PeerConfig = field(default_factory=PeerConfig)
     admin: AdminConfig = field(default_factory=AdminConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    admission: AdmissionConfig = field(default_factory=AdmissionConfig)
+    steering: SteeringConfig = field(default_factory=SteeringConfig)
 
     def replace(self, section: str, **values: Any) -> Config:
         """A copy with some keys of one section changed (values already parsed)."""
@@ -264,6 +287,11 @@ def _check_relations(c: Config, *, require_media: bool) -> None:
         raise ConfigError("edge.health_statuses", "the probe needs at least one status")
     if c.auth.keys_file and not Path(c.auth.keys_file).is_file():
         raise ConfigError("auth.keys_file", f"no such file: {c.auth.keys_file!r}")
+    if c.admission.keys_file and not Path(c.admission.keys_file).is_file():
+        raise ConfigError("admission.keys_file", f"no such file: {c.admission.keys_file!r}")
+    ids = [pid for pid, _ in c.steering.pathways]
+    if len(set(ids)) != len(ids):
+        raise ConfigError("steering.pathways", "a pathway ID is listed twice")
 
 
 def render(config: Config) -> str:
@@ -276,6 +304,8 @@ def render(config: Config) -> str:
             value = getattr(obj, f.name)
             if f.metadata["secret"] and value:
                 value = "***"
+            elif (section, f.name) == ("steering", "pathways"):
+                value = tuple(f"{pid}={base}" for pid, base in value)  # as they are written
             lines.append(f"{f.name} = {_toml_value(value)}")
         lines.append("")
     return "\n".join(lines)

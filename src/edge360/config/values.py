@@ -114,6 +114,20 @@ def url(v: Any) -> str:
     return s
 
 
+#: a content steering Pathway ID (HLS 2nd edition, Content Steering: letters, digits, . - _)
+_PATHWAY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
+
+
+def pathway(v: Any) -> tuple[str, str]:
+    """"ID=BASE_URL" -> (ID, BASE_URL): a content steering pathway and the base its URIs get."""
+    s = text(v).strip()
+    pid, eq, base = s.partition("=")
+    if not eq or not _PATHWAY_ID.fullmatch(pid.strip()):
+        raise BadValue(f"expected ID=BASE_URL with an ID of letters, digits, '.', '-' or '_', "
+                       f"got {_describe(v)}")
+    return pid.strip(), url(base.strip())
+
+
 def cidr(v: Any) -> str:
     s = text(v)
     try:

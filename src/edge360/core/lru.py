@@ -34,6 +34,10 @@ class LRU(Generic[K, V]):
     def pop(self, key: K) -> V | None:
         return self._items.pop(key, None)
 
+    def items(self) -> list[tuple[K, V]]:
+        """Every item, least recent first (reading them refreshes none)."""
+        return list(self._items.items())
+
     def clear(self) -> None:
         self._items.clear()
 

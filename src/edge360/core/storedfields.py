@@ -50,10 +50,30 @@ _NOT_FORWARDED: Final = HOP_BY_HOP | frozenset({
     "if-range", "if-none-match", "if-modified-since", "if-match", "if-unmodified-since"})
 
 
+#: the cookie that carries a viewer's admission ticket (docs/OVERLOAD.md, "Tickets")
+TICKET_COOKIE: Final = "edge360_ticket"
+
+
 def forwarded_request_fields(headers: Mapping[str, str]) -> dict[str, str]:
     """The client's end-to-end request fields a cache passes on when it goes upstream (RFC 9110
-    §7.6: an intermediary forwards the fields it does not consume). CMCD fields carry viewer data
-    that never leaves the edge (docs/HTTP.md, "Tiers")."""
+    §7.6: an intermediary forwards the fields it does not consume). CMCD fields and the
+    admission ticket cookie carry viewer data that never leaves the edge (docs/HTTP.md,
+    "Tiers")."""
     listed = {n.lower() for n in split_list(headers.get("connection", ""))}
-    return {k: v for k, v in headers.items() if k not in _NOT_FORWARDED and k not in listed
-            and not k.startswith("cmcd")}
+    out = {k: v for k, v in headers.items() if k not in _NOT_FORWARDED and k not in listed
+           and not k.startswith("cmcd")}
+    cookie = out.get("cookie")
+    if cookie is not None and TICKET_COOKIE in cookie:
+        kept = without_ticket_cookie(cookie)
+        if kept:
+            out["cookie"] = kept
+        else:
+            del out["cookie"]
+    return out
+
+
+def without_ticket_cookie(header: str) -> str:
+    """A Cookie field (RFC 6265 §5.4: "name=value" pairs separated by ";") without the
+    admission ticket."""
+    return "; ".join(p.strip() for p in header.split(";")
+                     if p.strip() and p.strip().partition("=")[0] != TICKET_COOKIE)

@@ -41,6 +41,8 @@ from edge360.edge.serve import (
 from edge360.edge.state import EdgeState
 from edge360.edge.store import StoredObject
 from edge360.hls.personalize import gzip_accepted, personalize
+from edge360.http import admission
+from edge360.http.masters import finish
 from edge360.http.represent import (
     Prepared,
     cors_headers,
@@ -85,6 +87,12 @@ class Edge:
             check_token(request, node, t.path)
             child = peer or is_child_cache(request, node)
             viewer = None if child else identify(request, node, opens=t.kind == "playlist")
+            if viewer is not None and t.kind == "playlist":  # admission (docs/OVERLOAD.md)
+                held = admission.gate(request, node, viewer, t.title)
+                if held is not None:
+                    return held if isinstance(held, Response) else self._later(
+                        admission.after(held, lambda: self._answer(request, t, child, viewer)),
+                        request, t, viewer, child)
             result = self._answer(request, t, child, viewer)
         except Edge360Error as e:
             # X-Cache on every content response, refusals included (a refusal decided from a
@@ -245,8 +253,8 @@ class Edge:
         params = viewer.params() if viewer is not None else ""
         gzip_ok = gzip_accepted(request.fields.get("accept-encoding", ""),
                                 "range" in request.fields)
-        out, etag = personalize(compiled.render(params), params, headers, headers.get("ETag"),
-                                gzip_ok)
+        rendered = finish(self.node, viewer, t.path, t.title, compiled.render(params), headers)
+        out, etag = personalize(rendered, params, headers, headers.get("ETag"), gzip_ok)
         if etag:
             headers["ETag"] = etag
         prepared = Prepared(headers)

@@ -97,8 +97,8 @@ def touch(node: NodeState, viewer: Viewer | None, status: int, *, title: str,
     the seconds of media it carries (EXTINF; 0.0 for an init section or a segment of unknown
     length) on `track`, None for an answer that carries none (a playlist or a key, which keeps
     the session's rendition label and never starts playback). True when it counted a view."""
-    if viewer is None or not viewerrules.counted(status):
-        return False
+    if viewer is None or viewer.away or not viewerrules.counted(status):
+        return False  # (an `away` viewer was sent to play on another node: docs/OVERLOAD.md)
     return node.tracker.touch(viewer.key, node.clock(), title=title,
                               rendition=None if playlist or media is None else rendition,
                               nbytes=nbytes, media=media or 0.0, track=track,

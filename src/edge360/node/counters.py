@@ -62,6 +62,12 @@ class Counters:
     responses_cut: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     connections_open: int = 0
     access_log_dropped: int = 0
+    #: admission decisions by result (admitted, queued; docs/OVERLOAD.md)
+    admission: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: master playlists served to new viewers with renditions left out (shaping)
+    shaped: int = 0
+    #: master playlists and steering manifests by the pathway they put first
+    steering: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     #: the births of label sets (node.debuts), on the node-wide counters a worker gets from the
     #: hub; None on a process's own counters (its collector keeps its own)
     debuts: Debuts | None = None
@@ -78,6 +84,7 @@ class Counters:
         self.coalesced_waiters += other.coalesced_waiters
         self.connections_open += other.connections_open
         self.access_log_dropped += other.access_log_dropped
+        self.shaped += other.shaped
 
 
 #: the Counters fields that are gauges (a level now, not a running total): a worker that has gone
@@ -105,7 +112,7 @@ def bounded(counter: dict[tuple[str, str], int], key: tuple[str, str]) -> tuple[
 
 _LABELLED = ("requests", "egress", "late_segments", "cache_requests", "cache_bytes",
              "upstream_requests", "prefetches", "evictions", "cache_write_errors",
-             "responses_cut")
+             "responses_cut", "admission", "steering")
 
 
 def rate_families(c: Counters, views: Mapping[str, int],
@@ -118,6 +125,8 @@ def rate_families(c: Counters, views: Mapping[str, int],
             "edge360_upstream_requests_total": c.upstream_requests,
             "edge360_prefetches_total": c.prefetches,
             "edge360_cache_evictions_total": c.evictions,
+            "edge360_admission_total": c.admission,
+            "edge360_steering_total": c.steering,
             "edge360_views_total": views, "edge360_watch_seconds_total": watch}
 
 
@@ -131,6 +140,7 @@ def counters_to_dict(c: Counters) -> dict[str, Any]:
     out["waiters"] = c.coalesced_waiters
     out["connections"] = c.connections_open
     out["log_dropped"] = c.access_log_dropped
+    out["shaped"] = c.shaped
     return out
 
 
@@ -147,6 +157,7 @@ def counters_from_dict(d: dict[str, Any]) -> Counters:
     c.coalesced_waiters = int(d.get("waiters", 0))
     c.connections_open = int(d.get("connections", 0))
     c.access_log_dropped = int(d.get("log_dropped", 0))
+    c.shaped = int(d.get("shaped", 0))
     return c
 
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from edge360.config.schema import Config
 from edge360.node.accesslog import AccessLog
 from edge360.node.counters import Counters, TierGauge, TrackerView
+from edge360.node.overload import OverloadState
 from edge360.security.clientaddr import TrustedProxies
 from edge360.security.tokens import Key
 
@@ -32,10 +33,13 @@ class HubLink(Protocol):
 
     worker: int
     handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]
+    #: the hub's last node-wide view (sessions, and admission's figures)
+    view: dict[str, Any]
 
     @property
     def node_counters(self) -> Counters: ...
     async def refresh(self) -> None: ...
+    async def admit(self, args: dict[str, Any]) -> dict[str, Any]: ...
     async def cast(self, op: str, args: dict[str, Any]) -> list[Any]: ...
 
 
@@ -60,6 +64,8 @@ class NodeState:
     proxied: dict[Any, str] = field(default_factory=dict)
     #: the access log with server.access_log, else None
     access_log: AccessLog | None = None
+    #: admission, shaping and steering (docs/OVERLOAD.md), set by the app
+    overload: OverloadState | None = None
 
     async def refresh(self) -> None:
         """Bring node-wide figures up to date before reading them (a no-op with one worker)."""

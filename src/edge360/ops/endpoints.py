@@ -16,6 +16,7 @@ from edge360.http.wire import Request
 from edge360.node.counters import TierGauge
 from edge360.node.state import NodeState
 from edge360.ops.metrics import NodeCollector, exposition, make_registry, stores_series
+from edge360.ops.overload import stats_fields
 
 #: egress samples kept (one a second): the egress rate is over this many seconds
 EGRESS_SAMPLES = 10
@@ -55,6 +56,7 @@ def stats_body(node: NodeState, samples: deque[tuple[float, int]]) -> dict[str, 
         "egress_bits_per_second": round(rate * 8, 1),
         "role": node.config.server.role,
         "workers": node.config.server.workers,
+        **stats_fields(node),  # admission, shaping, steering (docs/OVERLOAD.md)
     }
 
 

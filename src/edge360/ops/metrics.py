@@ -168,6 +168,18 @@ class NodeCollector(Collector):
         yield labelled("edge360_responses_cut_total",
                        "Answers whose body broke off (client gone, source broken)", ["reason"],
                        cuts)
+        # admission (docs/OVERLOAD.md): both results are known label sets from the start
+        admission = dict.fromkeys(("admitted", "queued"), 0)
+        admission.update(c.admission)
+        yield labelled("edge360_admission_total",
+                       "New viewers admitted, or refused with a place in the queue", ["result"],
+                       admission)
+        yield labelled("edge360_steering_total",
+                       "Master playlists and steering manifests by the pathway put first",
+                       ["pathway"], c.steering)
+        yield CounterMetricFamily("edge360_shaped_playlists_total",
+                                  "Master playlists served to new viewers with renditions left "
+                                  "out for the egress budget", value=c.shaped)
         hist = HistogramMetricFamily("edge360_upstream_request_duration_seconds",
                                      "Upstream time to response headers")
         hist.add_metric([], c.upstream_latency.buckets(), c.upstream_latency.total)

@@ -106,9 +106,11 @@ def parse_query(src: str | None, max_height: str | None,
     return PlayerQuery(src, cap, f"{parts.scheme.lower()}://{parts.netloc.lower()}", cmcd)
 
 
-def content_security_policy(query: PlayerQuery) -> str:
-    """A policy that lets the page run only edge360's own scripts and fetch only the title."""
-    connect = "'self'" + (f" {query.src_origin}" if query.src_origin else "")
+def content_security_policy(query: PlayerQuery, pathways: tuple[str, ...] = ()) -> str:
+    """A policy that lets the page run only edge360's own scripts and fetch only the title
+    (from any of the node's content steering pathways, `pathways`: their origins)."""
+    origins = [o for o in (query.src_origin, *pathways) if o]
+    connect = " ".join(["'self'", *dict.fromkeys(origins)])
     return "; ".join((
         "default-src 'none'",
         "script-src 'self'",
@@ -179,8 +181,10 @@ _SECURITY = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referre
 class PlayerPages:
     """GET /player and its static files (http.dispatch endpoints)."""
 
-    def __init__(self, player: Player) -> None:
+    def __init__(self, player: Player, pathways: tuple[str, ...] = ()) -> None:
         self.player = player
+        #: the origins of the node's steering pathways, which the player may be steered to
+        self.pathways = pathways
 
     def page(self, request: Request) -> Response:
         """GET /player: the page for `?src=` (default the demo), `?maxHeight=` and `?cmcd=`."""
@@ -189,7 +193,7 @@ class PlayerPages:
         body = self.player.render(query)
         return Response(200, encode_fields({
             "Content-Type": "text/html; charset=utf-8",
-            "Content-Security-Policy": content_security_policy(query),
+            "Content-Security-Policy": content_security_policy(query, self.pathways),
             "Cache-Control": "no-cache", **_SECURITY}), body=body)
 
     def static(self, request: Request) -> Response:
@@ -210,5 +214,10 @@ class PlayerPages:
         return out
 
 
-def player_pages() -> PlayerPages:
-    return PlayerPages(Player.load(find_hls()))
+def player_pages(steering: tuple[tuple[str, str], ...] = ()) -> PlayerPages:
+    """The pages; `steering`: the node's steering pathways (ID, base URL)."""
+    origins = []
+    for _, base in steering:
+        parts = urlsplit(base)
+        origins.append(f"{parts.scheme}://{parts.netloc}")
+    return PlayerPages(Player.load(find_hls()), tuple(origins))

@@ -25,6 +25,8 @@ from edge360.core.paths import CheckedPaths
 from edge360.core.ranges import ByteRange
 from edge360.hls.personalize import gzip_accepted, personalize
 from edge360.hls.rewrite import CompiledPlaylist
+from edge360.http import admission
+from edge360.http.masters import finish
 from edge360.http.represent import (
     Prepared,
     cors_headers,
@@ -103,6 +105,12 @@ class Origin:
         check_token(request, node, path)
         viewer = None if is_child_cache(request, node) else identify(
             request, node, opens=mf.compiled is not None)
+        if viewer is not None and mf.compiled is not None:  # admission (docs/OVERLOAD.md)
+            held = admission.gate(request, node, viewer, mf.title)
+            if held is not None:
+                return held if isinstance(held, Response) else admission.after(
+                    held, lambda: self._from_file(request, mf, viewer) if mf.body is None
+                    else self._recheck(request, mf, viewer))
         if mf.body is None:
             return self._from_file(request, mf, viewer)
         # file times are wall-clock times: the settle rule reads the wall clock, never the
@@ -133,8 +141,9 @@ class Origin:
             headers = content_headers(mf, self.cors, mf.etag, mf.last_modified)
             body = mf.body
             if mf.compiled is not None:
-                body, etag = personalize(mf.compiled.render(params), params, headers, mf.etag,
-                                         gzip_ok)
+                rendered = finish(self.node, viewer, mf.url_path, mf.title,
+                                  mf.compiled.render(params), headers)
+                body, etag = personalize(rendered, params, headers, mf.etag, gzip_ok)
                 headers["ETag"] = etag or ""
             found = (mf, Prepared(headers), body)
             if viewer is None or not viewer.minted:  # a minted sid is not asked for again

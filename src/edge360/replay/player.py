@@ -48,11 +48,14 @@ from edge360.replay.hls import (
     with_sid,
 )
 from edge360.replay.links import HEADROOM, LINKS, draw_link, expected_bitrate, pick
+from edge360.replay.live import follow
 from edge360.replay.model import Viewer
 from edge360.replay.profiles import HLSJS, PlayerProfile
+from edge360.replay.queue import admitted_master
 from edge360.replay.stats import Stats
+from edge360.replay.steer import Steerer, parse_pathways
 from edge360.replay.truth import Record
-from edge360.replay.wire import FetchError, Getter
+from edge360.replay.wire import Answer, FetchError, Getter
 
 # the parsers' old home: benchmarks/locustfile.py and the tests import them from here
 __all__ = ["BURST", "HEADROOM", "LINKS", "MediaPlaylist", "PlayerConfig", "PlaylistError",
@@ -108,6 +111,9 @@ class VirtualPlayer:
         self.variants: list[tuple[int, str]] = []
         self.names: dict[str, str] = {}
         self.bandwidth: dict[str, int] = {}
+        self.steer: Steerer | None = None         # the master's content steering, if any
+        self.refusal: Answer | None = None        # the master's last 503 (a queue, maybe)
+        self.waited = 0.0                         # real seconds it waited in a queue
 
     async def run(self) -> None:
         st = self.stats
@@ -148,9 +154,10 @@ class VirtualPlayer:
             su=buf is None or buf.starting, bs=buf is not None and buf.take_starved())
 
     async def _fetch(self, url: str, *, text: bool, brange: tuple[int, int] | None = None,
-                     bandwidth: int | None = None, duration: float | None = None
-                     ) -> str | int | None:
-        """GET url; the body as text (playlists) or its byte count (segments); None on failure."""
+                     bandwidth: int | None = None, duration: float | None = None,
+                     queue: bool = False) -> str | int | None:
+        """GET url; the body as text (playlists) or its byte count (segments); None on failure
+        (with `queue`, a 503 with Retry-After is kept in `refusal` for the caller instead)."""
         headers = {"Range": f"bytes={brange[0]}-{brange[1]}"} if brange else {}
         url = self._url(url)
         if self.cfg.cmcd:
@@ -164,6 +171,9 @@ class VirtualPlayer:
         try:
             got = await self.http.get(url, headers or None, keep_body=text)
             if got.status not in (200, 206):
+                if queue and got.status == 503 and got.header("Retry-After") is not None:
+                    self.refusal = got
+                    return None
                 self.stats.error(f"http_{got.status}")
                 return None
             self.stats.bytes += got.size
@@ -208,31 +218,37 @@ class VirtualPlayer:
     async def _play(self) -> None:
         cfg, v = self.cfg, self.viewer
         # with CMCD the master request's `sid` opens the session under the player's own id
-        body = await self._fetch(cfg.master_url, text=True)
-        if not isinstance(body, str):
+        admitted = await admitted_master(self)
+        if admitted is None:
             return
+        body, url = admitted
         try:
-            self.variants = parse_master(body, cfg.master_url)
+            self.variants = parse_master(body, url)
         except PlaylistError:
             self.stats.error("bad_playlist")
             return
+        self.bandwidth = {u: bw for bw, u in self.variants}  # every pathway's variants
+        paths = parse_pathways(body, url)
+        if paths.steered:
+            self.steer = Steerer(paths)
+            self.variants = self.steer.variants()
         if sid_of(self.variants[0][1]) is None:
             # the server does not hand out sessions: carry our own valid sid so it can count us
             self.own_sid = self.cmcd_sid if cfg.cmcd else secrets.token_urlsafe(12)
-        self.names = variant_names(body, cfg.master_url)
-        self.bandwidth = {url: bw for bw, url in self.variants}
+        self.names = variant_names(body, url)
         rendition = self._pick(self.variants)
         loaded = time.monotonic()
         playlist = await self._media(rendition)
         if playlist is None:
             return
         # a viewer already watching when the window opened has the profile's goal buffered
-        ahead = self._goal(rendition) if v.offset_s > 0 else 0.0
+        # (not one that had to wait in a queue: it was not watching, it was refused)
+        ahead = self._goal(rendition) if v.offset_s > 0 and not self.waited else 0.0
         self.buffer = PlayBuffer(cfg.profile, cfg.speed, time.monotonic(), inherited_s=ahead)
         if ahead > 0:
             self._watching(cfg.epoch if cfg.epoch is not None else self.started)
         if playlist.live:
-            await self._follow(rendition, playlist, loaded, self.buffer)
+            await follow(self, rendition, playlist, loaded, self.buffer)
         else:
             await self._vod(rendition, playlist, self.buffer)
 
@@ -269,6 +285,13 @@ class VirtualPlayer:
                 return
             if not await self._segment(seg, rendition, buffer):
                 failures += 1
+                moved = await self._repath(rendition, failed=True)
+                if moved is not None:  # its pathway failed: the same segment from another
+                    position = starts[index]
+                    rendition, playlist, _ = moved
+                    starts = playlist.starts
+                    index = bisect.bisect_left(starts, position - 1e-6)
+                    continue
                 if failures > RETRIES:
                     self.stats.gave_up += 1
                     return
@@ -286,7 +309,11 @@ class VirtualPlayer:
 
     async def _switch(self, rendition: str) -> tuple[str, MediaPlaylist, float] | None:
         """After a segment, the simulated link may change (cfg.switch_probability): the new
-        rendition, its media playlist and when that load began; None when the player stays."""
+        rendition, its media playlist and when that load began; None when the player stays.
+        Content steering may move it to another pathway first (`_repath`)."""
+        moved = await self._repath(rendition)
+        if moved is not None:
+            return moved
         if self.rng.random() >= self.cfg.switch_probability:
             return None
         new = self._pick(self.variants)
@@ -295,6 +322,35 @@ class VirtualPlayer:
         began = time.monotonic()
         switched = await self._media(new)
         return None if switched is None else (new, switched, began)
+
+    async def _repath(self, rendition: str, *, failed: bool = False
+                      ) -> tuple[str, MediaPlaylist, float] | None:
+        """Follow content steering (replay/steer.py): after a due reload of the steering
+        manifest, or at once when a segment of the current pathway failed, move to the pathway
+        it names, at the same rung; None when the player stays where it is."""
+        st, now = self.steer, time.monotonic()
+        if st is None:
+            return None
+        if failed:
+            target = st.failed(now)
+        elif st.due(now):
+            errors = st.errors
+            target = await st.poll(self.http, now, self.link)
+            self.stats.steering_polls += 1
+            self.stats.steering_errors += st.errors - errors
+        else:
+            return None
+        if target is None:
+            return None
+        new = st.same_rung(rendition, target)
+        playlist = await self._media(new)
+        if playlist is None:
+            st.penalized[target] = time.monotonic()
+            return None
+        st.pathway = target
+        self.variants = st.variants()
+        self.stats.pathway_moves += 1
+        return new, playlist, now
 
     async def _segment(self, seg: Segment, rendition: str, buffer: PlayBuffer) -> bool:
         """Fetch one segment and account for it (buffer, truth, link, rendition mix); False when
@@ -310,6 +366,9 @@ class VirtualPlayer:
             self.first_segment = sent
             self.stats.counting += 1
         self.fetched_s += seg.duration
+        if self.steer is not None:
+            pathways = self.stats.pathways
+            pathways[self.steer.pathway] = pathways.get(self.steer.pathway, 0) + 1
         # the simulated link carries BANDWIDTH x duration bits (compressed by speed)
         self.link_free = sent + bandwidth * seg.duration / (self.link * self.cfg.speed)
         self.stats.fetched(int(now // self.cfg.mix_bucket_s),
@@ -320,59 +379,6 @@ class VirtualPlayer:
             self.stats.startup.add(buffer.first_frame - self.started)
             self._watching(buffer.first_frame)
         return True
-
-    async def _follow(self, rendition: str, playlist: MediaPlaylist, loaded: float,
-                      buffer: PlayBuffer) -> None:
-        """Follow a live or event playlist (RFC 8216 §6.3.4-6.3.5) from its live edge until the
-        viewer leaves or the stream has ended and played out. Segments appear only as fast as
-        the stream makes them, so the buffer stays within the live window."""
-        cfg, st = self.cfg, self.stats
-        sequence = playlist.live_edge()
-        reload_at = loaded + playlist.reload_s / cfg.speed   # measured from the load's start
-        for _ in range(MAX_STEPS):
-            if time.monotonic() >= self.quit_at:
-                return
-            place = playlist.place(sequence)
-            if place == "over":         # EXT-X-ENDLIST and every segment fetched: play it out
-                buffer.end(time.monotonic())
-                await self._sleep_until(buffer.played_out_at(time.monotonic()))
-                return
-            if place == "behind":
-                # the window slid past the next segment: rejoin at the live edge, as players do
-                st.live_skips += 1
-                sequence = playlist.live_edge()
-                continue
-            seg = playlist.segment(sequence)     # None: not published yet ("ahead")
-            due = None if seg is None else max(
-                buffer.due(time.monotonic(), self._goal(rendition)), self.link_free)
-            # fetch when the buffer wants the segment before the next reload is due; a full
-            # buffer still reloads on time, as a player keeps its playlist fresh
-            if seg is not None and due is not None and (not playlist.live or due <= reload_at):
-                if not await self._sleep_until(due):
-                    return
-                sequence += 1
-                if not await self._segment(seg, rendition, buffer):
-                    continue
-                change = await self._switch(rendition)
-                if change is not None:
-                    # go on with the same media sequence number in the new rendition: common
-                    # live packagers number the renditions alike, though RFC 8216 §6.3 tells
-                    # clients not to assume it; a server that differs would need matching by
-                    # EXT-X-PROGRAM-DATE-TIME instead
-                    rendition, playlist, began = change
-                    reload_at = began + playlist.reload_s / cfg.speed
-                continue
-            if not await self._sleep_until(reload_at):
-                return
-            began = time.monotonic()
-            reloaded = await self._media(rendition)
-            st.reloads += 1
-            if reloaded is not None and reloaded != playlist:
-                playlist = reloaded
-                reload_at = began + playlist.reload_s / cfg.speed
-            else:
-                # §6.3.4: unchanged (or failed), so retry after half a target duration
-                reload_at = time.monotonic() + playlist.reload_s / 2 / cfg.speed
 
     async def _sleep_until(self, when: float) -> bool:
         """Sleep until `when`, recording how late the wake-up came; False (after sleeping until

@@ -280,6 +280,7 @@ def _summarise(plan: Plan, info: TargetInfo, live: Live, stats: Stats, rule: tru
         "stall_ratio": stall, **_pacing(plan, info, stats, stall),
         "playlist_reloads": stats.reloads, "live_skips": stats.live_skips,
         "latency_p99_s": None if p99 is None else round(p99, 4),
+        **stats.summary(),  # admission queue waits, steering moves (docs/OVERLOAD.md)
         "idle_timeout": info.idle_timeout, "target": plan.target,
         "real_seconds": round(live.samples[-1][0], 2) if live.samples else 0.0,
         "total_viewers_sampled": len(viewers),

@@ -42,6 +42,20 @@ class Stats:
     mix: dict[tuple[int, str], float] = field(default_factory=dict)
     #: each rendition name's BANDWIDTH, to stack the mix from the lowest rendition up
     mix_bandwidth: dict[str, int] = field(default_factory=dict)
+    #: admission queues (replay/queue.py): players refused at least once, 503s they got, those
+    #: admitted after waiting (and how long they waited), those that left while waiting
+    queued: int = 0
+    refusals: int = 0
+    queue_admitted: int = 0
+    queue_left: int = 0
+    queue_wait: Histogram = field(default_factory=Histogram)
+    queue_wait_max: float = 0.0
+    #: content steering (replay/steer.py): pathway moves, manifest loads and failed ones, and
+    #: the media segments fetched from each pathway
+    pathway_moves: int = 0
+    steering_polls: int = 0
+    steering_errors: int = 0
+    pathways: dict[str, int] = field(default_factory=dict)
 
     @property
     def idle_timeout(self) -> float:
@@ -82,7 +96,12 @@ class Stats:
                 "played_s": self.played_s, "reloads": self.reloads,
                 "live_skips": self.live_skips, "gave_up": self.gave_up,
                 "records": [tuple(r) for r in self.records], "mix": self.mix,
-                "mix_bandwidth": self.mix_bandwidth}
+                "mix_bandwidth": self.mix_bandwidth, "queued": self.queued,
+                "refusals": self.refusals, "queue_admitted": self.queue_admitted,
+                "queue_left": self.queue_left, "queue_wait": self.queue_wait.counts,
+                "queue_wait_max": self.queue_wait_max, "pathway_moves": self.pathway_moves,
+                "steering_polls": self.steering_polls, "steering_errors": self.steering_errors,
+                "pathways": self.pathways}
 
     def merge(self, wire: dict[str, Any]) -> None:
         """Add a worker's `to_wire` figures into these."""
@@ -101,3 +120,29 @@ class Stats:
         for key, seconds in wire["mix"].items():
             self.mix[key] = self.mix.get(key, 0.0) + seconds
         self.mix_bandwidth.update(wire["mix_bandwidth"])
+        for name in ("queued", "refusals", "queue_admitted", "queue_left", "pathway_moves",
+                     "steering_polls", "steering_errors"):
+            setattr(self, name, getattr(self, name) + int(wire.get(name, 0)))
+        self.queue_wait.merge(Histogram(list(wire.get("queue_wait", Histogram().counts))))
+        self.queue_wait_max = max(self.queue_wait_max, float(wire.get("queue_wait_max", 0.0)))
+        for pathway, n in wire.get("pathways", {}).items():
+            self.pathways[pathway] = self.pathways.get(pathway, 0) + int(n)
+
+    def summary(self) -> dict[str, Any]:
+        """The queue and steering figures of the report (docs/OVERLOAD.md, "Proof by replay")."""
+        wait = self.queue_wait
+        return {
+            "queue": {"queued_viewers": self.queued, "refusals": self.refusals,
+                      "admitted_from_queue": self.queue_admitted,
+                      "left_while_queued": self.queue_left,
+                      "wait_p50_s": _round(wait.percentile(0.5)),
+                      "wait_p95_s": _round(wait.percentile(0.95)),
+                      "wait_max_s": round(self.queue_wait_max, 3)},
+            "steering": {"pathway_moves": self.pathway_moves, "manifests": self.steering_polls,
+                         "manifest_errors": self.steering_errors,
+                         "segments_by_pathway": dict(sorted(self.pathways.items()))},
+        }
+
+
+def _round(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)

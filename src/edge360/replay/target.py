@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -16,6 +16,9 @@ from edge360.core.errors import UsageError
 from edge360.replay.hls import PlaylistError, parse_master, parse_media
 
 DEFAULT_IDLE_TIMEOUT = 30.0
+#: times the probe waits in a target's admission queue, and the longest wait it takes each time
+PROBE_QUEUE_TRIES = 4
+PROBE_QUEUE_WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -56,10 +59,7 @@ async def probe(target: str) -> TargetInfo:
     base = _origin(target)
     async with aiohttp.ClientSession(timeout=timeout) as http:
         try:
-            async with http.get(target) as resp:
-                if resp.status != 200:
-                    raise UsageError(f"--target {target} answered HTTP {resp.status}")
-                text = await resp.text(errors="replace")
+            text = await _master(http, target)
         except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
             raise UsageError(f"--target {target} is unreachable: {exc or type(exc).__name__}"
                              ) from None
@@ -82,6 +82,25 @@ async def probe(target: str) -> TargetInfo:
                       has_metrics=has_metrics, metrics_url=base + "/metrics",
                       variants=len(variants), time_scale=scale or None, segment_s=segment_s,
                       bandwidths=tuple(bw for bw, _ in variants), size_ratio=ratio)
+
+
+async def _master(http: aiohttp.ClientSession, target: str) -> str:
+    """The target's master playlist; a target whose admission queue holds the probe (503 with
+    Retry-After, docs/OVERLOAD.md) is asked again after the wait it names, a few times."""
+    url = target
+    for attempt in range(PROBE_QUEUE_TRIES):
+        async with http.get(url) as resp:
+            if resp.status == 200:
+                return await resp.text(errors="replace")
+            wait = resp.headers.get("Retry-After", "")
+            if resp.status != 503 or not wait.isdigit() or attempt + 1 == PROBE_QUEUE_TRIES:
+                raise UsageError(f"--target {target} answered HTTP {resp.status}")
+            with contextlib.suppress(ValueError, aiohttp.ContentTypeError):
+                data = await resp.json(content_type=None)
+                if isinstance(data, dict) and isinstance(data.get("retry"), str):
+                    url = urljoin(target, data["retry"])
+        await asyncio.sleep(min(float(wait), PROBE_QUEUE_WAIT_S))
+    raise UsageError(f"--target {target} kept its queue closed")
 
 
 def _number(value: object, default: float | None) -> float | None:

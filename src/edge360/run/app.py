@@ -25,12 +25,14 @@ from edge360.node.counters import Counters, TrackerView
 from edge360.node.state import NodeState
 from edge360.node.tasks import TaskGroup
 from edge360.ops.endpoints import Endpoints
+from edge360.ops.overload import Overload, OverloadCollector
 from edge360.ops.player import player_pages
 from edge360.origin.role import OriginRole
 from edge360.security import keyset
 from edge360.security import tokens as auth
 from edge360.security.clientaddr import TrustedProxies
 from edge360.sessions.statefile import new_tracker
+from edge360.sessions.tracker import SessionTracker
 
 
 class Role(Protocol):
@@ -71,6 +73,10 @@ class App:
         self.tasks = TaskGroup()
         self.limits = Limits(config)
         self.endpoints = Endpoints(node)
+        # admission, shaping, steering (docs/OVERLOAD.md); one process holds the session table
+        self.overload = Overload(node, node.tracker if isinstance(node.tracker, SessionTracker)
+                                 else None)
+        self.endpoints.registry.register(OverloadCollector(node))
         self.role: Role = OriginRole(node, self.tasks) if config.server.role == "origin" \
             else EdgeRole(node)
         self.dispatcher: Dispatcher | None = None
@@ -84,8 +90,11 @@ class App:
         await self.role.start()
         content = self.role.content
         assert content is not None
-        routes = {**self.endpoints.routes(), **player_pages().routes(), **self.role.routes()}
+        routes = {**self.endpoints.routes(),
+                  **player_pages(self.node.config.steering.pathways).routes(),
+                  **self.role.routes(), **self.overload.routes()}
         self.dispatcher = Dispatcher(self.node, self.limits, content, routes)
+        self.overload.start(self.tasks)
 
         async def tick() -> None:
             self.endpoints.tick()
@@ -106,6 +115,7 @@ class App:
 
     async def close(self) -> None:
         await self.tasks.close()
+        await self.overload.close()
         await self.role.close()
         if self.node.access_log is not None:
             self.node.access_log.close()  # the last lines, after every answer

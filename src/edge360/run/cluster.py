@@ -34,6 +34,7 @@ from edge360.run import ports
 from edge360.run.hub import Hub
 from edge360.run.lifeline import die_with_parent
 from edge360.run.server import ready_line, serve, setup_logging
+from edge360.security import tickets
 from edge360.security.keyset import read_keys
 from edge360.sessions.statefile import load_tracker, save_tracker
 
@@ -204,7 +205,7 @@ def _reloads_wait_until_ready() -> None:
 
 def _expire(hub: Hub) -> Callable[[], Any]:
     async def tick() -> None:
-        hub.tracker.expire(hub.clock())
+        hub.observe()  # expires sessions, and feeds the admission queue's churn
     return tick
 
 
@@ -216,6 +217,12 @@ def run_node(config: Config, *, loop_factory: Callable[[], Any] | None,
     _reloads_wait_until_ready()
     # refusals that concern the whole node come before the address is touched: one line, exit 2
     read_keys(config)
+    if not tickets.read_keys(config) and config.server.workers > 1:
+        # the workers must sign and check each other's admission tickets (docs/OVERLOAD.md)
+        key = tickets.node_key_text()
+        config = config.replace("admission", keys=key)
+        if source is not None:  # a reload resolves the same key again
+            source = dataclasses.replace(source, flags={**source.flags, "admission.keys": key})
     listeners = ports.claim(config, count=config.server.workers, takeover=takeover)
     try:
         if len(listeners.serve) > 1:

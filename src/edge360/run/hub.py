@@ -5,6 +5,9 @@ A viewer's requests may land on any worker, so no worker can count sessions alon
 batches its touches (key, time, title, rendition, bytes, and what the play-out rule needs: media
 seconds, track, CMCD) and sends them to the hub over a Unix socket every BATCH_SECONDS, together
 with its counters; the hub applies them to the one tracker.
+Admission (docs/OVERLOAD.md) is decided here too, so a node admits exactly up to its capacity
+whichever worker a viewer reaches: a worker sends its batch with the question, and the hub
+answers from the one session table and the one queue.
 A worker answering /metrics or /api/stats first flushes its batch and asks the hub for a snapshot,
 so every answer is node-wide and includes that worker's own latest requests; the snapshot carries
 the births of young counter label sets (node.debuts), kept by the hub for the whole node. Admin
@@ -25,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import secrets
 import struct
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +44,8 @@ from edge360.node.counters import (
 )
 from edge360.node.debuts import Debuts
 from edge360.node.tasks import TaskGroup
+from edge360.sessions import admission
+from edge360.sessions.admission import Queue
 from edge360.sessions.cmcd import Playback
 from edge360.sessions.playout import MAIN
 from edge360.sessions.tracker import SessionTracker
@@ -87,6 +93,9 @@ class Hub:
     def __init__(self, tracker: SessionTracker, clock: Callable[[], float]) -> None:
         self.tracker = tracker
         self.clock = clock
+        #: the node's admission queue; its epoch is the node's id in /api/stats
+        self.queue = Queue(secrets.token_hex(6))
+        self.hold = 120.0  # sessions.queue_hold as the workers last said it
         #: the latest counters of each live worker connection
         self.counters: dict[int, dict[str, Any]] = {}
         #: what workers that have gone counted (see the module docstring)
@@ -113,6 +122,25 @@ class Hub:
                   media=float(media), track=int(track),
                   cmcd=None if cmcd is None else Playback.from_wire(cmcd))
         self._floor = floor
+
+    def admit(self, a: dict[str, Any]) -> list[int]:
+        """A worker's admission question, answered from the node's table and queue (its own
+        batch, sent with the question, is already applied)."""
+        ticket = a.get("ticket")
+        self.hold = float(a["hold"])
+        now = max(self.clock(), self._floor)
+        verdict = admission.admit(
+            self.tracker, self.queue, now, key=str(a["key"]), explicit=bool(a["explicit"]),
+            title=str(a["title"]), capacity=int(a["capacity"]), hold=self.hold,
+            idle=float(a["idle"]), spare=bool(a.get("spare")),
+            ticket=None if not ticket else (str(ticket[0]), int(ticket[1])))
+        return admission.to_wire(verdict)
+
+    def observe(self) -> None:
+        """Once a second: the sessions ended so far, for the queue's churn."""
+        now = self.clock()
+        self.tracker.expire(now)
+        self.queue.observe(now, self.tracker.views - self.tracker.active)
 
     def merged_counters(self) -> Counters:
         total = Counters()
@@ -143,6 +171,9 @@ class Hub:
                     self.demo = bool(msg.get("demo"))
                     if len(self.ready) >= self.expected:
                         self.ready_event.set()
+                elif kind == "admit":
+                    write_frame(writer, {"t": "admit", "id": msg["id"],
+                                         "r": self.admit(msg["a"]), "e": self.queue.epoch})
                 elif kind == "snap":
                     self.tasks.spawn(self._snap(writer, msg), "hub-snap")
                 elif kind == "cast":
@@ -186,6 +217,8 @@ class Hub:
         await self.fanout("flush", None, within=2)
         now = self.clock()
         view = tracker_view(self.tracker, now)
+        view["admission"] = {"node_id": self.queue.epoch, "epoch": self.queue.epoch,
+                             "queued": self.queue.waiting(now, self.hold)}
         counters = self.merged_counters()
         self.debuts.observe(rate_families(counters, view["views_by_title"],
                                           view["watch_seconds_by_title"]), now)
@@ -276,6 +309,12 @@ class HubClient:
         self.node_counters = counters_from_dict(msg["c"])
         self.node_counters.debuts = Debuts.from_young(msg.get("y", []))
 
+    async def admit(self, args: dict[str, Any]) -> dict[str, Any]:
+        """Ask the hub whether a new viewer may open a session (sessions.admission): the
+        verdict (`v`, sessions.admission.to_wire) and the queue's epoch (`epoch`)."""
+        msg = await self._request("admit", a=args)
+        return {"v": [int(x) for x in msg["r"]], "epoch": str(msg.get("e", ""))}
+
     async def cast(self, op: str, args: dict[str, Any]) -> list[Any]:
         """Run `op` on every worker of the node (this one included); their results."""
         msg = await self._request("cast", op=op, args=args)
@@ -291,7 +330,7 @@ class HubClient:
             while True:
                 msg = await read_frame(self._reader)
                 kind = msg.get("t")
-                if kind in ("snap", "cast"):
+                if kind in ("snap", "cast", "admit"):
                     fut = self._waiters.get(int(msg["id"]))
                     if fut is not None and not fut.done():
                         fut.set_result(msg)

@@ -31,18 +31,23 @@ def _source(config: Config) -> str:
 def _text(config: Config) -> str:
     if not config.auth.keys_file:
         return config.auth.keys
-    path = config.auth.keys_file
+    return read_key_file("auth.keys_file", config.auth.keys_file)
+
+
+def read_key_file(setting: str, path: str) -> str:
+    """The text of a keys file (bounded, UTF-8); ConfigError naming `setting` when it cannot be
+    used."""
     try:
         with open(path, "rb") as fh:
             raw = fh.read(MAX_KEYS_FILE + 1)
     except OSError as e:
-        raise ConfigError("auth.keys_file", f"cannot read {path!r}: {e.strerror or e}") from None
+        raise ConfigError(setting, f"cannot read {path!r}: {e.strerror or e}") from None
     if len(raw) > MAX_KEYS_FILE:
-        raise ConfigError("auth.keys_file", f"{path!r} is larger than {MAX_KEYS_FILE} bytes")
+        raise ConfigError(setting, f"{path!r} is larger than {MAX_KEYS_FILE} bytes")
     try:
         return raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise ConfigError("auth.keys_file", f"{path!r} is not UTF-8 text") from None
+        raise ConfigError(setting, f"{path!r} is not UTF-8 text") from None
 
 
 def read_keys(config: Config) -> tuple[Key, ...]:

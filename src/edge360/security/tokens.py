@@ -231,11 +231,17 @@ def _param_name(pair: str) -> str:
     return unquote_plus(pair.partition("=")[0])
 
 
+#: query parameters that are credentials: a signed token, an admission ticket (it lets its
+#: holder in past a full node: docs/OVERLOAD.md, "Tickets")
+_REDACTED = frozenset({"token", "ticket"})
+
+
 def redact_query(query: str) -> str:
-    """The raw query with each `token` value replaced by *** for access logs; all else kept."""
+    """The raw query with each `token` and `ticket` value replaced by *** for access logs; all
+    else kept."""
     if not query:
         return query
     out = []
     for pair in query.split("&"):
-        out.append(f"{pair.partition('=')[0]}=***" if _param_name(pair) == "token" else pair)
+        out.append(f"{pair.partition('=')[0]}=***" if _param_name(pair) in _REDACTED else pair)
     return "&".join(out)

@@ -288,6 +288,11 @@ class SessionTracker:
         """Sessions that have fetched only playlists so far."""
         return len(self._starting)
 
+    def has(self, key: str, now: float) -> bool:
+        """Whether session `key` is open at `now` (starting or active)."""
+        self.expire(now)
+        return key in self._active or key in self._tail or key in self._starting
+
     @property
     def watch_seconds_by_title(self) -> dict[str, float]:
         """Watch seconds per title, settled up to `idle_timeout` before the last expiry."""

@@ -24,7 +24,7 @@ from edge360.sessions.cmcd import Playback
 
 #: query parameters that identify one viewer: never in a cache key, never copied from an upstream
 #: URI into another viewer's playlist
-VIEWER_PARAMS = frozenset({"sid", "token", "CMCD"})
+VIEWER_PARAMS = frozenset({"sid", "token", "CMCD", "ticket"})
 #: answers that count in the viewer's session: content served, or confirmed unchanged (304);
 #: a refusal or an error does not keep a session alive
 _COUNTED = frozenset({200, 206, 304})
@@ -40,6 +40,13 @@ class Viewer:
     address: str
     minted: bool = False  # the sid was minted for this request: no later request carries it yet
     cmcd: Playback | None = None  # what the request's CMCD says about playback
+    #: admission (docs/OVERLOAD.md), set by the playlist's admission check: the admitted ticket
+    #: the viewer carries, the pathway it starts on, whether it is a new viewer, and whether it
+    #: was sent to play on another node (then it takes no seat and opens no session here)
+    ticket: str | None = None
+    pathway: str | None = None
+    fresh: bool = False
+    away: bool = False
 
     def params(self) -> str:
         """The query fragment appended to every URI of a playlist served to this viewer."""
@@ -48,6 +55,8 @@ class Viewer:
             parts.append("sid=" + self.sid)  # valid sids are URL-safe by their pattern
         if self.token:
             parts.append("token=" + quote(self.token, safe=""))
+        if self.ticket:
+            parts.append("ticket=" + self.ticket)  # tickets are URL-safe by their format
         return "&".join(parts)
 
 
