@@ -175,6 +175,10 @@ def test_a_viewer_counts_from_its_first_segment_until_playback_ends(
     names = set().union(*(set(m) for m in while_active))
     for query in dashboard_queries(DASHBOARD):
         for name in metric_names(query):
+            if name.startswith("edge360_steering_"):
+                # a series per configured pathway: this edge steers nothing, and the live
+                # Prometheus test checks those panels on an edge that does
+                continue
             assert {name, name + "_total", name + "_bucket"} & names, (query, name)
 
     if cmcd is not None:
