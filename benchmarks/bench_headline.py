@@ -1,7 +1,7 @@
 """The headline run: the first day's peak window replayed against ONE edge node at real pace, each
 virtual viewer on its own connection, ramped until it breaks.
 
-An edge360 origin and ONE edge360 node (`serve --role edge --workers E`, fast path on,
+An edge360 origin and ONE edge360 node (`serve --role edge --workers E`,
 sessions.idle_timeout 30 s, sessions.per_ip_per_minute = 0, limits.max_connections = 70,000)
 serve a title of tiny 6 s segments (three renditions, each a 2-minute ladder of a few hundred
 bytes per segment, replayed with `--loop` so a viewer part-way through the two-hour film keeps
@@ -357,7 +357,7 @@ def _edge_config(tmp: Path, workers: int) -> Path:
     path.write_text(
         "[sessions]\nidle_timeout = 30\nper_ip_per_minute = 0\n"
         f"[limits]\nmax_connections = {MAX_CONNECTIONS}\n"
-        f"[server]\nfastpath = true\nworkers = {workers}\n")
+        f"[server]\nworkers = {workers}\n")
     return path
 
 
@@ -412,7 +412,7 @@ def ramp(steps: list[int], seconds: float, ramp_s: float) -> dict[str, Any]:
             "ramp_s": ramp_s, "connections": "per-viewer",
             "settings": {"sessions.per_ip_per_minute": 0,
                          "limits.max_connections": MAX_CONNECTIONS,
-                         "sessions.idle_timeout": 30, "server.fastpath": True,
+                         "sessions.idle_timeout": 30,
                          "player_profile": "hlsjs"},
             "nofile": resource.getrlimit(resource.RLIMIT_NOFILE)[0],
             "steps": out, "largest_clean": max(clean) if clean else None,

@@ -162,17 +162,3 @@ def test_window_sliding_bound(limit: int, window: float, ts: list[float]) -> Non
     allowed = [t for t in ts if wc.allow("k", t)]
     for start in allowed:
         assert sum(1 for t in allowed if start <= t < start + window) <= 2 * limit
-
-
-def test_refund_gives_back_one_spent_token_up_to_the_burst() -> None:
-    limiter = TokenBucketLimiter(rate=1.0, burst=2, max_keys=10)
-    assert limiter.check("a", 0.0) == 0 and limiter.check("a", 0.0) == 0
-    assert limiter.check("a", 0.0) > 0  # the burst is spent
-    limiter.refund("a")
-    assert limiter.check("a", 0.0) == 0  # the refunded token
-    limiter.refund("a")
-    limiter.refund("a")
-    limiter.refund("a")  # never more than the burst
-    assert [limiter.check("a", 0.0) == 0 for _ in range(3)] == [True, True, False]
-    limiter.refund("unknown")  # a key never seen (or dropped): nothing to give back
-    assert len(limiter) == 1

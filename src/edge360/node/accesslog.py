@@ -11,7 +11,8 @@ lines than stop serving.
 The record: ts, client, method, path, query (token values redacted), status, bytes (sent on the
 wire for the answer: status line, header and body, like nginx's $bytes_sent), ms, cache (X-Cache)
 and ua. No other request header is written, so an Authorization bearer never reaches
-the log. Both the aiohttp path (middleware) and the fast path (fasthttp) write through here.
+the log. Every answer of the one content plane and of the control plane is written here, once
+(http.dispatch).
 """
 
 from __future__ import annotations

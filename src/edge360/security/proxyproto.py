@@ -7,7 +7,7 @@ ignored, so a misrouted client cannot slip past its balancer's limits), and so i
 does not parse or does not end within limits.header_timeout. Then the real protocol is installed
 on the transport with `set_protocol` and gets the bytes after the header. The source address the
 header names is recorded in `clients` (transport -> address) for the connection's lifetime; the
-fast path and aiohttp's handlers read it there as the TCP peer (rate limits, session fallback,
+content plane reads it there as the TCP peer (rate limits, session fallback,
 access log). LOCAL and UNKNOWN headers (balancer health checks) keep the real peer.
 """
 

@@ -58,13 +58,6 @@ class TokenBucketLimiter:
             self._buckets.popitem(last=False)
         return wait
 
-    def refund(self, key: str) -> None:
-        """Give back the token an allowed request spent, when another path will charge that
-        request itself (the fast path handing it to aiohttp), so it is charged once."""
-        state = self._buckets.get(key)
-        if state is not None:
-            self._buckets[key] = (min(self.burst, state[0] + 1.0), state[1])
-
 
 class WindowCounter:
     """At most `limit` events per key in each window of `window` seconds.

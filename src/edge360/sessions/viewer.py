@@ -2,12 +2,10 @@
 request belongs to, when it opens a session under a fresh sid, when that opening counts against
 sessions.per_ip_per_minute, and which answers count in a session.
 
-Three callers apply them and must never disagree: `viewers` (the aiohttp handlers of both roles),
-`fastpath` (the httptools hit path, answering exactly as aiohttp would) and `limits` (the
-session-open bound). They pass a request's query and header fields as mappings: `query.get(name)`
-is the first value of a repeated name (as aiohttp's query is read), header fields are looked up by
-lower-case name (aiohttp's fields are case-insensitive, the fast path's lower-cased). The id
-precedence and the sid format themselves are `sessions.identity`'s.
+The content plane applies them (http.viewers, http.guard, http.admission and the handlers of
+both roles). They take a request's query and header fields as mappings: `query.get(name)` is the
+first value of a repeated name, header fields are looked up by lower-case name (the wire reader
+lower-cases them). The id precedence and the sid format themselves are `sessions.identity`'s.
 """
 
 from __future__ import annotations
