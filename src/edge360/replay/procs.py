@@ -14,6 +14,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -80,8 +81,13 @@ async def _sampler(live: Live, stop: asyncio.Event, done: asyncio.Event,
                 await asyncio.wait_for(asyncio.shield(done.wait()), timeout=1.0)
 
 
-def _child(conn: Connection, share: Share) -> None:
-    """A forked worker: run its share, send progress each second and everything at the end."""
+def _child(conn: Connection, share: Share, parents: list[Connection]) -> None:
+    """A forked worker: run its share, send progress each second and everything at the end.
+
+    The parent's read ends it inherited are closed first: while this process held its own
+    pipe's read end, a send to a parent that died would wait forever for a reader."""
+    for end in parents:
+        end.close()
     async def main() -> Stats:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -89,10 +95,14 @@ def _child(conn: Connection, share: Share) -> None:
             loop.add_signal_handler(sig, stop.set)
 
         def tick(st: Stats) -> None:
-            conn.send(("progress", st.progress(time.monotonic())))
+            try:
+                conn.send(("progress", st.progress(time.monotonic())))
+            except OSError:  # the parent is gone: nobody to play for
+                stop.set()
         return await run_share(share, stop, tick)
     stats = asyncio.run(main())
-    conn.send(("result", stats.to_wire()))
+    with contextlib.suppress(OSError):
+        conn.send(("result", stats.to_wire()))
     conn.close()
 
 
@@ -129,7 +139,8 @@ def run_forked(shares: list[Share], live: Live, total: Stats) -> Stats:
     children: list[tuple[Any, Connection]] = []
     for share in shares:
         parent_end, child_end = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_child, args=(child_end, share), daemon=True)
+        parents = [c for _, c in children] + [parent_end]
+        proc = ctx.Process(target=_child, args=(child_end, share, parents), daemon=True)
         proc.start()
         child_end.close()
         children.append((proc, parent_end))
@@ -138,7 +149,6 @@ def run_forked(shares: list[Share], live: Live, total: Stats) -> Stats:
         stop, done = asyncio.Event(), asyncio.Event()
         loop = asyncio.get_running_loop()
         progress: dict[int, dict[str, Any]] = {}
-        finished: set[int] = set()
 
         def on_stop() -> None:
             stop.set()
@@ -146,23 +156,6 @@ def run_forked(shares: list[Share], live: Live, total: Stats) -> Stats:
                 if proc.pid is not None and proc.is_alive():
                     os.kill(proc.pid, signal.SIGINT)
         loop.add_signal_handler(signal.SIGINT, on_stop)
-
-        def reader(k: int, conn: Connection) -> None:
-            try:
-                kind, wire = conn.recv()
-            except EOFError:
-                kind, wire = "result", None
-            if kind == "progress":
-                progress[k] = wire
-                return
-            loop.remove_reader(conn.fileno())
-            if wire is not None:
-                total.merge(wire)
-            finished.add(k)
-            if len(finished) == len(children):
-                done.set()
-        for k, (_, conn) in enumerate(children):
-            loop.add_reader(conn.fileno(), reader, k, conn)
 
         def snap(_: float) -> Snapshot:
             hist = Histogram()
@@ -173,7 +166,8 @@ def run_forked(shares: list[Share], live: Live, total: Stats) -> Stats:
                     sum(w["requests"] for w in progress.values()),
                     sum(w["errors"] for w in progress.values()), hist.percentile(0.99))
         sampler = asyncio.create_task(_sampler(live, stop, done, snap))
-        await done.wait()
+        await gather([conn for _, conn in children], progress.__setitem__, total.merge)
+        done.set()
         await sampler
         loop.remove_signal_handler(signal.SIGINT)
     asyncio.run(coordinate())
@@ -181,3 +175,47 @@ def run_forked(shares: list[Share], live: Live, total: Stats) -> Stats:
         proc.join(timeout=10)
         conn.close()
     return total
+
+
+async def gather(conns: list[Connection], on_progress: Callable[[int, Any], None],
+                 on_result: Callable[[Any], None]) -> None:
+    """Read every worker's pipe until its result (or its end), calling back on this loop.
+
+    Each pipe is read with blocking reads in a thread of its own: a worker's result is
+    megabytes, far more than a pipe holds, so one message takes many reads, and a pipe an event
+    loop watches is non-blocking (uvloop makes it so), where such a read fails half-way with
+    EAGAIN and the rest of the stream is lost. A worker that died sends nothing more: its pipe
+    ends (EOFError) and it counts as finished with nothing to merge."""
+    loop = asyncio.get_running_loop()
+    finished = asyncio.Event()
+    left = [len(conns)]
+
+    def deliver(k: int, kind: str, wire: Any) -> None:
+        if kind == "progress":
+            on_progress(k, wire)
+            return
+        if wire is not None:
+            on_result(wire)
+        left[0] -= 1
+        if left[0] == 0:
+            finished.set()
+
+    def pump(k: int, conn: Connection) -> None:
+        os.set_blocking(conn.fileno(), True)  # whatever watched it before
+        while True:
+            try:
+                kind, wire = conn.recv()
+            except Exception:  # an ended or unreadable stream ends that worker
+                kind, wire = "result", None
+            with contextlib.suppress(RuntimeError):  # the loop is gone: nobody waits any more
+                loop.call_soon_threadsafe(deliver, k, kind, wire)
+            if kind != "progress":
+                return
+    threads = [threading.Thread(target=pump, args=(k, conn), daemon=True,
+                                name=f"replay-worker-{k}") for k, conn in enumerate(conns)]
+    for t in threads:
+        t.start()
+    if conns:
+        await finished.wait()
+    for t in threads:
+        t.join(timeout=5)
