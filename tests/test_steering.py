@@ -59,7 +59,22 @@ def test_order_by_free_capacity_full_then_down_last() -> None:
     # the pathway a viewer is on is full only when it holds more than its capacity
     both = [Pathway("b", active=100, capacity=100), Pathway("c", active=100, capacity=100)]
     assert order(both, current="c") == ["c", "b"]
-    assert order([*both[:1], Pathway("c", active=101, capacity=100)], current="c")[0] == "b"
+    assert order([Pathway("b", active=99, capacity=100), Pathway("c", active=101, capacity=100)],
+                 current="c")[0] == "b"
+
+
+def test_only_the_excess_of_a_full_pathway_moves_and_only_to_room() -> None:
+    # 120 viewers on a pathway of 100: 20 of them (by their stable draws) move, the rest stay
+    over = [Pathway("a", active=120, capacity=100), Pathway("b", active=10, capacity=100)]
+    moved = sum(order(over, current="a", draw=i / 120)[0] == "b" for i in range(120))
+    assert moved == 20
+    # no pathway has room: nobody moves from one full pathway to another
+    jammed = [Pathway("a", active=120, capacity=100), Pathway("b", active=100, capacity=100)]
+    assert all(order(jammed, current="a", draw=i / 120)[0] == "a" for i in range(120))
+    # a player whose throughput the full pathway has no headroom for leaves it
+    slow = [Pathway("a", active=120, capacity=100, headroom=1e6), Pathway("b", active=10,
+                                                                          capacity=100)]
+    assert order(slow, current="a", throughput=5e6, draw=0.99)[0] == "b"
 
 
 def test_the_current_pathway_stays_unless_over_its_share() -> None:

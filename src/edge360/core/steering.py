@@ -18,7 +18,9 @@ The player's current pathway (`_HLS_pathway`) stays first while it has room and 
 than its share of the fleet's viewers (plus a little slack, so single viewers do not flap). When
 it carries more, only the excess moves: each player of that pathway moves with probability
 excess / viewers, decided by a stable draw from its session id, so a whole pathway never moves
-at once. A new viewer goes where the shares most need one (`assign`). Pure: no clock, no I/O.
+at once. The same holds for a full pathway: only its viewers over its capacity move, and only
+when another pathway has room. A new viewer goes where the shares most need one (`assign`).
+Pure: no clock, no I/O.
 """
 
 from __future__ import annotations
@@ -88,7 +90,24 @@ def order(paths: Sequence[Pathway], *, current: str | None = None,
     elif here is not None and len(room) > 1:
         room.remove(here)
         room.append(here)  # it moves: its pathway last among those with room
+    crowded = next((p for p in full if p.id == current), None)
+    if crowded is not None and not (room and _leaves(crowded, draw, throughput)):
+        # only the excess of a full pathway leaves, and only for one with room: were every
+        # player of it to move, the pathway they move to would be full in its turn (and the one
+        # they left would still count them while their buffers play out), and back they come
+        full.remove(crowded)
+        room.insert(0, crowded)
     return [p.id for p in (*room, *full, *down)]
+
+
+def _leaves(p: Pathway, draw: float, throughput: float | None) -> bool:
+    """Whether a player of the full pathway `p` is one of those that leave: every one whose
+    throughput it has no egress headroom for, else the share of its players over its capacity."""
+    if throughput is not None and p.headroom is not None and p.headroom < throughput:
+        return True
+    if p.capacity > 0 and p.active:
+        return draw < (p.active - p.capacity) / p.active
+    return True
 
 
 def _moves(paths: Sequence[Pathway], here: Pathway, draw: float) -> bool:
