@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness
+from benchmarks.media import published
 
 SEGMENT_S = 6.0
 SEGMENTS = 20                # 2 minutes per rendition; --loop covers the two-hour film
@@ -87,6 +88,7 @@ def make_title(root: Path) -> None:
         media.append("#EXT-X-ENDLIST")
         (d / "index.m3u8").write_text("\n".join(media) + "\n")
     (t / "master.m3u8").write_text("\n".join(lines) + "\n")
+    published(t)
 
 
 def _paths() -> list[str]:

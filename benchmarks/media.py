@@ -81,16 +81,21 @@ def make_media(root: Path, *, segment_size: int, big_size: int, herd_count: int,
     if pad < 0:
         raise BenchError("master playlist head is longer than MASTER_SIZE")
     (title / "master.m3u8").write_text(head + "#" + "p" * pad + "\n")
-    # read every file once so the first measured server does not pay the disk for the second;
-    # date them back: a title published long ago (edge360 holds back a file written within
-    # origin.settle_seconds as still arriving)
-    then = time.time() - 3600
+    # read every file once so the first measured server does not pay the disk for the second
     for path in title.rglob("*"):
         if path.is_file():
             path.read_bytes()
-            os.utime(path, (then, then))
+    published(title)
     return Media(root=root, master=f"/{TITLE}/master.m3u8", small=f"/{TITLE}/v/small.ts",
                  segment=f"/{TITLE}/v/seg8m.ts", segment_size=segment_size,
                  big=f"/{TITLE}/v/big64m.ts", big_size=big_size,
                  herd=tuple(f"/{TITLE}/{h}" for h in herd), herd_size=herd_size,
                  live=f"/{TITLE}/v/live.m3u8", live_size=len(live_text.encode()))
+
+
+def published(root: Path) -> None:
+    """Date every file under `root` an hour back, as a title published long ago: edge360's
+    origin holds back a file written within origin.settle_seconds as still arriving."""
+    then = time.time() - 3600
+    for path in [root, *root.rglob("*")]:
+        os.utime(path, (then, then))
