@@ -9,7 +9,7 @@ body arrived complete is compared by sha256 with every version its file ever had
 the same bytes of a version); an answer cut short is counted apart (that is how a server says
 "this body broke off"). The origin's ETags are checked too: one ETag, one version.
 
-    .venv/bin/python scripts/soak.py --minutes 20 [--out benchmarks/results/soak.json]
+    .venv/bin/python scripts/soak.py --minutes 20 [--out benchmarks/proofs/soak.json]
 
 Exit status 1 when any body was wrong or disagreed with its headers. Linux; as root (or with
 user namespaces) for the tmpfs mount.
