@@ -117,6 +117,9 @@ def test_read_stats_of_edge360_of_a_cdn_and_of_a_draining_node() -> None:
     s = read_stats("a", {"sessions_active": 5, "capacity": 10, "node_id": "n1",
                          "egress_limit": 100, "egress_projected": 40, "steering": {}})
     assert s.pathway == Pathway("a", True, 5, 10, 60.0) and s.node_id == "n1" and s.steering
+    # a node's load is every seat it holds: active sessions and starting ones
+    busy = read_stats("d", {"sessions_active": 5, "sessions_starting": 3, "capacity": 10})
+    assert busy.pathway.active == 8
     assert read_stats("b", "not json").pathway == Pathway("b", True)
     assert not read_stats("c", {"draining": True, "sessions_active": 1}).pathway.up
     assert 0 <= draw("abcdefgh") < 1 and draw(None) == 0.5

@@ -52,7 +52,13 @@ def read_stats(pid: str, data: object) -> PathwayState:
         return PathwayState(Pathway(pid, up=True))
     if data.get("draining") is True:
         return PathwayState(Pathway(pid, up=False), node_id=_text(data.get("node_id")))
-    active = data.get("sessions_active")
+    # its load is every seat it holds, as its admission counts them: active sessions and
+    # starting ones (viewers it admitted that have not fetched a segment yet). Read without the
+    # starting ones, a burst of newcomers sent to it looks like room until they play, and more
+    # follow them than its share
+    active, starting = data.get("sessions_active"), data.get("sessions_starting", 0)
+    if _count(active) and _count(starting):
+        active += starting
     capacity = data.get("capacity", 0)
     limit, projected = data.get("egress_limit"), data.get("egress_projected")
     headroom = float(limit - projected) \
