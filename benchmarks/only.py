@@ -196,10 +196,15 @@ def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
     return figs, notes
 
 
-def headline(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+#: the headline ramp's steps (viewers); `benchmarks.run --headline-steps` replaces them
+HEADLINE_STEPS = "20000,40000,60000,80000"
+
+
+def headline(quick: bool, steps: str = HEADLINE_STEPS
+             ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
     # the ramp stops after its first step that is not clean, so the long tail costs nothing
     # once the limit is found
-    steps = "300,600" if quick else "20000,40000,60000,80000"
+    steps = "300,600" if quick else steps
     seconds = "30" if quick else "300"
     data = _script("bench_headline", ["--steps", steps, "--seconds", seconds],
                    timeout=120 + (120 if quick else 600) * len(steps.split(",")))
@@ -207,7 +212,8 @@ def headline(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[st
     return figs, data, notes
 
 
-def run_group(group: str, quick: bool, command: str) -> dict[str, Any]:
+def run_group(group: str, quick: bool, command: str,
+              headline_steps: str = HEADLINE_STEPS) -> dict[str, Any]:
     """Measure one group; its results document (edge360-only, or a comparison for workers)."""
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     load_before = harness.loadavg()
@@ -216,8 +222,10 @@ def run_group(group: str, quick: bool, command: str) -> dict[str, Any]:
         doc = bench_workers.measure(quick=quick, command=command, started=started)
         doc["group"] = group
         return doc
-    figs, raw, notes = {"sessions": sessions, "replay": replay,
-                        "headline": headline}[group](quick)
+    if group == "headline":
+        figs, raw, notes = headline(quick, headline_steps)
+    else:
+        figs, raw, notes = {"sessions": sessions, "replay": replay}[group](quick)
     machine = {**_machine(), "loadavg_before": load_before, "loadavg_after": harness.loadavg()}
     return results.edge360_only_doc(group, date=started, command=command, machine=machine,
                                     figures=figs, settings={"quick": quick}, notes=notes,

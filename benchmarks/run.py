@@ -59,6 +59,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="the RESULTS.md to regenerate")
     p.add_argument("--render", action="store_true",
                    help="only regenerate the markdown from the results files")
+    p.add_argument("--headline-steps", metavar="N,N,...", default=only.HEADLINE_STEPS,
+                   help="viewers at each step of the headline ramp (default "
+                   f"{only.HEADLINE_STEPS})")
     p.add_argument("--only", metavar="GROUPS",
                    help="only these groups, one results file each (comma-separated: the "
                    f"comparisons {', '.join(GROUPS)}; the edge360-only figures "
@@ -74,6 +77,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     if not args.edge_origins or any(o not in ORIGINS for o in args.edge_origins) \
             or len(set(args.edge_origins)) != len(args.edge_origins):
         p.error(f"--edge-origins takes {' and/or '.join(ORIGINS)}, each once")
+    steps = args.headline_steps.split(",")
+    if not all(s.strip().isdigit() and int(s) > 0 for s in steps):
+        p.error(f"--headline-steps takes viewer counts, N,N,...; not {args.headline_steps!r}")
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.duration = args.duration or (1.0 if args.quick else 4.0)
     args.herd_waiters = args.herd_waiters or (20 if args.quick else HERD_WAITERS)
@@ -129,7 +135,7 @@ def run_only(args: argparse.Namespace, command: str) -> int:
             if group in GROUPS:
                 doc = {**compare.measure(args, command, [group]), "group": group}
             else:
-                doc = only.run_group(group, args.quick, command)
+                doc = only.run_group(group, args.quick, command, args.headline_steps)
         except (BenchError, subprocess.TimeoutExpired, KeyError, ValueError) as e:
             print(f"{group}: not run: {e}", file=sys.stderr)
             failed += 1
