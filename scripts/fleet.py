@@ -22,11 +22,8 @@ import contextlib
 import csv
 import json
 import os
-import re
-import select
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,46 +34,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-READY = re.compile(r"^edge360 (origin|edge) ready (https?://[^/\s]+)/")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a file, or loaded by a test
+from processes import REPO, Procs, free_port, wait_ready
+
 PEER_TOKEN = "fleet-peer-token"
 ADMIN_TOKEN = "fleet-admin-token"
-
-
-class Procs:
-    """Every process this script started, stopped by PID in reverse order."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.started: list[tuple[str, subprocess.Popen[str]]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None,
-              stdout_to_log: bool = False) -> subprocess.Popen[str]:
-        full = {k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")}
-        full.update(env or {})
-        with open(self.logs / f"{name}.log", "ab") as err:
-            proc = subprocess.Popen(argv, cwd=REPO, env=full, stderr=err, text=True,
-                                    stdout=err if stdout_to_log else subprocess.PIPE,
-                                    start_new_session=True)  # Ctrl-C reaches only us
-        self.started.append((name, proc))
-        return proc
-
-    def stop_all(self, timeout: float = 20) -> None:
-        for _, proc in reversed(self.started):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for name, proc in reversed(self.started):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                print(f"fleet: {name} (pid {proc.pid}) did not stop; killing it", file=sys.stderr)
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 def cpu_seconds(pid: int) -> float:
@@ -88,26 +50,9 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def wait_ready(proc: subprocess.Popen[str], name: str, timeout: float = 30) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stdout], [], [], 0.2)[0]:
-            m = READY.match(proc.stdout.readline())
-            if m:
-                return m.group(2)
-    raise RuntimeError(f"{name} did not become ready (see its log)")
-
-
 def http_json(url: str, timeout: float = 5) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def prometheus_config(path: Path, nodes: list[tuple[str, str]], interval: float) -> None:
@@ -204,7 +149,7 @@ def interrupts() -> Iterator[None]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     out = Path(args.out or tempfile.mkdtemp(prefix="edge360-fleet-"))
     out.mkdir(parents=True, exist_ok=True)
-    procs = Procs(out)
+    procs = Procs(out, "fleet")
     py = [sys.executable, "-m", "edge360"]
     idle = round(30.0 / args.speed, 3)
     env = {"EDGE360_PEER_TOKEN": PEER_TOKEN, "EDGE360_ADMIN_TOKEN": ADMIN_TOKEN,
@@ -215,14 +160,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     try:
         origin_p = procs.start("origin", [*py, "serve", "--port", "0", "--media", args.media],
                                env)
-        origin = wait_ready(origin_p, "origin")
+        origin = wait_ready(origin_p, "origin", out)
         shield_p = procs.start("shield", [*py, "serve", "--role", "edge", "--port", "0",
                                           "--upstream", origin], env)
-        shield = wait_ready(shield_p, "shield")
+        shield = wait_ready(shield_p, "shield", out)
         edge_ps = [procs.start(f"edge{i}", [*py, "serve", "--role", "edge", "--port", "0",
                                             "--upstream", shield], env)
                    for i in range(args.edges)]
-        edges = [wait_ready(p, f"edge{i}") for i, p in enumerate(edge_ps)]
+        edges = [wait_ready(p, f"edge{i}", out) for i, p in enumerate(edge_ps)]
         nodes = [("origin", origin), ("shield", shield), *(("edge", e) for e in edges)]
         prom = f"http://127.0.0.1:{free_port()}"
         prometheus_config(out / "prometheus.yml", [(r, u.split("//")[1]) for r, u in nodes],

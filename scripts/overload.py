@@ -28,14 +28,10 @@ beside other work are not the node's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import random
-import re
-import select
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -43,60 +39,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-READY = re.compile(r"^edge360 (origin|edge) ready (https?://[^/\s]+)/")
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a file, or loaded by a test
+from processes import Procs, free_port
+
 KEYS = "overload:overload-script-secret"
 LADDER = (("lo", 300_000), ("mid", 500_000), ("hi", 700_000))
 SEGMENT_S, SEGMENTS = 15, 12
-
-
-class Procs:
-    """Every process this script started, stopped by PID in reverse order."""
-
-    def __init__(self, logs: Path) -> None:
-        self.logs = logs
-        self.started: list[tuple[str, subprocess.Popen[str]]] = []
-
-    def start(self, name: str, argv: list[str], env: dict[str, str] | None = None
-              ) -> subprocess.Popen[str]:
-        full = {k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")}
-        full.update(env or {})
-        with open(self.logs / f"{name}.log", "ab") as err:
-            proc = subprocess.Popen(argv, cwd=REPO, env=full, stderr=err, stdout=subprocess.PIPE,
-                                    text=True, start_new_session=True)
-        self.started.append((name, proc))
-        return proc
-
-    def serve(self, name: str, args: list[str], env: dict[str, str] | None = None) -> str:
-        """Start `edge360 serve` and return its base URL once it says it is ready."""
-        proc = self.start(name, [sys.executable, "-m", "edge360", "serve", *args], env)
-        assert proc.stdout is not None
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([proc.stdout], [], [], 0.5)
-            if ready:
-                m = READY.match(proc.stdout.readline())
-                if m:
-                    return m.group(2)
-            if proc.poll() is not None:
-                break
-        raise RuntimeError(f"{name} did not start (see {self.logs / (name + '.log')})")
-
-    def stop_all(self, timeout: float = 30) -> None:
-        for _, proc in reversed(self.started):
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for _, proc in reversed(self.started):
-            try:
-                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=5)
-            if proc.stdout is not None:
-                proc.stdout.close()
 
 
 def make_film(root: Path) -> Path:
@@ -124,12 +72,6 @@ def stats(base: str) -> dict[str, Any]:
     with urllib.request.urlopen(base + "/api/stats", timeout=5) as r:
         data: dict[str, Any] = json.loads(r.read())
     return data
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def replay(procs: Procs, args: argparse.Namespace, target: str, peak_viewers: float,
@@ -225,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
-    procs = Procs(args.out)
+    procs = Procs(args.out, "overload")
     try:
         result = (run_queue if args.run == "queue" else run_steer)(procs, args, args.out)
     except (RuntimeError, OSError, KeyError, ValueError) as e:

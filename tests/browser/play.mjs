@@ -9,7 +9,7 @@
 // own next /api/stats poll so the viewer count it shows postdates the start of playback.
 // Exit status 0 when playback advanced, 1 otherwise; the JSON is printed either way.
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { runPage } from "./chromium.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -28,13 +28,6 @@ if (!opt.url || !opt["user-data-dir"]) {
 const minTime = Number(opt["min-time"]);
 const timeoutMs = Number(opt.timeout) * 1000;
 
-// Without the background-networking flags Chromium's own connections are refused on the test
-// machines; QUIC and GPU are off so nothing but the page's HTTP/1.1 requests leave the browser.
-const FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-];
-
 const result = {
   ok: false,
   error: null,
@@ -52,14 +45,7 @@ const result = {
   pageErrors: [],
 };
 
-const context = await chromium.launchPersistentContext(opt["user-data-dir"], {
-  executablePath: opt.chromium,
-  headless: true,
-  args: FLAGS,
-  timeout: timeoutMs,
-});
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
+await runPage({ executablePath: opt.chromium, userDataDir: opt["user-data-dir"], timeout: timeoutMs }, result, async (page) => {
   page.on("console", (msg) => {
     if (msg.type() === "error") result.consoleErrors.push(msg.text());
   });
@@ -104,11 +90,4 @@ try {
     (n) => Number(document.getElementById("viewers").dataset.polls ?? 0) > n, polls,
     { timeout: 10000, polling: 100 });
   Object.assign(result, await snapshot());
-  result.ok = true;
-} catch (e) {
-  result.error = String(e && e.message ? e.message : e).split("\n")[0];
-} finally {
-  await context.close();
-}
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+});

@@ -10,7 +10,7 @@
 // for two more seconds. Every media and steering response is recorded with the port it came
 // from and when. Every loop is bounded by --timeout. Exit status 0 when the move was seen.
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { runPage } from "./chromium.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -28,13 +28,6 @@ if (!opt.url || !opt.from || !opt.to || !opt["user-data-dir"]) {
 }
 const deadline = Date.now() + Number(opt.timeout) * 1000;
 
-// as in play.mjs: nothing but the page's HTTP/1.1 requests leave the browser
-const FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--autoplay-policy=no-user-gesture-required",
-];
-
 const started = Date.now();
 const result = {
   ok: false, error: null, playingAt: null, movedAt: null, media: [], steering: [],
@@ -43,11 +36,10 @@ const result = {
 const since = () => Date.now() - started;
 const sleep = (ms) => new Promise((res) => setTimeout(res, ms));
 
-const context = await chromium.launchPersistentContext(opt["user-data-dir"], {
-  executablePath: opt.chromium, headless: true, args: FLAGS, timeout: 60000,
-});
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
+await runPage({
+  executablePath: opt.chromium, userDataDir: opt["user-data-dir"],
+  flags: ["--autoplay-policy=no-user-gesture-required"],
+}, result, async (page) => {
   page.on("pageerror", (err) => result.pageErrors.push(String(err)));
   page.on("console", (msg) => result.console.push(`${msg.type()}: ${msg.text()}`.slice(0, 300)));
   page.on("requestfailed", (r) => result.failed.push(`${r.url()} ${r.failure()?.errorText}`));
@@ -76,11 +68,4 @@ try {
     await sleep(250);
   }
   if (result.movedAt === null) throw new Error("hls.js never fetched from the other edge");
-  result.ok = true;
-} catch (e) {
-  result.error = String(e && e.message ? e.message : e).split("\n")[0];
-} finally {
-  await context.close();
-}
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+});

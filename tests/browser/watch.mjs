@@ -11,7 +11,7 @@
 // bounded by --timeout. Media responses are recorded with the time they arrived. Exit status 0
 // when the video played to its end, 1 otherwise; the JSON is printed either way.
 import { parseArgs } from "node:util";
-import { chromium } from "playwright-core";
+import { runPage } from "./chromium.mjs";
 
 const { values: opt } = parseArgs({
   options: {
@@ -32,13 +32,6 @@ const rate = Number(opt.rate);
 const deadline = Date.now() + Number(opt.timeout) * 1000;
 const afterMs = Number(opt.after) * 1000;
 
-// as in play.mjs: nothing but the page's HTTP/1.1 requests leave the browser
-const FLAGS = [
-  "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-  "--autoplay-policy=no-user-gesture-required",
-];
-
 const started = Date.now();
 const result = {
   ok: false, error: null, rate, duration: null, endedAt: null, samples: [], after: [],
@@ -55,11 +48,10 @@ async function stats() {
   }
 }
 
-const context = await chromium.launchPersistentContext(opt["user-data-dir"], {
-  executablePath: opt.chromium, headless: true, args: FLAGS, timeout: 60000,
-});
-try {
-  const page = context.pages()[0] ?? (await context.newPage());
+await runPage({
+  executablePath: opt.chromium, userDataDir: opt["user-data-dir"],
+  flags: ["--autoplay-policy=no-user-gesture-required"],
+}, result, async (page) => {
   page.on("console", (msg) => {
     if (msg.type() === "error") result.consoleErrors.push(msg.text());
   });
@@ -106,11 +98,4 @@ try {
     if (s.sessions_active === 0) break;
     await new Promise((res) => setTimeout(res, 250));
   }
-  result.ok = true;
-} catch (e) {
-  result.error = String(e && e.message ? e.message : e).split("\n")[0];
-} finally {
-  await context.close();
-}
-console.log(JSON.stringify(result));
-process.exit(result.ok ? 0 : 1);
+});
