@@ -40,7 +40,7 @@ class Pathway:
 
     id: str
     up: bool = True
-    active: int | None = None  # sessions_active, None when unknown (not an edge360 node)
+    active: int | None = None  # seats in use (active + starting), None: unknown (not edge360)
     capacity: int = 0  # sessions.capacity; 0: not limited (or unknown)
     headroom: float | None = None  # egress bits/s left under server.egress_limit, None: unknown
 
