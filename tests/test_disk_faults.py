@@ -23,11 +23,10 @@ from typing import Any
 import aiohttp
 
 from edge360.cache.disk import DiskCache
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.servers import READY_RE, REPO, ServerProcess, running_node, start_process
+from tests.fixtures.servers import READY_RE, REPO, ServerProcess, running_node, start_process
+from tests.fixtures.titles import make_title, publish
+from tests.fixtures.tools import require_tool
 from tests.test_edge_behaviours import metric
-from tests.tools import require_tool
 
 MiB = 1024 * 1024
 SEGMENTS = 30  # 30 MiB of segments: more than the 20 MB filesystem holds
@@ -150,7 +149,7 @@ async def test_a_disk_failing_with_eio_leaves_every_answer_whole(tmp_path: Path)
     flags: dict[str, Any] = {"server.role": "edge", "edge.upstreams": [origin.base],
                              "edge.cache_dir": str(tmp_path / "cache"),
                              "edge.health_interval": 30, "edge.prefetch_depth": 0}
-    from tests.servers import make_config
+    from tests.fixtures.servers import make_config
     try:
         async with running_node(make_config(flags)) as (base, app):
             store = app.role.state.store  # type: ignore[attr-defined]

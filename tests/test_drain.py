@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.conftest import publish
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
+from tests.fixtures.titles import publish
 
 BIG = 8 * 1024 * 1024
 

@@ -12,9 +12,9 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.conftest import publish
-from tests.edgekit import edge, fake_upstream, get, make_title, origin
-from tests.servers import make_config, running_app
+from tests.fixtures.edges import edge, fake_upstream, get, origin
+from tests.fixtures.servers import make_config, running_app
+from tests.fixtures.titles import make_title, publish
 
 ADMIN = {"EDGE360_ADMIN_TOKEN": "adm1n"}
 AUTH = {"Authorization": "Bearer adm1n"}

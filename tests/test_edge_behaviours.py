@@ -10,8 +10,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.edgekit import edge, fake_upstream, get, make_title, origin
-from tests.servers import FakeClock
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import edge, fake_upstream, get, origin
+from tests.fixtures.titles import make_title
 
 
 async def metric(session: aiohttp.ClientSession, base: str, name: str, label: str = "") -> float:

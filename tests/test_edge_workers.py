@@ -10,9 +10,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
+from tests.fixtures.titles import make_title, publish
 from tests.test_workers import active_from_metrics
 
 TOKEN = "admin-secret-for-tests"

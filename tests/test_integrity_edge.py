@@ -18,11 +18,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import publish
-from tests.edgekit import edge, fake_upstream, make_title
-from tests.servers import REPO, FakeClock, ServerProcess, start_process
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import edge, fake_upstream
+from tests.fixtures.fleets import fleet
+from tests.fixtures.servers import REPO, ServerProcess, free_port, start_process
+from tests.fixtures.titles import make_title, publish
 from tests.test_edge_behaviours import metric
-from tests.test_tiers import PEER, fleet, free_port
+from tests.test_tiers import PEER
 
 MiB = 1024 * 1024
 

@@ -16,8 +16,8 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
-from tests.conftest import publish
-from tests.servers import ServerProcess, start_process
+from tests.fixtures.servers import ServerProcess, start_process
+from tests.fixtures.titles import publish
 
 SEG = Path("tiny") / "v0" / "big.ts"
 

@@ -23,8 +23,8 @@ from edge360.http.guard import ConnectionGuard
 from edge360.http.listener import Listener
 from edge360.node.state import NodeState
 from edge360.run.app import App
-from tests.conftest import publish
-from tests.servers import make_config
+from tests.fixtures.servers import make_config
+from tests.fixtures.titles import publish
 
 
 @dataclass

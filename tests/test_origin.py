@@ -14,9 +14,9 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from tests.conftest import publish
-from tests.servers import DEMO, make_config, running_app, start_process
-from tests.tools import require_tool
+from tests.fixtures.servers import DEMO, make_config, running_app, start_process
+from tests.fixtures.titles import publish
+from tests.fixtures.tools import require_tool
 
 
 def origin_config(media: Path, **flags: object) -> object:

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.conftest import publish
-from tests.servers import make_config, running_node
+from tests.fixtures.servers import make_config, running_node
+from tests.fixtures.titles import publish
 from tests.test_overload_admission import get, metric
 
 LADDER = (("lo", 1_000_000), ("mid", 2_000_000), ("hi", 4_000_000))

@@ -21,7 +21,7 @@ from edge360.hls.package import add_arguments, package, run
 from edge360.hls.playlist import Variant, parse_master, parse_media
 from edge360.hls.titles import check_title
 from edge360.hls.workdir import Workdir
-from tests.tools import require_tool
+from tests.fixtures.tools import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "media" / "demo"

@@ -12,12 +12,12 @@ import pytest
 
 from edge360.hls.package import package
 from edge360.hls.playlist import parse_master, parse_media
-from tests.conftest import publish
-from tests.edgekit import edge, get, origin
-from tests.servers import DEMO, ServerProcess, start_process
+from tests.fixtures.edges import edge, get, origin
+from tests.fixtures.servers import DEMO, ServerProcess, start_process
+from tests.fixtures.titles import publish
+from tests.fixtures.tools import require_tool
 from tests.test_package import make_source
 from tests.test_player import play, require_hls
-from tests.tools import require_tool
 
 SECONDS = 6
 

@@ -17,8 +17,8 @@ import pytest
 
 from edge360.hls.package import package
 from edge360.hls.titles import check_title
+from tests.fixtures.tools import require_tool
 from tests.test_package import make_source
-from tests.tools import require_tool
 
 OPTIONS: dict[str, object] = {"codecs": "h264,hevc", "ladder_spec": "240p:300k:64k,144p:150k:64k",
                               "segment_seconds": 1.0, "chunk_seconds": 1.0, "preset": "superfast"}

@@ -18,8 +18,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge360.ops import player
 from edge360.ops.player import BadPlayerQuery, PlayerQuery, find_hls, parse_query
-from tests.servers import REPO, ServerProcess, make_config, running_app, start_process
-from tests.tools import require_tool
+from tests.fixtures.servers import REPO, ServerProcess, make_config, running_app, start_process
+from tests.fixtures.tools import require_tool
 
 PLAY_SCRIPT = REPO / "tests" / "browser" / "play.mjs"
 CONFIG_RE = re.compile(r'<main id="player" data-config="([^"]*)">')

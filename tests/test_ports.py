@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import publish
-from tests.procs import running, wait_workers
-from tests.servers import REPO, ServerProcess, start_process
+from tests.fixtures.procs import running, wait_workers
+from tests.fixtures.servers import REPO, ServerProcess, start_process
+from tests.fixtures.titles import publish
 from tests.test_drain import BIG, slow_download
 
 

@@ -23,11 +23,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.servers import ServerProcess, start_process
+from tests.fixtures.servers import ServerProcess, start_process
+from tests.fixtures.titles import make_title, publish
+from tests.fixtures.tools import require_tool
 from tests.test_monitoring_configs import DASHBOARD, PROM, dashboard_queries, metric_names, rules
-from tests.tools import require_tool
 
 #: the big segment's size and the duration its playlist gives it: a slow reader makes it late
 BIG_BYTES = 16 * 1024 * 1024

@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import publish
-from tests.edgekit import edge, fake_upstream, make_title
-from tests.servers import make_config, running_app, start_process
+from tests.fixtures.edges import edge, fake_upstream
+from tests.fixtures.servers import make_config, running_app, start_process
+from tests.fixtures.titles import make_title, publish
 
 Answer = tuple[int, dict[str, str], bytes]
 

@@ -17,9 +17,8 @@ import aiohttp
 
 from edge360.config.live import LIVE_KEYS, merge_live
 from edge360.config.schema import load
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.test_tiers import fleet
+from tests.fixtures.fleets import fleet
+from tests.fixtures.titles import make_title, publish
 
 BIG = "/demo/big/blob.ts"
 

@@ -24,8 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import publish
-from tests.servers import REPO, start_process
+from tests.fixtures.servers import REPO, start_process
+from tests.fixtures.titles import publish
 
 SPEED = 10.0
 IDLE = 30.0 / SPEED                    # the compressed idle timeout the replayer asks for

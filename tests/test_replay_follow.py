@@ -28,7 +28,7 @@ from edge360.replay import command
 from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
 from edge360.replay.truth import Rule
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
 from tests.test_replay_support import ThreadServer
 
 WINDOW = 6          # segments in the live window

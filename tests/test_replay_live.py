@@ -21,8 +21,8 @@ from edge360.core.errors import UsageError
 from edge360.replay import command
 from edge360.replay.player import parse_media, sid_of
 from edge360.replay.target import parse_sessions_active
-from tests.conftest import publish
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
+from tests.fixtures.titles import publish
 from tests.test_replay_support import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
 
 

@@ -29,7 +29,8 @@ from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
 from edge360.replay.truth import Rule
 from edge360.replay.wire import Client, FetchError, Getter
-from tests.edgekit import make_title, origin
+from tests.fixtures.edges import origin
+from tests.fixtures.titles import make_title
 
 PLAYLIST = b"#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.0,\ns0.ts\n#EXT-X-ENDLIST\n"
 

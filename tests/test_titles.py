@@ -11,7 +11,7 @@ import pytest
 from edge360.core.errors import InvalidMedia
 from edge360.hls.playlist import parse_media, segments
 from edge360.hls.titles import check_title, scan_media_root
-from tests.tools import require_tool
+from tests.fixtures.tools import require_tool
 
 MASTER = """#EXTM3U
 #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="en",URI="audio/en.m3u8"

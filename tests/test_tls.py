@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import publish
-from tests.servers import ServerProcess, start_process
+from tests.fixtures.servers import ServerProcess, start_process
+from tests.fixtures.titles import publish
 
 
 @pytest.fixture

@@ -22,11 +22,11 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import publish
-from tests.servers import REPO, ServerProcess, start_process
+from tests.fixtures.servers import REPO, ServerProcess, start_process
+from tests.fixtures.titles import publish
+from tests.fixtures.tools import require_tool
 from tests.test_monitoring_configs import DASHBOARD, dashboard_queries, metric_names
 from tests.test_player import require_hls
-from tests.tools import require_tool
 
 WATCH_SCRIPT = REPO / "tests" / "browser" / "watch.mjs"
 RATE = 16
