@@ -1,5 +1,6 @@
-"""The pytest fixtures tests share: a tiny real HLS title made by ffmpeg once per test run (its
-private copy per test), and a self-signed certificate. The modules behind them are in fixtures/."""
+"""The pytest fixtures tests share: a tiny real HLS title made by ffmpeg once per test run (and a
+private copy of it per test), a long one for players, and a self-signed certificate. The modules
+behind them are in tests/fixtures/."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixtures.titles import encoded_title
+from tests.fixtures.titles import encoded_title, long_title
 from tests.fixtures.tools import require_tool
 
 
@@ -18,6 +19,15 @@ def tiny_master(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A media root with one small real title `tiny`: 3 x 2 s TS segments, one BYTERANGE file."""
     root = tmp_path_factory.mktemp("media-master")
     encoded_title(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def long_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A media root with one real 120 s title `long` in 6 s TS segments, tiny pictures; shared:
+    tests only read it."""
+    root = tmp_path_factory.mktemp("media-long")
+    long_title(root)
     return root
 
 

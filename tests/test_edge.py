@@ -14,7 +14,7 @@ from multidict import CIMultiDict
 
 from tests.fixtures.edges import edge, fake_upstream, get, origin
 from tests.fixtures.servers import make_config, running_app
-from tests.fixtures.titles import make_title, publish
+from tests.fixtures.titles import Rendition, make_title
 
 ADMIN = {"EDGE360_ADMIN_TOKEN": "adm1n"}
 AUTH = {"Authorization": "Bearer adm1n"}
@@ -266,15 +266,9 @@ async def test_refusals_carry_x_cache(tmp_path: Path) -> None:
 async def test_a_slow_reader_of_a_cached_segment_is_a_late_segment(tmp_path: Path) -> None:
     """The send of a whole cached segment is timed to its end: a reader slower than the segment's
     duration counts in edge360_late_segments_total (rebuffer risk)."""
-    title = tmp_path / "slow"
-    (title / "v0").mkdir(parents=True)
     size = 12_000_000  # beyond what the kernel's socket buffers absorb at once
-    (title / "v0" / "seg.ts").write_bytes(bytes(size))
-    (title / "v0" / "index.m3u8").write_text(
-        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:0.05,\nseg.ts\n"
-        "#EXT-X-ENDLIST\n")
-    (title / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv0/index.m3u8\n")
-    publish(title)
+    make_title(tmp_path, "slow", [Rendition("v0", 1, size, duration=0.05, bandwidth=1,
+                                            segment="seg.ts")], byteranges=None)
     async with origin(tmp_path) as o, edge([o], {"EDGE360_EDGE_PIECE_BYTES": "64MiB"}) as e, \
             aiohttp.ClientSession() as s:
         assert (await get(s, e + "/slow/v0/index.m3u8"))[0] == 200

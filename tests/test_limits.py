@@ -24,7 +24,7 @@ from edge360.http.listener import Listener
 from edge360.node.state import NodeState
 from edge360.run.app import App
 from tests.fixtures.servers import make_config
-from tests.fixtures.titles import publish
+from tests.fixtures.titles import add_files
 
 
 @dataclass
@@ -184,11 +184,7 @@ async def test_slowloris_head_is_cut_off(tiny_media: Path) -> None:
 @pytest.fixture
 def big_media(tiny_media: Path) -> Path:
     """tiny_media plus a 48 MiB segment, larger than any socket buffer on loopback."""
-    block = bytes(range(256)) * 4096
-    with open(tiny_media / "tiny" / "v0" / "big.ts", "wb") as fh:
-        for _ in range(48):
-            fh.write(block)
-    publish(tiny_media)
+    add_files(tiny_media / "tiny", {"v0/big.ts": bytes(range(256)) * 4096 * 48})
     return tiny_media
 
 

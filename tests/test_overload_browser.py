@@ -17,9 +17,7 @@ from tests.fixtures.fleets import steered_fleet
 from tests.fixtures.servers import REPO
 from tests.fixtures.tools import require_tool
 from tests.test_player import require_hls
-from tests.test_viewer_truth import long_media
 
-__all__ = ["long_media"]  # the fixture, shared with the viewer-truth test
 STEER_SCRIPT = REPO / "tests" / "browser" / "steer.mjs"
 
 

@@ -23,7 +23,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.servers import REPO, ServerProcess, start_process
-from tests.fixtures.titles import publish
+from tests.fixtures.titles import LONG_SECONDS, LONG_SEGMENT_SECONDS
 from tests.fixtures.tools import require_tool
 from tests.test_monitoring_configs import DASHBOARD, dashboard_queries, metric_names
 from tests.test_player import require_hls
@@ -31,36 +31,8 @@ from tests.test_player import require_hls
 WATCH_SCRIPT = REPO / "tests" / "browser" / "watch.mjs"
 RATE = 16
 IDLE = 1.5
-TITLE_SECONDS = 120
-SEGMENT_SECONDS = 6
-
-MASTER = """#EXTM3U
-#EXT-X-VERSION:3
-#EXT-X-STREAM-INF:BANDWIDTH=120000,RESOLUTION=160x90,CODECS="avc1.64000b,mp4a.40.2"
-v0/index.m3u8
-"""
-
-
-@pytest.fixture(scope="module")
-def long_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A media root with one 120 s title `long` in 6 s TS segments, tiny pictures."""
-    ffmpeg = require_tool("ffmpeg")
-    root = tmp_path_factory.mktemp("media-long")
-    title = root / "long"
-    (title / "v0").mkdir(parents=True)
-    subprocess.run([
-        ffmpeg, "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=s=160x90:r=10:d={TITLE_SECONDS}",
-        "-f", "lavfi", "-i", f"sine=d={TITLE_SECONDS}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-b:v", "60k",
-        "-c:a", "aac", "-b:a", "32k", "-f", "hls", "-hls_time", str(SEGMENT_SECONDS),
-        "-hls_playlist_type", "vod",
-        "-hls_segment_filename", str(title / "v0" / "seg_%03d.ts"),
-        str(title / "v0" / "index.m3u8"),
-    ], check=True, timeout=180)
-    (title / "master.m3u8").write_text(MASTER)
-    publish(root)  # published long ago: an origin serves it at once
-    return root
+TITLE_SECONDS = LONG_SECONDS
+SEGMENT_SECONDS = LONG_SEGMENT_SECONDS
 
 
 def read(url: str) -> bytes:
