@@ -12,6 +12,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
+from tests.fixtures.clock import FakeClock
 from tests.fixtures.edges import edge, fake_upstream, get, origin
 from tests.fixtures.servers import make_config, running_app
 from tests.fixtures.titles import Rendition, make_title
@@ -142,7 +143,7 @@ async def test_viewer_params_never_reach_upstream_nor_the_key() -> None:
 
 
 async def test_stale_if_error_with_upstream_stopped() -> None:
-    now = [1_000_000.0]
+    clock = FakeClock(1_000_000.0)
 
     async def short(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"fresh bytes", headers={"Cache-Control": "max-age=5"})
@@ -154,16 +155,16 @@ async def test_stale_if_error_with_upstream_stopped() -> None:
         config = make_config({"server.role": "edge", "edge.upstreams": [u],
                               "edge.stale_while_revalidate": 0, "edge.retries": 0,
                               "edge.health_interval": 30})
-        async with running_app(config, clock=lambda: now[0]) as e, \
+        async with running_app(config, clock=clock) as e, \
                 aiohttp.ClientSession() as s:
             assert (await get(s, e + "/t/s.ts"))[1]["X-Cache"] == "MISS"
             await upstream.__aexit__(None, None, None)  # the upstream stops
             stopped = True
-            now[0] += 60  # well past max-age=5, within stale-if-error (3600)
+            clock.advance(60)  # well past max-age=5, within stale-if-error (3600)
             st, h, b = await get(s, e + "/t/s.ts")
             assert (st, h["X-Cache"], b) == (200, "STALE", b"fresh bytes")
             assert int(h["Age"]) >= 60
-            now[0] += 7200  # past stale-if-error: the error shows
+            clock.advance(7200)  # past stale-if-error: the error shows
             st, h, b = await get(s, e + "/t/s.ts")
             assert st == 502
     finally:
@@ -312,7 +313,7 @@ async def test_client_fields_go_upstream_but_never_viewer_or_hop_fields() -> Non
 async def test_other_content_is_never_served_stale_unasked() -> None:
     """The default stale windows (stale_while_revalidate, stale_if_error) are for HLS kinds; other
     content is served stale only with the upstream's or the client's permission (§4.2.4)."""
-    now = [1_000_000.0]
+    clock = FakeClock(1_000_000.0)
     calls: dict[str, int] = {}
 
     async def once(request: web.Request) -> web.StreamResponse:
@@ -323,10 +324,10 @@ async def test_other_content_is_never_served_stale_unasked() -> None:
 
     async with fake_upstream(once) as (u, _fake), running_app(make_config(
             {"server.role": "edge", "edge.upstreams": [u], "edge.health_interval": 30,
-             "edge.retries": 0}), clock=lambda: now[0]) as e, aiohttp.ClientSession() as s:
+             "edge.retries": 0}), clock=clock) as e, aiohttp.ClientSession() as s:
         for path in ("/t/a.ts", "/t/a.bin"):
             assert (await get(s, e + path))[1]["X-Cache"] == "MISS"
-        now[0] += 5
+        clock.advance(5)
         st, h, b = await get(s, e + "/t/a.ts")
         assert (st, h["X-Cache"], b) == (200, "STALE", b"v1")
         st, h, _ = await get(s, e + "/t/a.bin")
