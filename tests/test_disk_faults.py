@@ -23,10 +23,10 @@ from typing import Any
 import aiohttp
 
 from edge360.cache.disk import DiskCache
+from tests.fixtures.edges import metric
 from tests.fixtures.servers import READY_RE, REPO, ServerProcess, running_node, start_process
 from tests.fixtures.titles import make_title
 from tests.fixtures.tools import require_tool
-from tests.test_edge_behaviours import metric
 
 MiB = 1024 * 1024
 SEGMENTS = 30  # 30 MiB of segments: more than the 20 MB filesystem holds

@@ -13,19 +13,12 @@ from aiohttp import web
 from multidict import CIMultiDict
 
 from tests.fixtures.clock import FakeClock
-from tests.fixtures.edges import edge, fake_upstream, get, origin
+from tests.fixtures.edges import edge, fake_upstream, get, metric, origin
 from tests.fixtures.servers import make_config, running_app
 from tests.fixtures.titles import Rendition, make_title
 
 ADMIN = {"EDGE360_ADMIN_TOKEN": "adm1n"}
 AUTH = {"Authorization": "Bearer adm1n"}
-
-
-async def metric(session: aiohttp.ClientSession, base: str, name: str) -> float:
-    async with session.get(base + "/metrics") as r:
-        text = await r.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 async def test_chain_hit_miss_age_via_and_playlist_rewrite(tmp_path: Path) -> None:

@@ -19,11 +19,10 @@ import pytest
 from aiohttp import web
 
 from tests.fixtures.clock import FakeClock
-from tests.fixtures.edges import edge, fake_upstream
+from tests.fixtures.edges import edge, fake_upstream, metric
 from tests.fixtures.fleets import fleet
 from tests.fixtures.servers import REPO, ServerProcess, free_port, start_process
 from tests.fixtures.titles import add_files, make_title, publish
-from tests.test_edge_behaviours import metric
 from tests.test_tiers import PEER
 
 MiB = 1024 * 1024

@@ -12,12 +12,12 @@ import pytest
 
 from edge360.hls.package import package
 from edge360.hls.playlist import parse_master, parse_media
+from tests.fixtures.browser import play
 from tests.fixtures.edges import edge, get, origin
 from tests.fixtures.servers import DEMO, ServerProcess, start_process
 from tests.fixtures.titles import publish
-from tests.fixtures.tools import require_tool
+from tests.fixtures.tools import require_hls, require_tool
 from tests.test_package import make_source
-from tests.test_player import play, require_hls
 
 SECONDS = 6
 

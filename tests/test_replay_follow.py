@@ -28,8 +28,8 @@ from edge360.replay import command
 from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
 from edge360.replay.truth import Rule
+from tests.fixtures.hls_server import ThreadServer
 from tests.fixtures.servers import start_process
-from tests.test_replay_support import ThreadServer
 
 WINDOW = 6          # segments in the live window
 TARGET = 1          # seconds: every segment's duration and the target duration

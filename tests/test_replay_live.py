@@ -21,9 +21,9 @@ from edge360.core.errors import UsageError
 from edge360.replay import command
 from edge360.replay.player import parse_media, sid_of
 from edge360.replay.target import parse_sessions_active
+from tests.fixtures.hls_server import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
 from tests.fixtures.servers import start_process
 from tests.fixtures.titles import Rendition, make_title
-from tests.test_replay_support import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
 
 
 def args_for(*argv: str) -> argparse.Namespace:

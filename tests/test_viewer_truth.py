@@ -24,9 +24,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fixtures.servers import REPO, ServerProcess, start_process
 from tests.fixtures.titles import LONG_SECONDS, LONG_SEGMENT_SECONDS
-from tests.fixtures.tools import require_tool
+from tests.fixtures.tools import require_hls, require_playwright, require_tool
 from tests.test_monitoring_configs import DASHBOARD, dashboard_queries, metric_names
-from tests.test_player import require_hls
 
 WATCH_SCRIPT = REPO / "tests" / "browser" / "watch.mjs"
 RATE = 16
@@ -56,8 +55,7 @@ def watch_while_playing(page: str, edge: ServerProcess, origin: ServerProcess,
     driver's JSON and the edge+origin expositions read while the session was active."""
     node = require_tool("node")
     chromium = require_tool("chromium")
-    if not (REPO / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("playwright-core is not installed (scripts/setup.sh runs npm install)")
+    require_playwright()
     proc = subprocess.Popen(
         [node, str(WATCH_SCRIPT), "--url", page, "--stats", f"{edge.base}/api/stats",
          "--user-data-dir", str(profile), "--rate", str(RATE), "--timeout", "120",
