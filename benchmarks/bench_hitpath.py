@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import publish
-from tests.servers import make_config, running_node
+from tests.fixtures.servers import make_config, running_node
+from tests.fixtures.titles import publish
 
 from edge360.http.guard import ConnectionGuard
 from edge360.http.protocol import Connection

@@ -21,7 +21,7 @@ from pathlib import Path
 import aiohttp
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
 
 
 def peak_rss_mib(pid: int) -> float:

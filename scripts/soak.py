@@ -36,10 +36,9 @@ import aiohttp
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.conftest import publish  # noqa: E402
-from tests.edgekit import make_title  # noqa: E402
-from tests.procs import workers_of  # noqa: E402
-from tests.servers import ServerProcess, start_process  # noqa: E402
+from tests.fixtures.procs import workers_of  # noqa: E402
+from tests.fixtures.servers import ServerProcess, start_process  # noqa: E402
+from tests.fixtures.titles import make_title, publish  # noqa: E402
 from tests.test_disk_faults import edge_on_small_disk  # noqa: E402
 
 MiB = 1024 * 1024

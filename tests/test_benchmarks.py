@@ -24,7 +24,7 @@ from benchmarks.results import (
     render_results,
 )
 
-from tests.tools import require_tool
+from tests.fixtures.tools import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 

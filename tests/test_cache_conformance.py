@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.tools import require_tool
+from tests.fixtures.tools import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "cache_tests.py"

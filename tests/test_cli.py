@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from tests.servers import REPO, start_process
+from tests.fixtures.servers import REPO, start_process
 
 
 def run(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:

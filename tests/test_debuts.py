@@ -12,8 +12,9 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from edge360.node.debuts import HOLD, LIMIT, Debuts
-from tests.edgekit import make_title
-from tests.test_metrics import FakeClock, app_with_clock
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.titles import make_title
+from tests.test_metrics import app_with_clock
 
 PROMETHEUS = {"X-Prometheus-Scrape-Timeout-Seconds": "10"}
 

@@ -23,26 +23,22 @@ from typing import Any
 import aiohttp
 
 from edge360.cache.disk import DiskCache
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.servers import READY_RE, REPO, ServerProcess, running_node, start_process
-from tests.test_edge_behaviours import metric
-from tests.tools import require_tool
+from tests.fixtures.edges import metric
+from tests.fixtures.servers import READY_RE, REPO, ServerProcess, running_node, start_process
+from tests.fixtures.titles import make_title
+from tests.fixtures.tools import require_tool
 
 MiB = 1024 * 1024
 SEGMENTS = 30  # 30 MiB of segments: more than the 20 MB filesystem holds
 
 
 def media_with_segments(root: Path) -> dict[str, bytes]:
-    make_title(root)
-    out = {}
-    for i in range(SEGMENTS):
-        # most fit in one piece; every tenth is held in pieces (5 MiB)
-        data = os.urandom(MiB + i if i % 10 else 5 * MiB + i)
-        (root / "demo" / "v0" / f"big_{i:02d}.ts").write_bytes(data)
-        out[f"/demo/v0/big_{i:02d}.ts"] = data
-    publish(root)
-    return out
+    """The demo title plus SEGMENTS big segments; URL path -> bytes of those."""
+    # most fit in one piece; every tenth is held in pieces (5 MiB)
+    big = {f"v0/big_{i:02d}.ts": os.urandom(MiB + i if i % 10 else 5 * MiB + i)
+           for i in range(SEGMENTS)}
+    make_title(root, extra=big)
+    return {f"/demo/{rel}": data for rel, data in big.items()}
 
 
 async def fetch_ranges(base: str, files: dict[str, bytes]) -> list[str]:
@@ -150,7 +146,7 @@ async def test_a_disk_failing_with_eio_leaves_every_answer_whole(tmp_path: Path)
     flags: dict[str, Any] = {"server.role": "edge", "edge.upstreams": [origin.base],
                              "edge.cache_dir": str(tmp_path / "cache"),
                              "edge.health_interval": 30, "edge.prefetch_depth": 0}
-    from tests.servers import make_config
+    from tests.fixtures.servers import make_config
     try:
         async with running_node(make_config(flags)) as (base, app):
             store = app.role.state.store  # type: ignore[attr-defined]

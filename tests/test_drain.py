@@ -12,8 +12,8 @@ from urllib.parse import urlsplit
 import aiohttp
 import pytest
 
-from tests.conftest import publish
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
+from tests.fixtures.titles import add_files
 
 BIG = 8 * 1024 * 1024
 
@@ -51,8 +51,7 @@ async def status_of(base: str, path: str) -> int | None:
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 async def test_drain_order_and_in_flight_responses_finish(tiny_media: Path, workers: str) -> None:
-    (tiny_media / "tiny" / "v0" / "big.ts").write_bytes(os.urandom(BIG))
-    publish(tiny_media)
+    add_files(tiny_media / "tiny", {"v0/big.ts": os.urandom(BIG)})
     env = {"EDGE360_SERVER_DRAIN_DELAY": "1.5", "EDGE360_SERVER_DRAIN_TIMEOUT": "20"}
     sp = start_process(["serve", "--port", "0", "--workers", workers, "--media", str(tiny_media)],
                        env)

@@ -12,19 +12,13 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from tests.conftest import publish
-from tests.edgekit import edge, fake_upstream, get, make_title, origin
-from tests.servers import make_config, running_app
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import edge, fake_upstream, get, metric, origin
+from tests.fixtures.servers import make_config, running_app
+from tests.fixtures.titles import Rendition, make_title
 
 ADMIN = {"EDGE360_ADMIN_TOKEN": "adm1n"}
 AUTH = {"Authorization": "Bearer adm1n"}
-
-
-async def metric(session: aiohttp.ClientSession, base: str, name: str) -> float:
-    async with session.get(base + "/metrics") as r:
-        text = await r.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and not line.startswith("#"))
 
 
 async def test_chain_hit_miss_age_via_and_playlist_rewrite(tmp_path: Path) -> None:
@@ -142,7 +136,7 @@ async def test_viewer_params_never_reach_upstream_nor_the_key() -> None:
 
 
 async def test_stale_if_error_with_upstream_stopped() -> None:
-    now = [1_000_000.0]
+    clock = FakeClock(1_000_000.0)
 
     async def short(request: web.Request) -> web.StreamResponse:
         return web.Response(body=b"fresh bytes", headers={"Cache-Control": "max-age=5"})
@@ -154,16 +148,16 @@ async def test_stale_if_error_with_upstream_stopped() -> None:
         config = make_config({"server.role": "edge", "edge.upstreams": [u],
                               "edge.stale_while_revalidate": 0, "edge.retries": 0,
                               "edge.health_interval": 30})
-        async with running_app(config, clock=lambda: now[0]) as e, \
+        async with running_app(config, clock=clock) as e, \
                 aiohttp.ClientSession() as s:
             assert (await get(s, e + "/t/s.ts"))[1]["X-Cache"] == "MISS"
             await upstream.__aexit__(None, None, None)  # the upstream stops
             stopped = True
-            now[0] += 60  # well past max-age=5, within stale-if-error (3600)
+            clock.advance(60)  # well past max-age=5, within stale-if-error (3600)
             st, h, b = await get(s, e + "/t/s.ts")
             assert (st, h["X-Cache"], b) == (200, "STALE", b"fresh bytes")
             assert int(h["Age"]) >= 60
-            now[0] += 7200  # past stale-if-error: the error shows
+            clock.advance(7200)  # past stale-if-error: the error shows
             st, h, b = await get(s, e + "/t/s.ts")
             assert st == 502
     finally:
@@ -266,15 +260,9 @@ async def test_refusals_carry_x_cache(tmp_path: Path) -> None:
 async def test_a_slow_reader_of_a_cached_segment_is_a_late_segment(tmp_path: Path) -> None:
     """The send of a whole cached segment is timed to its end: a reader slower than the segment's
     duration counts in edge360_late_segments_total (rebuffer risk)."""
-    title = tmp_path / "slow"
-    (title / "v0").mkdir(parents=True)
     size = 12_000_000  # beyond what the kernel's socket buffers absorb at once
-    (title / "v0" / "seg.ts").write_bytes(bytes(size))
-    (title / "v0" / "index.m3u8").write_text(
-        "#EXTM3U\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n#EXTINF:0.05,\nseg.ts\n"
-        "#EXT-X-ENDLIST\n")
-    (title / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=1\nv0/index.m3u8\n")
-    publish(title)
+    make_title(tmp_path, "slow", [Rendition("v0", 1, size, duration=0.05, bandwidth=1,
+                                            segment="seg.ts")], byteranges=None)
     async with origin(tmp_path) as o, edge([o], {"EDGE360_EDGE_PIECE_BYTES": "64MiB"}) as e, \
             aiohttp.ClientSession() as s:
         assert (await get(s, e + "/slow/v0/index.m3u8"))[0] == 200
@@ -318,7 +306,7 @@ async def test_client_fields_go_upstream_but_never_viewer_or_hop_fields() -> Non
 async def test_other_content_is_never_served_stale_unasked() -> None:
     """The default stale windows (stale_while_revalidate, stale_if_error) are for HLS kinds; other
     content is served stale only with the upstream's or the client's permission (§4.2.4)."""
-    now = [1_000_000.0]
+    clock = FakeClock(1_000_000.0)
     calls: dict[str, int] = {}
 
     async def once(request: web.Request) -> web.StreamResponse:
@@ -329,10 +317,10 @@ async def test_other_content_is_never_served_stale_unasked() -> None:
 
     async with fake_upstream(once) as (u, _fake), running_app(make_config(
             {"server.role": "edge", "edge.upstreams": [u], "edge.health_interval": 30,
-             "edge.retries": 0}), clock=lambda: now[0]) as e, aiohttp.ClientSession() as s:
+             "edge.retries": 0}), clock=clock) as e, aiohttp.ClientSession() as s:
         for path in ("/t/a.ts", "/t/a.bin"):
             assert (await get(s, e + path))[1]["X-Cache"] == "MISS"
-        now[0] += 5
+        clock.advance(5)
         st, h, b = await get(s, e + "/t/a.ts")
         assert (st, h["X-Cache"], b) == (200, "STALE", b"v1")
         st, h, _ = await get(s, e + "/t/a.bin")

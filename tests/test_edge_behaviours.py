@@ -10,15 +10,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.edgekit import edge, fake_upstream, get, make_title, origin
-from tests.servers import FakeClock
-
-
-async def metric(session: aiohttp.ClientSession, base: str, name: str, label: str = "") -> float:
-    async with session.get(base + "/metrics") as r:
-        text = await r.text()
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith(name) and label in line and not line.startswith("#"))
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import edge, fake_upstream, get, metric, origin
+from tests.fixtures.titles import make_title
 
 
 async def test_prefetch_fetches_the_next_segment_and_counts_its_hit(tmp_path: Path) -> None:

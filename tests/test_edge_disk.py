@@ -10,8 +10,9 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.edgekit import fake_upstream, get, make_title
-from tests.servers import start_process
+from tests.fixtures.edges import fake_upstream, get
+from tests.fixtures.servers import start_process
+from tests.fixtures.titles import make_title
 
 ENV = {"EDGE360_ADMIN_TOKEN": "adm1n"}
 AUTH = {"Authorization": "Bearer adm1n"}

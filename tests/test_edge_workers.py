@@ -10,9 +10,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
+from tests.fixtures.titles import make_title
 from tests.test_workers import active_from_metrics
 
 TOKEN = "admin-secret-for-tests"
@@ -60,10 +59,8 @@ def origin_segment_requests(text: str) -> float:
 
 
 async def test_purge_stats_and_coalescing_are_node_wide(tmp_path: Path) -> None:
-    files = make_title(tmp_path / "media")
     big = bytes(range(256)) * 7000                  # 1.7 MiB: one whole object, not pieced
-    (tmp_path / "media" / BIG.lstrip("/")).write_bytes(big)
-    publish(tmp_path / "media")  # written long ago: a file still settling would answer 503
+    files = make_title(tmp_path / "media", extra={BIG.removeprefix("/demo/"): big})
     origin = start_process(["serve", "--role", "origin", "--port", "0",
                             "--media", str(tmp_path / "media")])
     try:

@@ -17,7 +17,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.servers import ServerProcess, start_process
+from tests.fixtures.servers import ServerProcess, start_process
 
 SEGMENT = "/tiny/v0/seg_000.ts"
 

@@ -18,11 +18,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import publish
-from tests.edgekit import edge, fake_upstream, make_title
-from tests.servers import REPO, FakeClock, ServerProcess, start_process
-from tests.test_edge_behaviours import metric
-from tests.test_tiers import PEER, fleet, free_port
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import edge, fake_upstream, metric
+from tests.fixtures.fleets import fleet
+from tests.fixtures.servers import REPO, ServerProcess, free_port, start_process
+from tests.fixtures.titles import add_files, make_title, publish
+from tests.test_tiers import PEER
 
 MiB = 1024 * 1024
 
@@ -52,9 +53,7 @@ async def get_body(s: aiohttp.ClientSession, url: str,
 @pytest.fixture
 def media(tmp_path: Path) -> Path:
     root = tmp_path / "media"
-    make_title(root)
-    (root / "demo" / "v0" / "big.ts").write_bytes(os.urandom(3 * MiB))
-    publish(root)
+    make_title(root, extra={"v0/big.ts": os.urandom(3 * MiB)})
     return root
 
 
@@ -140,8 +139,7 @@ async def test_a_herd_through_a_shield_is_never_cut(media: Path, tmp_path: Path)
     """The release moment: 2 edges -> 1 shield -> origin, 30 viewers start together, 10 at a
     time, each asking the master, a media playlist and the first segment. Every answer is whole
     (it was 5 of 15 bodies of Content-Length 1201320 with not one byte)."""
-    (media / "demo" / "v1" / "seg_000.ts").write_bytes(os.urandom(1_201_320))
-    publish(media)
+    add_files(media / "demo", {"v1/seg_000.ts": os.urandom(1_201_320)})
     segment = (media / "demo" / "v1" / "seg_000.ts").read_bytes()
     peer = {"EDGE360_PEER_TOKEN": PEER}
     with fleet(tmp_path) as f:
@@ -222,13 +220,7 @@ def test_a_cold_big_object_costs_a_window_of_memory(tmp_path: Path) -> None:
     """A cold 200 MB object through an edge with a 64 MiB memory tier and no disk tier: the
     edge's peak RSS stays far below the object (it was 649 MiB)."""
     media = tmp_path / "media"
-    make_title(media)
-    big = media / "demo" / "v0" / "huge.ts"
-    with open(big, "wb") as fh:
-        block = os.urandom(MiB)
-        for _ in range(200):
-            fh.write(block)
-    publish(media)
+    make_title(media, extra={"v0/huge.ts": os.urandom(MiB) * 200})
     script = REPO / "benchmarks" / "memory_probe.py"
     out = subprocess.run([sys.executable, str(script), "--media", str(media), "--path",
                           "/demo/v0/huge.ts", "--memory", "64MiB"], capture_output=True,

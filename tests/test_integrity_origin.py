@@ -16,8 +16,8 @@ import orjson
 import pytest
 from multidict import CIMultiDict
 
-from tests.conftest import publish
-from tests.servers import ServerProcess, start_process
+from tests.fixtures.servers import ServerProcess, start_process
+from tests.fixtures.titles import add_files, publish
 
 SEG = Path("tiny") / "v0" / "big.ts"
 
@@ -40,8 +40,7 @@ async def get(base: str, path: str) -> tuple[int, CIMultiDict[str], bytes]:
 
 @pytest.fixture
 def origin(tiny_media: Path) -> ServerProcess:
-    (tiny_media / SEG).write_bytes(os.urandom(600_000))  # beyond memory: sent from its file
-    publish(tiny_media)
+    add_files(tiny_media / "tiny", {"v0/big.ts": os.urandom(600_000)})  # beyond memory: a file
     sp = start_process(["serve", "--port", "0", "--media", str(tiny_media)],
                        {"EDGE360_ORIGIN_RESCAN_INTERVAL": "0.2",
                         "EDGE360_ORIGIN_SETTLE_SECONDS": "1"})

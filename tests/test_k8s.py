@@ -17,7 +17,7 @@ import yaml
 
 import edge360.config.schema
 from edge360.core.errors import ConfigError
-from tests.tools import require_tool
+from tests.fixtures.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = ROOT / "deploy" / "k8s"

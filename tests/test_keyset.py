@@ -17,9 +17,8 @@ from pathlib import Path
 import pytest
 
 from edge360.security import tokens as auth
-from tests.servers import REPO, ServerProcess
+from tests.fixtures.servers import REPO, ServerProcess, start_logged
 from tests.test_reload import wait_log
-from tests.test_tiers import start_logged
 
 OLD = "old:old-secret-abcdefghijkl"
 NEW = "new:new-secret-mnopqrstuvwx"

@@ -8,10 +8,8 @@ Servers run in-process with the listener `edge360 serve` listens with, on
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import socket
-from collections.abc import AsyncIterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,37 +17,8 @@ import aiohttp
 import pytest
 
 from edge360.config.schema import Config
-from edge360.http.guard import ConnectionGuard
-from edge360.http.listener import Listener
-from edge360.node.state import NodeState
-from edge360.run.app import App
-from tests.conftest import publish
-from tests.servers import make_config
-
-
-@dataclass
-class Guarded:
-    base: str
-    port: int
-    node: NodeState
-
-
-@contextlib.asynccontextmanager
-async def guarded_server(config: Config, ssl_context: Any = None) -> AsyncIterator[Guarded]:
-    """An in-process node listening as `edge360 serve` does (guards, protocol, TLS)."""
-    app = App(config)
-    dispatcher = await app.start()
-    listener = Listener(dispatcher, ConnectionGuard(config, app.node.counters,
-                                                    clients=app.node.proxied),
-                        ssl_context=ssl_context)
-    port = await listener.start("127.0.0.1", 0)
-    scheme = "https" if ssl_context else "http"
-    try:
-        yield Guarded(f"{scheme}://127.0.0.1:{port}", port, app.node)
-    finally:
-        listener.close()
-        await listener.wait_drained(2.0)
-        await app.close()
+from tests.fixtures.servers import guarded_server, make_config
+from tests.fixtures.titles import add_files
 
 
 def origin_config(media: Path, flags: Mapping[str, Any] | None = None,
@@ -184,11 +153,7 @@ async def test_slowloris_head_is_cut_off(tiny_media: Path) -> None:
 @pytest.fixture
 def big_media(tiny_media: Path) -> Path:
     """tiny_media plus a 48 MiB segment, larger than any socket buffer on loopback."""
-    block = bytes(range(256)) * 4096
-    with open(tiny_media / "tiny" / "v0" / "big.ts", "wb") as fh:
-        for _ in range(48):
-            fh.write(block)
-    publish(tiny_media)
+    add_files(tiny_media / "tiny", {"v0/big.ts": bytes(range(256)) * 4096 * 48})
     return tiny_media
 
 

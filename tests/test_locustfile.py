@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.servers import REPO, start_process
-from tests.tools import require_module
+from tests.fixtures.servers import REPO, start_process
+from tests.fixtures.tools import require_module
 
 
 def test_locustfile_plays_against_a_local_origin(tiny_media: Path, tmp_path: Path) -> None:

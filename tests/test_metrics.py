@@ -18,9 +18,11 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
 from edge360.node.state import NodeState
-from tests.edgekit import edge, get, make_title, origin
-from tests.servers import FakeClock, make_config, running_node, server_process
-from tests.tools import require_tool
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import edge, get, origin
+from tests.fixtures.servers import make_config, running_node, server_process
+from tests.fixtures.titles import make_title
+from tests.fixtures.tools import require_tool
 
 VIEWERS = 300
 #: seconds any bounded wait in this file gives up after

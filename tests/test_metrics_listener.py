@@ -9,7 +9,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.test_tiers import fleet, free_port
+from tests.fixtures.fleets import fleet
+from tests.fixtures.servers import free_port
 
 
 async def fetch(url: str) -> tuple[int, bytes]:

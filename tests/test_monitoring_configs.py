@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.tools import require_tool
+from tests.fixtures.tools import require_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 PROM = ROOT / "config" / "prometheus"

@@ -14,9 +14,9 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
-from tests.conftest import publish
-from tests.servers import DEMO, make_config, running_app, start_process
-from tests.tools import require_tool
+from tests.fixtures.servers import DEMO, make_config, running_app, start_process
+from tests.fixtures.titles import add_files, publish
+from tests.fixtures.tools import require_tool
 
 
 def origin_config(media: Path, **flags: object) -> object:
@@ -231,9 +231,8 @@ async def test_ffmpeg_reads_the_demo_through_the_origin(master: str) -> None:
 
 
 async def test_a_file_gone_since_the_scan_is_a_404_not_a_broken_200(tiny_media: Path) -> None:
+    add_files(tiny_media / "tiny", {"v0/big.ts": os.urandom(600_000)})  # beyond memory: a file
     big = tiny_media / "tiny" / "v0" / "big.ts"
-    big.write_bytes(os.urandom(600_000))  # beyond the in-memory size: sent from the file
-    publish(big)
     config = origin_config(tiny_media, **{"origin.rescan_interval": 0})
     async with running_app(config) as base, aiohttp.ClientSession() as s:
         assert (await fetch(s, base + "/tiny/v0/big.ts"))[0] == 200

@@ -18,8 +18,8 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.servers import make_config, running_app
-from tests.tools import require_tool
+from tests.fixtures.servers import free_port, make_config, running_app
+from tests.fixtures.tools import require_tool
 
 NGINX_CONF = """
 daemon off;
@@ -60,12 +60,6 @@ KNOWN_DIFFERENCES = {
     "bytes=abc": (200, "nginx answers 416; RFC 9110 §14.2: an invalid Range may be ignored"),
     "bytes=0-9,5-15": (206, "nginx sends overlapping parts; §14.2 lets us coalesce them"),
 }
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

@@ -16,8 +16,10 @@ import orjson
 from aiohttp import web
 
 from edge360.security import tickets
-from tests.edgekit import fake_upstream, get, make_title
-from tests.servers import FakeClock, make_config, running_node, start_process
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import fake_upstream, get
+from tests.fixtures.servers import make_config, running_node, start_process
+from tests.fixtures.titles import make_title
 
 KEYS = "k1:admission-secret"
 

@@ -11,15 +11,10 @@ import subprocess
 import time
 from pathlib import Path
 
-import pytest
+from tests.fixtures.fleets import steered_fleet
+from tests.fixtures.servers import REPO
+from tests.fixtures.tools import require_hls, require_playwright, require_tool
 
-from tests.overloadkit import steered_fleet
-from tests.servers import REPO
-from tests.test_player import require_hls
-from tests.test_viewer_truth import long_media
-from tests.tools import require_tool
-
-__all__ = ["long_media"]  # the fixture, shared with the viewer-truth test
 STEER_SCRIPT = REPO / "tests" / "browser" / "steer.mjs"
 
 
@@ -27,8 +22,7 @@ def test_hlsjs_follows_a_steering_change(long_media: Path, tmp_path: Path) -> No
     require_hls()
     node = require_tool("node")
     chromium = require_tool("chromium")
-    if not (REPO / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("playwright-core is not installed (scripts/setup.sh runs npm install)")
+    require_playwright()
     with steered_fleet(long_media, {"e1": 20, "e2": 10}, drain_delay=10) as fleet:
         e1 = fleet.bases["e1"]
         port = {name: base.rsplit(":", 1)[1] for name, base in fleet.bases.items()}

@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
-from tests.servers import REPO
+from tests.fixtures.servers import REPO
 
 SMALL = ["--speed", "30", "--workers", "1", "--replay-workers", "1"]
 

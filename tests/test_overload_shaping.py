@@ -6,14 +6,13 @@ what still fits, an existing viewer keeps its ladder, and the playlists carry CM
 from __future__ import annotations
 
 import asyncio
-import random
 from pathlib import Path
 
 import aiohttp
 import orjson
 
-from tests.conftest import publish
-from tests.servers import make_config, running_node
+from tests.fixtures.servers import make_config, running_node
+from tests.fixtures.titles import Rendition, make_title
 from tests.test_overload_admission import get, metric
 
 LADDER = (("lo", 1_000_000), ("mid", 2_000_000), ("hi", 4_000_000))
@@ -21,22 +20,9 @@ LADDER = (("lo", 1_000_000), ("mid", 2_000_000), ("hi", 4_000_000))
 
 def make_ladder(root: Path, name: str = "film") -> Path:
     """A title of three renditions (BANDWIDTH 1, 2 and 4 Mbit/s) of three 4 s segments each."""
-    rnd = random.Random(3)
-    title = root / name
-    master = ["#EXTM3U", "#EXT-X-VERSION:3"]
-    for rendition, bandwidth in LADDER:
-        (title / rendition).mkdir(parents=True)
-        lines = ["#EXTM3U", "#EXT-X-VERSION:3", "#EXT-X-TARGETDURATION:4",
-                 "#EXT-X-PLAYLIST-TYPE:VOD"]
-        for i in range(3):
-            (title / rendition / f"s{i}.ts").write_bytes(rnd.randbytes(2000))
-            lines += ["#EXTINF:4.0,", f"s{i}.ts"]
-        lines.append("#EXT-X-ENDLIST")
-        (title / rendition / "index.m3u8").write_text("\n".join(lines) + "\n")
-        master += [f'#EXT-X-STREAM-INF:BANDWIDTH={bandwidth},CODECS="avc1.64001f,mp4a.40.2"',
-                   f"{rendition}/index.m3u8"]
-    (title / "master.m3u8").write_text("\n".join(master) + "\n")
-    publish(root)
+    make_title(root, name, [Rendition(rendition, 3, 2000, growth=0, bandwidth=bandwidth,
+                                      codecs="avc1.64001f,mp4a.40.2", segment="s{}.ts")
+                            for rendition, bandwidth in LADDER], byteranges=None, seed=3)
     return root
 
 

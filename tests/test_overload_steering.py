@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-from tests.edgekit import make_title
-from tests.overloadkit import read_json, steered_fleet, wait_for
+from tests.fixtures.fleets import read_json, steered_fleet, wait_for
+from tests.fixtures.titles import make_title
 
 
 def fetch(url: str) -> str:

@@ -21,7 +21,8 @@ from edge360.hls.package import add_arguments, package, run
 from edge360.hls.playlist import Variant, parse_master, parse_media
 from edge360.hls.titles import check_title
 from edge360.hls.workdir import Workdir
-from tests.tools import require_tool
+from tests.fixtures.titles import source_film
+from tests.fixtures.tools import require_tool
 
 REPO = Path(__file__).resolve().parent.parent
 DEMO = REPO / "media" / "demo"
@@ -36,19 +37,10 @@ def ffprobe(*args: str) -> str:
                           check=True, text=True, timeout=120).stdout
 
 
-def make_source(path: Path, seconds: int = SECONDS, size: str = "426x240") -> Path:
-    subprocess.run([require_tool("ffmpeg"), "-nostdin", "-v", "error",
-                    "-f", "lavfi", "-i", f"testsrc2=size={size}:rate={FPS}:duration={seconds}",
-                    "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
-                    "-c:v", "libx264", "-preset", "veryfast", "-c:a", "aac", "-shortest",
-                    str(path)], check=True, timeout=300)
-    return path
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Four seconds of 426x240 test pattern at 25 fps with a tone."""
-    return make_source(tmp_path_factory.mktemp("src") / "source.mp4")
+    return source_film(tmp_path_factory.mktemp("src") / "source.mp4", SECONDS, fps=FPS)
 
 
 class Made:

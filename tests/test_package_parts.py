@@ -21,6 +21,7 @@ from edge360.hls.progress import ProgressBar, clock_text
 from edge360.hls.rendition import keyframe_ranges, peak_bitrate
 from edge360.hls.runner import Job, Tracker
 from edge360.hls.workdir import Workdir
+from tests.fixtures.clock import FakeClock
 
 # ---------------------------------------------------------------- the ladder
 
@@ -358,13 +359,13 @@ def test_tracker_eta_counts_only_this_runs_work(tmp_path: Path) -> None:
     jobs = [Job("done", [], (folder / "done.mp4",), 1.0, 50.0),
             Job("a", [], (folder / "a.mp4",), 1.0, 25.0),
             Job("b", [], (folder / "a.mp4", folder / "b.mp4"), 1.0, 25.0)]
-    now = [100.0]
+    clock = FakeClock(100.0)
     seen: list[tuple[float, float | None]] = []
-    tracker = Tracker(jobs, lambda f, eta: seen.append((f, eta)), clock=lambda: now[0])
-    now[0] = 110.0
+    tracker = Tracker(jobs, lambda f, eta: seen.append((f, eta)), clock=clock)
+    clock.now = 110.0
     tracker.update(jobs[1], 0.5)  # 12.5 of this run's weight in 10 s; 37.5 to go: 30 s
     assert seen[-1] == (0.625, 30.0)
-    now[0] = 120.0
+    clock.now = 120.0
     tracker.finish(jobs[1])
     tracker.finish(jobs[2])
     assert seen[-1] == (1.0, 0.0)

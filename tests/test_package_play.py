@@ -12,12 +12,11 @@ import pytest
 
 from edge360.hls.package import package
 from edge360.hls.playlist import parse_master, parse_media
-from tests.conftest import publish
-from tests.edgekit import edge, get, origin
-from tests.servers import DEMO, ServerProcess, start_process
-from tests.test_package import make_source
-from tests.test_player import play, require_hls
-from tests.tools import require_tool
+from tests.fixtures.browser import play
+from tests.fixtures.edges import edge, get, origin
+from tests.fixtures.servers import DEMO, ServerProcess, start_process
+from tests.fixtures.titles import publish, source_film
+from tests.fixtures.tools import require_hls, require_tool
 
 SECONDS = 6
 
@@ -27,7 +26,7 @@ def media(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A media root holding the title `mixed`: HEVC and H.264 rungs in one master."""
     require_tool("ffprobe")
     root = tmp_path_factory.mktemp("media")
-    source = make_source(tmp_path_factory.mktemp("src") / "source.mp4", seconds=SECONDS)
+    source = source_film(tmp_path_factory.mktemp("src") / "source.mp4", SECONDS)
     package(source, root / "mixed", codecs="h264,hevc", ladder_spec="240p:300k:64k,144p:150k:64k",
             segment_seconds=2.0, chunk_seconds=4.0, preset="superfast")
     publish(root)  # packaged long ago: an origin serves it at once

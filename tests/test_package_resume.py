@@ -17,8 +17,8 @@ import pytest
 
 from edge360.hls.package import package
 from edge360.hls.titles import check_title
-from tests.test_package import make_source
-from tests.tools import require_tool
+from tests.fixtures.titles import source_film
+from tests.fixtures.tools import require_tool
 
 OPTIONS: dict[str, object] = {"codecs": "h264,hevc", "ladder_spec": "240p:300k:64k,144p:150k:64k",
                               "segment_seconds": 1.0, "chunk_seconds": 1.0, "preset": "superfast"}
@@ -26,7 +26,7 @@ OPTIONS: dict[str, object] = {"codecs": "h264,hevc", "ladder_spec": "240p:300k:6
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_source(tmp_path_factory.mktemp("src") / "source.mp4", seconds=6)
+    return source_film(tmp_path_factory.mktemp("src") / "source.mp4", 6)
 
 
 def chunk_files(partial: Path) -> dict[Path, tuple[int, int]]:

@@ -12,8 +12,8 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.edgekit import make_title
-from tests.test_tiers import Fleet, fleet
+from tests.fixtures.fleets import Fleet, fleet
+from tests.fixtures.titles import make_title
 
 ADMIN = "admin-secret-789"
 TITLES = ("t0", "t1", "t2")

@@ -21,9 +21,9 @@ from pathlib import Path
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.edgekit import make_title
-from tests.servers import ServerProcess, start_process
-from tests.tools import require_tool
+from tests.fixtures.servers import ServerProcess, start_process
+from tests.fixtures.titles import make_title
+from tests.fixtures.tools import require_tool
 
 NGINX_CONF = """
 daemon off;

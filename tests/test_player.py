@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import re
-import subprocess
 import urllib.request
 from pathlib import Path
 
@@ -18,22 +16,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from edge360.ops import player
 from edge360.ops.player import BadPlayerQuery, PlayerQuery, find_hls, parse_query
-from tests.servers import REPO, ServerProcess, make_config, running_app, start_process
-from tests.tools import require_tool
+from tests.fixtures.browser import play
+from tests.fixtures.servers import ServerProcess, make_config, running_app, start_process
+from tests.fixtures.tools import require_hls
 
-PLAY_SCRIPT = REPO / "tests" / "browser" / "play.mjs"
 CONFIG_RE = re.compile(r'<main id="player" data-config="([^"]*)">')
-
-
-def require_hls() -> Path:
-    """hls.min.js as set-up provides it; missing fails under CI=true and skips elsewhere."""
-    found = find_hls()
-    if found is None:
-        message = "hls.js is not installed (scripts/setup.sh runs npm install)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
 
 
 def page_config(body: str) -> dict[str, object]:
@@ -227,26 +214,6 @@ def stats_of(base: str) -> dict[str, object]:
         data = json.loads(r.read())
     assert isinstance(data, dict)
     return data
-
-
-def play(url: str, stats: str, profile: Path) -> dict[str, object]:
-    """Run the playwright-core driver; its JSON result (bounded: it gives up after 60 s)."""
-    node = require_tool("node")
-    chromium = require_tool("chromium")
-    if not (REPO / "node_modules" / "playwright-core").is_dir():
-        message = "playwright-core is not installed (scripts/setup.sh runs npm install)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
-    proc = subprocess.run(
-        [node, str(PLAY_SCRIPT), "--url", url, "--stats", stats, "--user-data-dir", str(profile),
-         "--min-time", "3", "--timeout", "60", "--chromium", chromium],
-        cwd=REPO, capture_output=True, text=True, timeout=150)
-    assert proc.stdout.strip(), proc.stderr[-3000:]
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert isinstance(result, dict)
-    assert result["ok"], (result, proc.stderr[-3000:])
-    return result
 
 
 def test_plays_through_the_edge_counting_one_viewer(tiny_media: Path, tmp_path: Path) -> None:

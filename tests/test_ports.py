@@ -18,9 +18,9 @@ import aiohttp
 import orjson
 import pytest
 
-from tests.conftest import publish
-from tests.procs import running, wait_workers
-from tests.servers import REPO, ServerProcess, start_process
+from tests.fixtures.procs import running, wait_workers
+from tests.fixtures.servers import REPO, ServerProcess, start_process
+from tests.fixtures.titles import add_files
 from tests.test_drain import BIG, slow_download
 
 
@@ -139,8 +139,7 @@ async def hammer(port: int, path: str, size: int, stop: asyncio.Event, ok: list[
                                                           ("2", "1")])
 async def test_takeover_refuses_no_connection(tiny_media: Path, old_workers: str,
                                               new_workers: str) -> None:
-    (tiny_media / "tiny" / "v0" / "big.ts").write_bytes(os.urandom(BIG))
-    publish(tiny_media)
+    add_files(tiny_media / "tiny", {"v0/big.ts": os.urandom(BIG)})
     segment = tiny_media / "tiny" / "v0" / "seg_000.ts"
     env = {"EDGE360_SERVER_DRAIN_TIMEOUT": "30"}
     old = start_process(["serve", "--port", "0", "--workers", old_workers,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
 import signal
 import socket
 import subprocess
@@ -23,11 +22,10 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.servers import ServerProcess, start_process
+from tests.fixtures.servers import ServerProcess, start_process
+from tests.fixtures.titles import Rendition, add_rendition, make_title
+from tests.fixtures.tools import require_tool
 from tests.test_monitoring_configs import DASHBOARD, PROM, dashboard_queries, metric_names, rules
-from tests.tools import require_tool
 
 #: the big segment's size and the duration its playlist gives it: a slow reader makes it late
 BIG_BYTES = 16 * 1024 * 1024
@@ -46,15 +44,9 @@ def free_port() -> int:
 
 
 def make_media(root: Path) -> None:
-    """The edgekit title plus a rendition whose one segment is big and short."""
+    """The demo title plus a rendition whose one segment is big and short."""
     make_title(root)
-    big = root / "demo" / "big"
-    big.mkdir()
-    (big / "seg_000.ts").write_bytes(random.Random(3).randbytes(BIG_BYTES))
-    (big / "index.m3u8").write_text(
-        "#EXTM3U\n#EXT-X-VERSION:3\n#EXT-X-TARGETDURATION:1\n#EXT-X-PLAYLIST-TYPE:VOD\n"
-        f"#EXTINF:{BIG_SECONDS},\nseg_000.ts\n#EXT-X-ENDLIST\n")
-    publish(root / "demo")  # written long ago: a file still settling would answer 503
+    add_rendition(root / "demo", Rendition("big", 1, BIG_BYTES, duration=BIG_SECONDS))
 
 
 @contextlib.contextmanager

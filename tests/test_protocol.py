@@ -19,9 +19,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from tests.conftest import publish
-from tests.edgekit import edge, fake_upstream, make_title
-from tests.servers import make_config, running_app, start_process
+from tests.fixtures.edges import edge, fake_upstream
+from tests.fixtures.servers import make_config, running_app, start_process
+from tests.fixtures.titles import make_title
 
 Answer = tuple[int, dict[str, str], bytes]
 
@@ -179,10 +179,8 @@ async def test_memory_sendfile_and_tls_send_the_same_bytes(
     process: uvloop where it runs on it), from an edge's memory tier, and from a TLS origin
     (chunks read in a thread): same status, framing and bytes; ranges too."""
     media = tmp_path / "media"
-    make_title(media)
     data = os.urandom(8 * 1024 * 1024 + 7)
-    (media / "demo" / "v0" / "big.ts").write_bytes(data)
-    publish(media)
+    make_title(media, extra={"v0/big.ts": data})
     crt, key = cert
     plain = start_process(["serve", "--port", "0", "--media", str(media)])
     tls = start_process(["serve", "--port", "0", "--media", str(media)],

@@ -20,8 +20,8 @@ from edge360.config.schema import load
 from edge360.core.errors import ConfigError
 from edge360.node.state import NodeState
 from edge360.security.clientaddr import V2_SIGNATURE
-from tests.servers import make_config, running_node
-from tests.test_tiers import fleet
+from tests.fixtures.fleets import fleet
+from tests.fixtures.servers import make_config, running_node
 
 SEGMENT = "/tiny/v0/seg_000.ts"
 UA = "same-player/1.0"

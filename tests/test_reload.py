@@ -17,9 +17,8 @@ import aiohttp
 
 from edge360.config.live import LIVE_KEYS, merge_live
 from edge360.config.schema import load
-from tests.conftest import publish
-from tests.edgekit import make_title
-from tests.test_tiers import fleet
+from tests.fixtures.fleets import fleet
+from tests.fixtures.titles import make_title
 
 BIG = "/demo/big/blob.ts"
 
@@ -74,11 +73,8 @@ def finish_download(s: socket.socket, got: bytes) -> bytes:
 
 async def test_sighup_moves_parents_and_limits_without_dropping(tmp_path: Path) -> None:
     media = tmp_path / "media"
-    make_title(media)
     blob = random.Random(3).randbytes(12 * 1024 * 1024)  # pieced, far more than socket buffers
-    (media / "demo" / "big").mkdir()
-    (media / "demo" / "big" / "blob.ts").write_bytes(blob)
-    publish(media)
+    make_title(media, extra={"big/blob.ts": blob})
     cfg = tmp_path / "edge.toml"
     with fleet(tmp_path) as f:
         a = f.start("a", ["--port", "0", "--media", str(media)], {}).base

@@ -17,15 +17,14 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import publish
-from tests.servers import REPO, start_process
+from tests.fixtures.servers import REPO, start_process
+from tests.fixtures.titles import Rendition, make_title
 
 SPEED = 10.0
 IDLE = 30.0 / SPEED                    # the compressed idle timeout the replayer asks for
@@ -51,22 +50,11 @@ def edge_settings(tmp_path: Path) -> dict[str, str]:
 
 def make_film(root: Path, name: str = "film") -> Path:
     """A two-rendition segmented title with long segments and small bodies."""
-    rnd = random.Random(11)
-    title = root / name
-    renditions = (("lo", 400_000, 3000), ("hi", 2_000_000, 6000))
-    master = ["#EXTM3U", "#EXT-X-VERSION:3"]
-    for rendition, bandwidth, size in renditions:
-        (title / rendition).mkdir(parents=True)
-        lines = ["#EXTM3U", "#EXT-X-VERSION:3", f"#EXT-X-TARGETDURATION:{SEGMENT_S}",
-                 "#EXT-X-PLAYLIST-TYPE:VOD"]
-        for i in range(SEGMENTS):
-            (title / rendition / f"seg_{i:03d}.ts").write_bytes(rnd.randbytes(size + i))
-            lines += [f"#EXTINF:{SEGMENT_S}.0,", f"seg_{i:03d}.ts"]
-        lines.append("#EXT-X-ENDLIST")
-        (title / rendition / "index.m3u8").write_text("\n".join(lines) + "\n")
-        master += [f"#EXT-X-STREAM-INF:BANDWIDTH={bandwidth}", f"{rendition}/index.m3u8"]
-    (title / "master.m3u8").write_text("\n".join(master) + "\n")
-    publish(root)
+    make_title(root, name, [Rendition(rendition, SEGMENTS, size, growth=1, duration=SEGMENT_S,
+                                      bandwidth=bandwidth)
+                            for rendition, bandwidth, size in (("lo", 400_000, 3000),
+                                                               ("hi", 2_000_000, 6000))],
+               byteranges=None, seed=11)
     return root
 
 

@@ -28,8 +28,8 @@ from edge360.replay import command
 from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
 from edge360.replay.truth import Rule
-from tests.servers import start_process
-from tests.test_replay_support import ThreadServer
+from tests.fixtures.hls_server import ThreadServer, serving
+from tests.fixtures.servers import start_process
 
 WINDOW = 6          # segments in the live window
 TARGET = 1          # seconds: every segment's duration and the target duration
@@ -130,19 +130,6 @@ class LiveStream:
         app.router.add_get("/live/lo/seg_{n:\\d+}.ts", segment)
         app.router.add_get("/live/hi/all.ts", single_file)
         return app
-
-
-@contextlib.asynccontextmanager
-async def serving(app: web.Application) -> AsyncIterator[str]:
-    """The app on 127.0.0.1:0 in this event loop; yields its base URL."""
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.asynccontextmanager

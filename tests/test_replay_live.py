@@ -21,9 +21,9 @@ from edge360.core.errors import UsageError
 from edge360.replay import command
 from edge360.replay.player import parse_media, sid_of
 from edge360.replay.target import parse_sessions_active
-from tests.conftest import publish
-from tests.servers import start_process
-from tests.test_replay_support import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
+from tests.fixtures.hls_server import SEGMENT_BYTES, ServerLog, ThreadServer, build_app
+from tests.fixtures.servers import start_process
+from tests.fixtures.titles import Rendition, make_title
 
 
 def args_for(*argv: str) -> argparse.Namespace:
@@ -157,15 +157,9 @@ def test_long_playlists_compressed_by_edge360_still_play(tmp_path: Path) -> None
     """edge360 gzips rewritten playlists of 1 KiB or more (a two-hour playlist is ~1,200
     entries); the virtual players decode them and keep fetching segments."""
     media = tmp_path / "media"
-    (media / "long" / "v0").mkdir(parents=True)
-    (media / "long" / "v0" / "seg.ts").write_bytes(b"\x47" * 376)
-    lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:6", "#EXT-X-PLAYLIST-TYPE:VOD"]
-    for _ in range(200):
-        lines += ["#EXTINF:6.0,", "seg.ts"]
-    (media / "long" / "v0" / "index.m3u8").write_text("\n".join([*lines, "#EXT-X-ENDLIST"]) + "\n")
-    (media / "long" / "master.m3u8").write_text(
-        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=100000\nv0/index.m3u8\n")
-    publish(media)
+    # one small file listed 200 times: a two-hour playlist's length, not its bytes
+    make_title(media, "long", [Rendition("v0", 200, 376, growth=0, duration=6.0,
+                                         bandwidth=100_000, segment="seg.ts")], byteranges=None)
     origin = start_process(["serve", "--port", "0", "--media", str(media)],
                            {"EDGE360_SESSIONS_IDLE_TIMEOUT": "0.5"})
     try:

@@ -24,9 +24,8 @@ import pytest
 
 from edge360.core.errors import UsageError
 from edge360.replay import command
-from tests.servers import DEMO
-from tests.test_origin_nginx import free_port
-from tests.tools import require_tool
+from tests.fixtures.servers import DEMO, free_port
+from tests.fixtures.tools import require_tool
 
 NGINX_CONF = """
 daemon off;

@@ -33,8 +33,7 @@ from edge360.replay.profiles import AVPLAYER, EXOPLAYER, HLSJS, PlayerProfile
 from edge360.replay.stats import Stats
 from edge360.replay.truth import Rule
 from edge360.replay.wire import Client
-from tests.test_replay_follow import serving
-from tests.test_replay_support import ServerLog, ThreadServer, build_app
+from tests.fixtures.hls_server import ServerLog, ThreadServer, build_app, serving
 
 SPEED = 20.0
 BANDWIDTH = 16_000_000        # hls.js keeps 30 s ahead of this rendition

@@ -170,7 +170,7 @@ def test_histogram_percentiles_within_a_bucket() -> None:
 
 
 def test_live_mix_is_what_the_players_fetched(tmp_path: Path) -> None:
-    from tests.test_replay_support import ServerLog, ThreadServer, build_app
+    from tests.fixtures.hls_server import ServerLog, ThreadServer, build_app
     parser = argparse.ArgumentParser()
     command.add_arguments(parser)
     with ThreadServer(build_app(rewrite=True, metrics=True, idle=0.5, log=ServerLog())) as srv:

@@ -29,7 +29,9 @@ from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, Stats, VirtualPlayer
 from edge360.replay.truth import Rule
 from edge360.replay.wire import Client, FetchError, Getter
-from tests.edgekit import make_title, origin
+from tests.fixtures.clock import FakeClock
+from tests.fixtures.edges import origin
+from tests.fixtures.titles import make_title
 
 PLAYLIST = b"#EXTM3U\n#EXT-X-TARGETDURATION:6\n#EXTINF:6.0,\ns0.ts\n#EXT-X-ENDLIST\n"
 
@@ -258,12 +260,12 @@ async def test_a_silent_server_times_out() -> None:
 
 
 async def test_waiting_for_a_busy_pool_counts_towards_the_timeout() -> None:
-    now = [0.0]
-    async with RawServer() as srv, Client(limit=1, total_timeout=5, clock=lambda: now[0]) as http:
+    clock = FakeClock(0.0)
+    async with RawServer() as srv, Client(limit=1, total_timeout=5, clock=clock) as http:
         first = asyncio.ensure_future(http.get(srv.url("/silent")))
         queued = asyncio.ensure_future(http.get(srv.url("/cl")))
         await until(lambda: bool(srv.seen))
-        now[0] = 10.0                       # both past their deadline: the next sweep sees it
+        clock.now = 10.0                    # both past their deadline: the next sweep sees it
         got = await asyncio.wait_for(asyncio.gather(first, queued, return_exceptions=True), 10)
         assert await kind_of(http, "") == "client"          # not a URL at all
     assert all(isinstance(e, FetchError) and e.kind == "timeout" for e in got)

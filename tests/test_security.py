@@ -13,8 +13,8 @@ import aiohttp
 import pytest
 
 from edge360.security import tokens as auth
-from tests.servers import start_process
-from tests.test_limits import guarded_server, origin_config
+from tests.fixtures.servers import guarded_server, start_process
+from tests.test_limits import origin_config
 
 KEYS = "k1:first-secret-0123456789,k0:older-secret-9876543210"
 REQUIRED = {"EDGE360_AUTH_REQUIRED": "true", "EDGE360_AUTH_KEYS": KEYS}

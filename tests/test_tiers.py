@@ -7,15 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
-import select
-import signal
-import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,81 +20,14 @@ import orjson
 from aiohttp import web
 
 from edge360.security import tokens as auth
-from tests.edgekit import make_title
-from tests.servers import READY_RE, REPO, ServerProcess
-from tests.tools import require_tool
+from tests.fixtures.fleets import fleet
+from tests.fixtures.servers import REPO, free_port
+from tests.fixtures.titles import make_title
+from tests.fixtures.tools import require_tool
 
 PEER = "peer-secret-123"
 ADMIN = "admin-secret-456"
 KEYS = "k1:viewer-signing-secret"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def start_logged(args: list[str], env: Mapping[str, str], log: Path,
-                 timeout: float = 30) -> ServerProcess:
-    """`python -m edge360 <args>` with stderr (the access log) going to `log`, so a long test never
-    fills a pipe; returns once the ready line is printed."""
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")}
-    full_env.update(env)
-    with open(log, "ab") as err:
-        proc = subprocess.Popen([sys.executable, "-m", "edge360", *args], cwd=REPO, env=full_env,
-                                stdout=subprocess.PIPE, stderr=err, text=True)
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if select.select([proc.stdout], [], [], 0.2)[0]:
-            m = READY_RE.match(proc.stdout.readline())
-            if m:
-                return ServerProcess(proc, m.group(0), m.group(2).rstrip("/"))
-    with contextlib.suppress(ProcessLookupError):
-        os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate(timeout=5)
-    raise AssertionError(f"not ready: {log.read_text()[-2000:]}")
-
-
-class Fleet:
-    """Processes started by one test, each stopped by its PID at the end."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.procs: list[ServerProcess] = []
-
-    def start(self, name: str, args: list[str], env: Mapping[str, str]) -> ServerProcess:
-        sp = start_logged(["serve", "--host", "127.0.0.1", *args],
-                          {"EDGE360_SERVER_ACCESS_LOG": "true", **env}, self.tmp / f"{name}.log")
-        self.procs.append(sp)
-        return sp
-
-    def log(self, name: str) -> list[dict[str, Any]]:
-        """`name`'s access log once it has settled: the log thread writes a line just after its
-        answer went out, so wait (bounded) until the file stops growing."""
-        path = self.tmp / f"{name}.log"
-        size = -1
-        for _ in range(50):  # at most ~5 s
-            if path.stat().st_size == size:
-                break
-            size = path.stat().st_size
-            time.sleep(0.1)
-        lines = path.read_text().splitlines()
-        return [orjson.loads(ln) for ln in lines if ln.startswith("{")]
-
-    def stop(self) -> None:
-        for sp in reversed(self.procs):
-            sp.stop()
-
-
-@contextlib.contextmanager
-def fleet(tmp: Path) -> Iterator[Fleet]:
-    f = Fleet(tmp)
-    try:
-        yield f
-    finally:
-        f.stop()
 
 
 async def fetch(s: aiohttp.ClientSession, url: str, **kw: Any) -> tuple[int, Any, bytes]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from edge360.core.errors import InvalidMedia
 from edge360.hls.playlist import parse_media, segments
 from edge360.hls.titles import check_title, scan_media_root
-from tests.tools import require_tool
+from tests.fixtures.titles import add_files, encoded_title
 
 MASTER = """#EXTM3U
 #EXT-X-MEDIA:TYPE=AUDIO,GROUP-ID="a",NAME="en",URI="audio/en.m3u8"
@@ -68,15 +67,7 @@ def build(root: Path, name: str = "film", changes: dict[str, str | bytes | None]
     """A title folder: FILES with `changes` applied (None deletes a file)."""
     title = root / name
     files: dict[str, str | bytes | None] = {**FILES, **(changes or {})}
-    for rel, body in files.items():
-        if body is None:
-            continue
-        f = title / rel
-        f.parent.mkdir(parents=True, exist_ok=True)
-        if isinstance(body, str):
-            f.write_text(body)
-        else:
-            f.write_bytes(body)
+    add_files(title, {rel: body for rel, body in files.items() if body is not None})
     return title
 
 
@@ -139,29 +130,10 @@ def test_scan_media_root(tmp_path: Path) -> None:
     assert "missing file v360/seg0.m4s" in broken["bad"]
 
 
-def _ffmpeg_title(root: Path, ffmpeg: str) -> Path:
-    title = root / "real"
-    (title / "v1").mkdir(parents=True)
-    (title / "v2").mkdir()
-    src = ["-f", "lavfi", "-i", "testsrc=size=160x90:rate=25", "-f", "lavfi", "-i", "sine",
-           "-t", "5", "-c:v", "libx264", "-g", "25", "-c:a", "aac", "-f", "hls", "-hls_time", "1",
-           "-hls_playlist_type", "vod"]
-
-    def run(args: list[str]) -> None:
-        subprocess.run([ffmpeg, "-loglevel", "error", "-y", *src, *args], check=True, timeout=120)
-
-    run(["-hls_segment_filename", str(title / "v1/seg%03d.ts"), str(title / "v1/index.m3u8")])
-    run(["-hls_segment_type", "fmp4", "-hls_flags", "single_file", "-hls_segment_filename",
-         str(title / "v2/br.mp4"), str(title / "v2/index.m3u8")])
-    (title / "master.m3u8").write_text(
-        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=160x90\nv1/index.m3u8\n")
-    (title / "master_br.m3u8").write_text(
-        "#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=300000,RESOLUTION=160x90\nv2/index.m3u8\n")
-    return title
-
-
 def test_ffmpeg_packaged_title(tmp_path: Path) -> None:
-    title = _ffmpeg_title(tmp_path, require_tool("ffmpeg"))
+    """A title as ffmpeg packages it: TS segments, and a single fMP4 file in byte ranges."""
+    title = encoded_title(tmp_path, "real", seconds=5, picture="160x90", segment_seconds=1,
+                          byteranges="fmp4")
     info = check_title(title)
     for pl in info.playlists:
         assert pl.vod and pl.duration == pytest.approx(5.0, abs=0.1)
@@ -169,9 +141,9 @@ def test_ffmpeg_packaged_title(tmp_path: Path) -> None:
         fast = segments(text, f"/real/{pl.path}")
         assert [s.path for s in fast] == [f"/real/{s.path}" for s in pl.segments]
         assert [s.byterange for s in fast] == [s.byterange for s in parse_media(text).segments]
-    br = info.playlist("v2/index.m3u8")
+    br = info.playlist("br/index.m3u8")
     assert br is not None and all(s.byterange for s in br.segments)
-    size = (title / "v2/br.mp4").stat().st_size
+    size = (title / "br/all.mp4").stat().st_size
     last = br.segments[-1].byterange
     assert last is not None and last[0] + last[1] == size
 

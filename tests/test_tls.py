@@ -12,15 +12,14 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from tests.conftest import publish
-from tests.servers import ServerProcess, start_process
+from tests.fixtures.servers import ServerProcess, start_process
+from tests.fixtures.titles import add_files
 
 
 @pytest.fixture
 def tls_origin(tiny_media: Path, cert: tuple[Path, Path]) -> Iterator[ServerProcess]:
     block = bytes(range(256)) * 4096  # a 4 MiB segment: many chunks through TLS
-    (tiny_media / "tiny" / "v0" / "big.ts").write_bytes(block * 4)
-    publish(tiny_media)
+    add_files(tiny_media / "tiny", {"v0/big.ts": block * 4})
     sp = start_process(["serve", "--role", "origin", "--media", str(tiny_media), "--port", "0"],
                        env={"EDGE360_SERVER_TLS_CERT": str(cert[0]),
                             "EDGE360_SERVER_TLS_KEY": str(cert[1])})

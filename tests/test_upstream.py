@@ -15,7 +15,7 @@ from edge360.core.errors import UpstreamError
 from edge360.edge.parenthealth import ParentHealth, is_failure
 from edge360.edge.upstream import Upstream
 from edge360.node.counters import Counters
-from tests.edgekit import fake_upstream
+from tests.fixtures.edges import fake_upstream
 
 
 def dead_url() -> str:

@@ -22,45 +22,18 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import publish
-from tests.servers import REPO, ServerProcess, start_process
+from tests.fixtures.servers import REPO, ServerProcess, start_process
+from tests.fixtures.titles import LONG_SECONDS, LONG_SEGMENT_SECONDS
+from tests.fixtures.tools import require_hls, require_playwright, require_tool
 from tests.test_monitoring_configs import DASHBOARD, dashboard_queries, metric_names
-from tests.test_player import require_hls
-from tests.tools import require_tool
 
 WATCH_SCRIPT = REPO / "tests" / "browser" / "watch.mjs"
 RATE = 16
 IDLE = 1.5
-TITLE_SECONDS = 120
-SEGMENT_SECONDS = 6
-
-MASTER = """#EXTM3U
-#EXT-X-VERSION:3
-#EXT-X-STREAM-INF:BANDWIDTH=120000,RESOLUTION=160x90,CODECS="avc1.64000b,mp4a.40.2"
-v0/index.m3u8
-"""
-
-
-@pytest.fixture(scope="module")
-def long_media(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A media root with one 120 s title `long` in 6 s TS segments, tiny pictures."""
-    ffmpeg = require_tool("ffmpeg")
-    root = tmp_path_factory.mktemp("media-long")
-    title = root / "long"
-    (title / "v0").mkdir(parents=True)
-    subprocess.run([
-        ffmpeg, "-v", "error", "-y",
-        "-f", "lavfi", "-i", f"testsrc2=s=160x90:r=10:d={TITLE_SECONDS}",
-        "-f", "lavfi", "-i", f"sine=d={TITLE_SECONDS}",
-        "-c:v", "libx264", "-preset", "ultrafast", "-g", "20", "-b:v", "60k",
-        "-c:a", "aac", "-b:a", "32k", "-f", "hls", "-hls_time", str(SEGMENT_SECONDS),
-        "-hls_playlist_type", "vod",
-        "-hls_segment_filename", str(title / "v0" / "seg_%03d.ts"),
-        str(title / "v0" / "index.m3u8"),
-    ], check=True, timeout=180)
-    (title / "master.m3u8").write_text(MASTER)
-    publish(root)  # published long ago: an origin serves it at once
-    return root
+TITLE_SECONDS = LONG_SECONDS
+SEGMENT_SECONDS = LONG_SEGMENT_SECONDS
+#: the steering metrics have one series per pathway: none where steering is off, as here
+STEERING = "edge360_steering_"
 
 
 def read(url: str) -> bytes:
@@ -84,8 +57,7 @@ def watch_while_playing(page: str, edge: ServerProcess, origin: ServerProcess,
     driver's JSON and the edge+origin expositions read while the session was active."""
     node = require_tool("node")
     chromium = require_tool("chromium")
-    if not (REPO / "node_modules" / "playwright-core").is_dir():
-        pytest.fail("playwright-core is not installed (scripts/setup.sh runs npm install)")
+    require_playwright()
     proc = subprocess.Popen(
         [node, str(WATCH_SCRIPT), "--url", page, "--stats", f"{edge.base}/api/stats",
          "--user-data-dir", str(profile), "--rate", str(RATE), "--timeout", "120",
@@ -169,15 +141,15 @@ def test_a_viewer_counts_from_its_first_segment_until_playback_ends(
     assert TITLE_SECONDS / RATE - 0.5 <= watched <= TITLE_SECONDS / RATE + 3, watched
 
     # while it played, watch seconds grew for the active session, and every panel of the
-    # dashboard had its metric in what the nodes export
+    # dashboard had its metric in what the nodes export; the steering panels read series per
+    # pathway, which exist only on an edge that steers (docs/OVERLOAD.md; test_prometheus_live
+    # checks them on one)
     assert while_active, "never read the metrics while the session was active"
     assert max(m.get("edge360_watch_seconds_total", 0.0) for m in while_active) > 0
     names = set().union(*(set(m) for m in while_active))
     for query in dashboard_queries(DASHBOARD):
         for name in metric_names(query):
-            if name.startswith("edge360_steering_"):
-                # a series per configured pathway: this edge steers nothing, and the live
-                # Prometheus test checks those panels on an edge that does
+            if name.startswith(STEERING):
                 continue
             assert {name, name + "_total", name + "_bucket"} & names, (query, name)
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.procs import running, wait_workers
-from tests.servers import start_process
+from tests.fixtures.procs import running, wait_workers
+from tests.fixtures.servers import start_process
 
 #: a counter sample of the exposition: name{labels} value
 SAMPLE = re.compile(r"^(edge360_\w+?(?:_total|_bucket|_count|_sum))(\{[^}]*\})? (\S+)$")

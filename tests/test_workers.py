@@ -9,7 +9,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
-from tests.servers import start_process
+from tests.fixtures.servers import start_process
 
 
 async def get_json(url: str) -> dict[str, object]:
