@@ -267,6 +267,9 @@ def _summarise(plan: Plan, info: TargetInfo, live: Live, stats: Stats, rule: tru
         "views": sum(1 for v in mine if v.offset_s == 0.0),
         "viewers_at_start": sum(1 for v in mine if v.offset_s > 0.0),
         "viewers_started": len(stats.records),
+        # those that sent a media request: the views a server counts (one that quit before its
+        # first segment never was one)
+        "viewers_with_media": sum(1 for r in stats.records if r.first_segment is not None),
         # exact peaks of the intervals, not only at the sampled instants
         "achieved_peak": max(truth.peak(counted), *truth.counts(counted, times), 0),
         "watching_peak": truth.peak(watching),
