@@ -20,6 +20,7 @@ import orjson
 from aiohttp import web
 
 from edge360.security import tokens as auth
+from tests.fixtures.edges import catch_all
 from tests.fixtures.fleets import fleet
 from tests.fixtures.servers import REPO, free_port
 from tests.fixtures.titles import make_title
@@ -61,17 +62,8 @@ async def tap(parent: str) -> AsyncIterator[tuple[str, list[dict[str, Any]]]]:
                      "body": body})
         return web.Response(status=r.status, headers=out, body=body)
 
-    app = web.Application()
-    app.router.add_route("*", "/{tail:.*}", relay)
-    runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=1)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = int(runner.addresses[0][1])
-    try:
-        yield f"http://127.0.0.1:{port}", seen
-    finally:
-        await runner.cleanup()
+    async with catch_all(relay) as base:
+        yield base, seen
 
 
 def uris(playlist: bytes) -> list[str]:
