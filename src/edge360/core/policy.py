@@ -194,9 +194,12 @@ class StoredResponse:
         """§4.2.3: corrected_initial_age + resident_time (never negative if the clock steps)."""
         return self.initial_age + max(0.0, now - self.response_time)
 
-    def age_header(self, now: float) -> str:
+    def age(self, now: float) -> int:
         """The Age to send: current age in whole seconds, capped at 2^31 (§5.1, §1.2.2)."""
-        return str(min(int(self.current_age(now)), 2**31))
+        return min(int(self.current_age(now)), 2**31)
+
+    def age_header(self, now: float) -> str:
+        return str(self.age(now))
 
     def is_fresh(self, now: float) -> bool:
         return self.freshness_lifetime > self.current_age(now)  # §4.2
@@ -280,7 +283,7 @@ def decide(entry: StoredResponse | None, request_headers: Mapping[str, str], now
     d = entry.directives
     age, lifetime = entry.current_age(now), entry.freshness_lifetime
     fresh = lifetime > age
-    shown = int(entry.age_header(now))
+    shown = entry.age(now)
     # §5.2.1: the client's reload directives. RFC 8246: a fresh immutable response needs none.
     if honor_request_no_cache and not (fresh and d.has("immutable")):
         if req.has("no-cache"):

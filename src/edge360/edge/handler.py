@@ -1,5 +1,5 @@
 """The edge role's content handler: GET/HEAD for any path from the cache, fetching from a parent
-on a miss (docs/HTTP.md, "The edge"; docs/DESIGN.md follows a hit and a miss through it).
+on a miss (docs/HTTP.md, "The edge"; docs/ARCHITECTURE.md follows a hit and a miss through it).
 
 A request: method -> loop and path checks -> token -> cache key (path + the configured key
 params; never sid, token or CMCD) -> viewer -> memory lookup -> policy.decide (RFC 9111 §4) ->
@@ -142,7 +142,7 @@ class Edge:
         now = self.node.clock()
         if held.fresh_for(request.fields, now):
             return self._from_cache(request, t, found, "HIT", child, viewer, entry.meta,
-                                    held.age(now))
+                                    obj.stored.age(now))
         return self._decide(request, t, found, child, viewer, entry.meta)
 
     async def _lookup(self, request: Request, t: Target, child: bool,
@@ -198,7 +198,7 @@ class Edge:
         s = obj.stored
         state = self.state
         if age is None:
-            age = int(s.age_header(self.node.clock()))
+            age = s.age(self.node.clock())
         try:
             if not obj.pieced:
                 assert body is not None

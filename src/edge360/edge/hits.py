@@ -31,12 +31,11 @@ MAX_BLOCKS: Final = 16_384
 class Held:
     """One stored version as the hit path reads it."""
 
-    __slots__ = ("fresh_until", "initial_age", "meta", "obj", "response_time", "vary", "vary_ok")
+    __slots__ = ("fresh_until", "meta", "obj", "vary", "vary_ok")
 
     def __init__(self, meta: bytes, obj: StoredObject) -> None:
         s = obj.stored
         self.meta, self.obj = meta, obj
-        self.initial_age, self.response_time = s.initial_age, s.response_time
         left = s.freshness_lifetime - s.initial_age
         usable = left > 0 and not s.directives.has("no-cache")
         self.fresh_until = s.response_time + left - _MARGIN if usable else float("-inf")
@@ -46,10 +45,6 @@ class Held:
         if names == () and s.vary_key != "":
             self.fresh_until = float("-inf")
         self.vary_ok: dict[tuple[str | None, ...], bool] = {}
-
-    def age(self, now: float) -> int:
-        """The Age to send (as StoredResponse.age_header, RFC 9111 §4.2.3, §5.1)."""
-        return min(int(self.initial_age + max(0.0, now - self.response_time)), 2**31)
 
     def fresh_for(self, fields: dict[str, str], now: float) -> bool:
         """Whether decide would answer FRESH (see the module docstring); False: ask decide."""

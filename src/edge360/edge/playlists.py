@@ -14,6 +14,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 
 from edge360.core.errors import InvalidMedia
+from edge360.core.lru import Memo
 from edge360.hls import playlist
 from edge360.hls.playlist import Segment
 from edge360.hls.rewrite import CompiledPlaylist
@@ -48,7 +49,8 @@ class PlaylistIndex:
         #: what the masters say of their media playlists: path -> EXT-X-MEDIA TYPE ("audio"...)
         self._roles: OrderedDict[str, str] = OrderedDict()
         self._masters: OrderedDict[str, int] = OrderedDict()  # master path -> hash of its text
-        self._fallback: dict[str, tuple[str, int]] = {}  # path -> a segment no playlist named
+        #: path -> (rendition label, track) of a segment no playlist named
+        self._fallback: Memo[str, tuple[str, int]] = Memo(MAX_SEGMENTS)
 
     def learn(self, path: str, title: str, text: str) -> None:
         """Index a playlist just fetched or served: a media playlist's segments, a master's
@@ -130,14 +132,12 @@ class PlaylistIndex:
 
     def _unknown(self, path: str, title: str = "") -> tuple[str, int]:
         """(rendition label, track) of a segment no playlist named: its folder, its extension
-        (worked out once per path; the table is emptied whole when it fills)."""
+        (worked out once per path)."""
         found = self._fallback.get(path)
         if found is None:
             rel = path.removeprefix(f"/{title}/") if title else path.split("/", 2)[-1]
             found = (posixpath.basename(posixpath.dirname(rel)) or "none", track_of(None, path))
-            if len(self._fallback) >= MAX_SEGMENTS:
-                self._fallback.clear()
-            self._fallback[path] = found
+            self._fallback.put(path, found)
         return found
 
     def next_segments(self, path: str, byterange: tuple[int, int] | None,
