@@ -1,4 +1,4 @@
-"""The architecture's import rules, walked over the source so they stay true (docs/DESIGN.md):
+"""The architecture's import rules, walked over the source so they stay true (docs/ARCHITECTURE.md):
 folders are layers, each imports only the folders below it, there are no import cycles (a lazy
 import counts; one under TYPE_CHECKING does not), and the pure core does no I/O."""
 

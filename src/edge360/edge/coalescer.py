@@ -6,7 +6,7 @@ continues for the others when the first client goes away); later misses join it.
 reaches every reader as the same error; a body that broke off ends every reader's stream with it,
 so their answers are cut short, never ended cleanly.
 
-Memory is bounded per flight whatever the object's size (docs/DESIGN.md, "Memory"): a flight
+Memory is bounded per flight whatever the object's size (docs/ARCHITECTURE.md, "Memory"): a flight
 holds a window of the body past its slowest reader. A small body (at most one piece) and a
 playlist are kept whole (`keep_all`): they are stored whole at the end. A bigger storable body is
 stored piece by piece as it arrives; a reader that falls behind the window reads the pieces

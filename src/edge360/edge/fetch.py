@@ -2,7 +2,7 @@
 (conditional when revalidating), one piece of a big object, the first piece of an object whose
 head is unknown, and plain pass-through requests (HEAD misses, answers that may not be stored).
 
-Never a wrong byte (docs/DESIGN.md): every producer checks what it received before anything is
+Never a wrong byte (docs/ARCHITECTURE.md): every producer checks what it received before anything is
 stored. A body shorter or longer than its Content-Length is "truncated"; a piece whose 206 is not
 the range asked for, or whose strong ETag or complete length is not the stored object's, is
 "invalid" and discards the stored object. Pieces are fetched separately (with If-Match) only for

@@ -5,7 +5,7 @@ An object is a head entry under its cache key: meta = the RFC 9111 stored respon
 length, and whether the body is held whole (in the same entry) or in pieces of `piece_bytes`,
 each its own entry under `<key>\\x00<version>\\x00<n>`. The version is fresh per stored body, so
 pieces of two upstream versions are never mixed; pieces are fetched separately only for an object
-with a strong validator (`StoredObject.strong`, docs/DESIGN.md "Never a wrong byte").
+with a strong validator (`StoredObject.strong`, docs/ARCHITECTURE.md "Never a wrong byte").
 
 The disk tier is an optimisation, never a point of failure: a write that fails (a full
 filesystem, EIO) drops that object from the disk tier, the answer goes on from memory, the failure

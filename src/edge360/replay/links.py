@@ -1,4 +1,4 @@
-"""The virtual viewers' simulated links and the rendition each picks (docs/TRAFFIC.md).
+"""The virtual viewers' simulated links and the rendition each picks (docs/FIRST-DAY.md).
 
 Pure. A viewer's link is drawn from LINKS (share of viewers, bit/s: fibre, good, fair, slow
 mobile); it plays the highest rendition whose BANDWIDTH fits HEADROOM of its link, or the lowest

@@ -3,7 +3,7 @@ players the audience uses (`--player-profile`), each with the source of its numb
 
 Pure. A player fetches its next segment while the media buffered ahead of the play head is below
 its goal (`PlayerProfile.goal_for`), so it fills to the goal at link speed after it starts and
-then fetches one segment per segment duration. docs/TRAFFIC.md explains the profiles.
+then fetches one segment per segment duration. docs/FIRST-DAY.md explains the profiles.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-#: the nominal ladder of docs/TRAFFIC.md (bit/s, name): the model has no target, so its expected
+#: the nominal ladder of docs/FIRST-DAY.md (bit/s, name): the model has no target, so its expected
 #: mix is the link distribution mapped onto this ladder by the players' own rule.
 NOMINAL_LADDER: tuple[tuple[float, str], ...] = (
     (1e6, "≤540p ~1 Mbit/s"), (3e6, "720p ~3 Mbit/s"), (6e6, "1080p ~6 Mbit/s"),

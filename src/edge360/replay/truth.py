@@ -2,7 +2,7 @@
 the target's own counting rule, and how many are actually watching.
 
 Pure. Each virtual viewer leaves one Record (real monotonic seconds). The counting rule is the
-target's (read from its `/api/stats`, see docs/TRAFFIC.md):
+target's (read from its `/api/stats`, see docs/FIRST-DAY.md):
 
 - play-out (a target that reports `time_scale`): a viewer counts from its first media segment
   until the later of its last request and its first segment's time plus the media seconds it
