@@ -10,8 +10,10 @@ replays the window around the day's peak (9.7-9.8 h after release, peak at 9.78 
 with `--scale = viewers / 60,000`: hls.js buffering (the default profile), one keep-alive
 connection per viewer, `--workers R` processes and `--source-addresses S` so that no process
 holds more than ~17,000 descriptors (the limit here is 20,000) and no source address more than
-~25,000 of its ~28,000 ports; the edge gets one worker per ~15,000 connections for the same
-reason. The viewers already watching when the window opens join over `--ramp` seconds.
+~12,000 connections: connect() finds a port quickly only in its half of the ~28,000 ephemeral
+ports (edge360.replay.limits), and past it each connect costs the replayer's loop up to a
+millisecond or more. The edge gets one worker per ~15,000 connections for the descriptors.
+The viewers already watching when the window opens join over `--ramp` seconds.
 
 Pinning on 2 cores: the edge node (and the origin, which only sees the first misses) on core 0,
 the replayer on core 1, so each side's CPU share is one core's and the limit is named by which
@@ -49,6 +51,8 @@ from typing import Any
 from benchmarks import harness
 from benchmarks.media import published
 
+from edge360.replay import limits as replay_limits
+
 SEGMENT_S = 6.0
 SEGMENTS = 20                # 2 minutes per rendition; --loop covers the two-hour film
 #: the servers gzip a rewritten playlist of >= 1024 bytes for a client that accepts gzip; the
@@ -71,7 +75,9 @@ MAX_CONNECTIONS = 70_000     # limits.max_connections: above the 60,000 viewers
 #: here; ~28,000 ephemeral ports per address pair), with the model's peak x 1.1 in mind
 PER_EDGE_WORKER = 15_000
 PER_REPLAYER = 17_000
-PER_SOURCE = 25_000
+#: under what the replayer itself allows (replay.limits: 90 % of the cheap half of the range),
+#: as the model's sampled peak may come out a little above the step's viewers
+PER_SOURCE = int(0.85 * replay_limits.cheap_ports_per_pair())
 
 
 def make_title(root: Path) -> None:

@@ -246,9 +246,9 @@ def test_plans_the_machine_cannot_hold_are_refused(tmp_path: Path) -> None:
     the ports, and at speed 1 they would fetch more bytes a second than one replayer receives."""
     with ThreadServer(build_app(rewrite=False, metrics=False, idle=30, log=ServerLog())) as srv:
         assert "use --workers 4 or more" in _refusal(srv, tmp_path)
-        assert "--source-addresses 3" in _refusal(srv, tmp_path, "--workers", "4")
+        assert "--source-addresses 6" in _refusal(srv, tmp_path, "--workers", "4")
         assert "MB/s of segments" in _refusal(srv, tmp_path, "--workers", "4",
-                                          "--source-addresses", "3", "--speed", "60")
+                                          "--source-addresses", "6", "--speed", "60")
 
 
 def test_the_descriptor_limit_is_raised_where_it_may_be() -> None:

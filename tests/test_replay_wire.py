@@ -373,3 +373,23 @@ def test_the_same_on_uvloop(case: Callable[[], Coroutine[Any, Any, None]]) -> No
 
 def test_a_player_on_uvloop(tmp_path: Path) -> None:
     uvloop.run(test_a_player_plays_a_real_origin_through_the_lean_client(tmp_path))
+
+
+async def test_a_line_from_a_source_address_leaves_the_port_to_connect() -> None:
+    """A viewer's line bound to a source address connects from it, and the port is chosen by
+    connect() (IP_BIND_ADDRESS_NO_PORT), whose search stays cheap with many connections open;
+    a refused connect fails as a connection error and leaves no socket behind."""
+    async with RawServer() as srv, Client() as http:
+        line = http.line("127.0.0.2")
+        assert (await line.get(srv.url("/cl"))).body == b"hello"
+        (pool,) = line.pools.values()
+        (conn,) = pool.conns
+        assert conn.transport is not None
+        sock = conn.transport.get_extra_info("socket")
+        assert sock.getsockname()[0] == "127.0.0.2"
+        assert sock.getsockopt(socket.IPPROTO_IP, getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24))
+        line.close()
+        refused = http.line("127.0.0.2")
+        assert await kind_of(refused, f"http://127.0.0.1:{refused_port()}/x") == "connection"
+        assert not any(p.conns or p.connecting for p in refused.pools.values())
+        refused.close()

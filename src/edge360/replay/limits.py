@@ -4,8 +4,14 @@
 Each virtual viewer holds its own connection from its arrival until it leaves, so a process needs
 about as many descriptors as its viewers at their peak, and all processes together as many ports
 per (source address, target) pair. The kernel hands out ports from net.ipv4.ip_local_port_range
-(32768-60999 by default: 28,232). The runner raises the soft descriptor limit up to the hard one;
-a plan that needs more is refused with the flag that fixes it.
+(32768-60999 by default: 28,232), but only half of them cheaply: since Linux 4.2, connect()
+takes ports of one parity first and leaves the other half to bind(), and once its half is used up
+every further connect scans the rest of the range. Measured on the 2-core test machine (Linux
+6.18, one source address, one target): 25-30 µs per connection up to ~12,000 open, then 380-790 µs
+each by 15,000-18,000 (2.7-5.2 ms when the socket is first bound to port 0). A replayer that pays
+that in its event loop falls behind its players and times out, so a plan gets half the range per
+address pair. The runner raises the soft descriptor limit up to the hard one; a plan that needs
+more of either is refused with the flag that fixes it.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ from edge360.replay.model import Viewer
 #: standard streams, the server sampler's connections
 BASE_FDS = 64
 MARGIN = 1.1                     # a tenth more connections than the sampled peak
-PORT_SHARE = 0.9                 # of an address pair's ephemeral ports a replay may plan to use
+PORT_SHARE = 0.9                 # of an address pair's cheap ports a replay may plan to use
 DEFAULT_PORTS = 60999 - 32768 + 1
 PORT_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 MAX_COUNTED_SOURCES = 254        # `--source-addresses N`: 127.0.0.1 .. 127.0.0.N
@@ -56,6 +62,11 @@ def ports_per_pair() -> int:
     except (OSError, ValueError):
         return DEFAULT_PORTS
     return max(high - low + 1, 1)
+
+
+def cheap_ports_per_pair() -> int:
+    """The ports connect() finds without scanning the range (its half; see the docstring)."""
+    return max(ports_per_pair() // 2, 1)
 
 
 @dataclass(frozen=True)
@@ -93,9 +104,9 @@ def check_descriptors(per_worker_peak: int, pool: int | None, workers: int,
 
 def check_ports(total_peak: int, pool: int | None, workers: int, sources: int,
                 loopback: bool) -> int:
-    """Refuse a plan that needs more ports than its source addresses have; returns the ports
-    one address pair has."""
-    ports = ports_per_pair()
+    """Refuse a plan that needs more ports than its source addresses give cheaply; returns the
+    ports one address pair gives cheaply."""
+    ports = cheap_ports_per_pair()
     held = connections_needed(total_peak, None if pool is None else pool * workers)
     if held <= PORT_SHARE * ports * max(sources, 1):
         return ports
@@ -103,8 +114,9 @@ def check_ports(total_peak: int, pool: int | None, workers: int, sources: int,
     how = (f"--source-addresses {fit} (127.0.0.1-127.0.0.{fit})" if loopback
            else f"--source-addresses with {fit} local addresses")
     raise UsageError(
-        f"~{held:,} connections at the peak need more than the {ports:,} ephemeral ports of "
-        f"{max(sources, 1)} source address(es) toward one target: use {how}")
+        f"~{held:,} connections at the peak need more than the {ports:,} ephemeral ports that "
+        f"connect() finds quickly on {max(sources, 1)} source address(es) toward one target "
+        f"(half of ip_local_port_range each): use {how}")
 
 
 def parse_sources(text: str | None, target_host: str | None) -> tuple[str, ...]:

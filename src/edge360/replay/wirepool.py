@@ -11,6 +11,12 @@ Bodies are framed by Content-Length, chunked (httptools decodes it) or by the cl
 connection before any answer byte (the server closed it while idle: the keep-alive race) is
 retried once on another connection, as a GET may be.
 
+A pool with a source address binds each socket to it with IP_BIND_ADDRESS_NO_PORT (Linux), so the
+port is chosen by connect(), which may share a port among different targets and finds one in its
+own half of the range, not by bind(), which scans the whole range for a port no socket uses:
+measured at ~15,000 connections on one address, 2.7 ms per connection through bind() against
+0.6 ms through connect() (replay/limits.py keeps a plan within the part where both are fast).
+
 Deadlines are checked by the owner's one timer calling `Pool.sweep`; nothing here sets a timer.
 """
 
@@ -18,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import socket
 import ssl
 from collections import deque
 from typing import Any, Protocol, cast
@@ -27,6 +34,8 @@ import httptools
 MAX_HEADERS = 200               # answer header fields at most
 MAX_KEPT = 64 * 1024 * 1024     # bytes of a kept (playlist) body at most
 _FRAMING = (b"content-length", b"transfer-encoding")
+#: socket option of ip(7), Linux 4.2+ (Python names it from 3.12 on)
+_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
 
 
 class FetchError(Exception):
@@ -232,6 +241,7 @@ class Pool:
         self.client, self.host, self.port, self.tls = client, host, port, tls
         self.fields = fields                  # "Host: ...\r\n" (and Authorization from the URL)
         self.local = local                    # the source address to connect from, if any
+        self._addr: tuple[Any, ...] | None = None  # the target resolved once, when bound
         self.idle: deque[Conn] = deque()     # bounded by limit: LIFO at the right
         self.pending: deque[Exchange] = deque()  # bounded by the caller's concurrent requests
         self.conns: set[Conn] = set()        # established, idle or busy
@@ -282,10 +292,14 @@ class Pool:
         loop = asyncio.get_running_loop()
         kind, detail = "connection", ""
         try:
-            made, _ = await loop.create_connection(
-                lambda: conn, self.host, self.port, ssl=self.tls,
-                server_hostname=self.host if self.tls else None,
-                local_addr=(self.local, 0) if self.local else None)
+            tls_name = self.host if self.tls else None
+            if self.local:
+                made, _ = await loop.create_connection(
+                    lambda: conn, sock=await self._bound(loop, self.local), ssl=self.tls,
+                    server_hostname=tls_name)
+            else:
+                made, _ = await loop.create_connection(
+                    lambda: conn, self.host, self.port, ssl=self.tls, server_hostname=tls_name)
             # uvloop may call connection_made only after this returns: take the transport here
             conn.transport = made
         except asyncio.CancelledError:
@@ -305,6 +319,29 @@ class Pool:
             # as aiohttp's request whose connect failed: the oldest waiting request fails
             fail(self.pending.popleft(), kind, detail or "closed while connecting")
         self.fill()
+
+    async def _bound(self, loop: asyncio.AbstractEventLoop, local: str) -> socket.socket:
+        """A socket connected from `local`, its port left to connect() (module docstring)."""
+        family = socket.AF_INET6 if ":" in local else socket.AF_INET
+        if self._addr is None:
+            found = await loop.getaddrinfo(self.host, self.port, family=family,
+                                           type=socket.SOCK_STREAM)
+            if not found:
+                raise OSError(f"{self.host} has no address of the source address's family")
+            self._addr = found[0][4]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            try:
+                sock.setsockopt(socket.IPPROTO_IP, _NO_PORT, 1)
+            except OSError:
+                pass  # not Linux: bind() picks the port, as it always did
+            sock.bind((local, 0))
+            await loop.sock_connect(sock, self._addr)
+        except BaseException:
+            sock.close()  # failed, timed out (cancelled) or the client is closing
+            raise
+        return sock
 
     def abandon(self, ex: Exchange) -> None:
         """The caller gave up (cancelled): drop it from the queue, or cut its connection."""
