@@ -129,11 +129,14 @@ def run_steer(procs: Procs, args: argparse.Namespace, out: Path) -> dict[str, An
     proc = replay(procs, args, f"{bases['e1']}/film/master.m3u8", 0.8 * sum(caps.values()),
                   out / "report", duration=args.duration)
     loads: list[tuple[int, int]] = []
+    seen: list[dict[str, Any]] = []  # each second: both nodes' seats, and e1's view of e2
     kill_at = time.monotonic() + args.duration / 2
     while time.monotonic() < kill_at and proc.poll() is None:
         time.sleep(1)
-        loads.append((int(stats(bases["e1"])["sessions_active"]),
-                      int(stats(bases["e2"])["sessions_active"])))
+        one, two = stats(bases["e1"]), stats(bases["e2"])
+        loads.append((int(one["sessions_active"]), int(two["sessions_active"])))
+        seen.append({"starting": [one.get("sessions_starting"), two.get("sessions_starting")],
+                     "e1_sees": one.get("steering", {})})
     victim = next(p for n, p in procs.started if n == "e2")
     os.kill(victim.pid, signal.SIGKILL)
     proc.wait()
@@ -144,7 +147,7 @@ def run_steer(procs: Procs, args: argparse.Namespace, out: Path) -> dict[str, An
     checks = {"loads within 10 % of the capacity shares": worst <= 0.10,
               "a killed edge's viewers move with a stall ratio under 1 %":
                   (report["stall_ratio"] or 0) < 0.01 and report["steering"]["pathway_moves"] > 0}
-    return {"capacities": caps, "share_error_max": round(worst, 4), "loads": loads,
+    return {"capacities": caps, "share_error_max": round(worst, 4), "loads": loads, "seen": seen,
             "stall_ratio": report["stall_ratio"], "steering": report["steering"],
             "errors_by_kind": report["errors_by_kind"], "checks": checks}
 

@@ -138,3 +138,33 @@ def test_the_player_moves_by_priority_and_away_from_a_failure() -> None:
     assert st_.same_rung(url, "b") == "http://b.example:8081/cdn/film/hi/index.m3u8?sid=s1"
     assert with_params("http://x/s?sid=1&_HLS_pathway=a", _HLS_pathway="b") == \
         "http://x/s?sid=1&_HLS_pathway=b"
+
+
+def test_sends_stay_pending_until_a_poll_can_show_them() -> None:
+    """A node's count of the viewers it sent each pathway (node.overload): sends to itself are
+    in any poll begun after them; sends to another pathway only in one begun AWAY_TRANSIT_S
+    after them (its player must get there first); with N workers each send stands for N."""
+    from edge360.config.schema import Config
+    from edge360.node.overload import AWAY_TRANSIT_S, OverloadState, PathwayState
+
+    config = Config().replace("steering", pathways=(("a", "http://a"), ("b", "http://b")))
+    config = config.replace("server", workers=2)
+    ov = OverloadState.build(lambda: config, None)
+    ov.polled({"a": PathwayState(Pathway("a", True, 10, 100), node_id=ov.own_id()),
+               "b": PathwayState(Pathway("b", True, 3, 50))}, began=100.0)
+    assert ov.own_pathway() == "a" and ov.pending() == {"a": 0, "b": 0}
+    for at in (100.2, 100.4):
+        ov.note_sent("a", at)
+        ov.note_sent("b", at)
+    assert ov.pending() == {"a": 4, "b": 4}                 # two sends each, two workers
+    state = dict(ov.paths)
+    ov.polled(state, began=100.5)                          # after both sends
+    assert ov.pending() == {"a": 0, "b": 4}                # b's viewers may not be there yet
+    ov.polled(state, began=100.3 + AWAY_TRANSIT_S)
+    assert ov.pending() == {"a": 0, "b": 2}
+    ov.polled(state, began=101.0 + AWAY_TRANSIT_S)
+    assert ov.pending() == {"a": 0, "b": 0}
+    # the new viewers then go where the shares need them, the pending ones counted
+    assert assign(ov.pathways(), ov.pending()) == "b"
+    ov.note_sent("b", 102.5)
+    assert assign(ov.pathways(), ov.pending()) == "a"

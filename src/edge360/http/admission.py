@@ -137,7 +137,7 @@ def _welcome(node: NodeState, ov: OverloadState, viewer: Viewer, pathway: str | 
     if ov.tickets and viewer.sid is not None:
         viewer.ticket = tickets.admitted(ov.keys, viewer.sid, node.clock(), ADMITTED_TTL)
     if pathway is not None and pathway in ov.paths:
-        ov.paths[pathway].pending += 1
+        ov.note_sent(pathway, node.clock())
     if ov.capacity > 0:
         node.counters.admission["admitted"] += 1
 

@@ -6,12 +6,23 @@ show.
 With `--workers N` the queue is the hub's (run.hub), so admission is decided node-wide; the
 shaping projection and the pathway states are each worker's own reading of node-wide figures
 (the hub's view of the sessions, every pathway's /api/stats).
+
+New viewers sent to each pathway are kept until a poll can show them (`sent`): a viewer sent
+before a poll began is in that poll only once it has reached its pathway, which for this node is
+at once (its session opens with the master) and for another pathway takes its player's first
+request there and that node's counting (AWAY_TRANSIT_S). Read too early, a pathway that viewers
+are being sent to looks emptier than it is and gets more than its share. And each of N workers
+sees about one N-th of the newcomers and sends them by the same rule, so a worker counts each of
+its own sends N times: otherwise every worker would fill the same gap in the shares, N times
+over.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import secrets
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +41,10 @@ log = logging.getLogger("edge360.overload")
 ADMITTED_TTL = 86400.0
 #: (title, rendition) ladders remembered at most
 MAX_RUNGS = 4096
+#: seconds a viewer sent to another pathway may take to show in that pathway's /api/stats
+AWAY_TRANSIT_S = 1.0
+#: sends remembered per pathway at most (a second or two of a release-day burst)
+MAX_SENT = 65536
 
 
 @dataclass(slots=True)
@@ -39,7 +54,6 @@ class PathwayState:
     pathway: Pathway
     node_id: str | None = None  # the node's id, when it is an edge360 node
     steering: bool = False  # it answers /steering itself
-    pending: int = 0  # new viewers this process sent it since that poll
 
 
 @dataclass(slots=True)
@@ -57,6 +71,11 @@ class OverloadState:
     rungs: LRU[tuple[str, str], int] = field(default_factory=lambda: LRU(MAX_RUNGS))
     projected: float = 0.0  # bits/s, refreshed every second
     paths: dict[str, PathwayState] = field(default_factory=dict)
+    #: new viewers sent to each pathway lately: (node clock, viewers it stands for), and their
+    #: sum (the pending count; between polls every send is newer than what a poll may show)
+    sent: dict[str, deque[tuple[float, int]]] = field(default_factory=dict)
+    unseen: dict[str, int] = field(default_factory=dict)
+    polled_at: float = -math.inf  # when the poll that set `paths` began
     #: the hub's admission figures (capacity, queued, node id) with --workers N
     remote: dict[str, Any] = field(default_factory=dict)
 
@@ -138,8 +157,31 @@ class OverloadState:
     def pathways(self) -> list[Pathway]:
         return [s.pathway for s in self.paths.values()]
 
+    def polled(self, fresh: dict[str, PathwayState], began: float) -> None:
+        """A poll begun at `began` read every pathway (ops.steering.Poller): the sends it may
+        show are dropped from the pending counts."""
+        self.paths, self.polled_at = fresh, began
+        for pid, sends in self.sent.items():
+            since = self._since(pid)
+            while sends and sends[0][0] < since:
+                self.unseen[pid] -= sends.popleft()[1]
+
+    def note_sent(self, pid: str, now: float) -> None:
+        """A new viewer was sent to pathway `pid` (module docstring: it stands for N)."""
+        sends = self.sent.setdefault(pid, deque())
+        if len(sends) >= MAX_SENT:
+            self.unseen[pid] -= sends.popleft()[1]
+        n = max(1, self.config().server.workers)
+        sends.append((now, n))
+        self.unseen[pid] = self.unseen.get(pid, 0) + n
+
     def pending(self) -> dict[str, int]:
-        return {pid: s.pending for pid, s in self.paths.items()}
+        """The viewers sent to each pathway that its last poll may not show yet."""
+        return {pid: self.unseen.get(pid, 0) for pid in self.paths}
+
+    def _since(self, pid: str) -> float:
+        away = pid != self.own_pathway()
+        return self.polled_at - (AWAY_TRANSIT_S if away else 0.0)
 
     def own_pathway(self) -> str | None:
         """The pathway that is this node (its poll reported this node's id), if any."""

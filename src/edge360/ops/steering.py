@@ -90,6 +90,7 @@ class Poller:
                 timeout=aiohttp.ClientTimeout(total=POLL_TIMEOUT),
                 headers={"User-Agent": "edge360-steering"})
         pathways = self.node.config.steering.pathways
+        began = self.node.clock()
         found = await asyncio.gather(*(self._one(pid, base) for pid, base in pathways))
         fresh = dict(zip([pid for pid, _ in pathways], found, strict=True))
         for pid, state in fresh.items():
@@ -97,7 +98,7 @@ class Poller:
             if old is not None and old.pathway.up != state.pathway.up:
                 log.warning("steering: pathway %s is %s", pid, "up" if state.pathway.up
                             else "down")
-        self.ov.paths = fresh  # pending counts start again: the poll counted them
+        self.ov.polled(fresh, began)
 
     async def _one(self, pid: str, base: str) -> PathwayState:
         assert self._session is not None
