@@ -263,3 +263,43 @@ async def test_a_file_gone_since_the_scan_is_a_404_not_a_broken_200(tiny_media: 
             assert await status() == 404
     finally:
         assert sp.stop() == 0
+
+
+async def test_a_live_playlist_never_names_a_segment_the_origin_would_404(tmp_path: Path) -> None:
+    """A live playlist is read again within a second of its change, while the media root is
+    rescanned only every rescan_interval (off here): the segments it newly names are indexed
+    before it is served, so they answer 200 with their bytes at once; one named but not yet
+    on disk stays 404 until it is written and the playlist changes again."""
+    live = tmp_path / "media" / "live"
+    (live / "v0").mkdir(parents=True)
+    (live / "master.m3u8").write_text("#EXTM3U\n#EXT-X-STREAM-INF:BANDWIDTH=400000\nv0/i.m3u8\n")
+
+    def window(first: int, count: int = 3) -> None:
+        lines = ["#EXTM3U", "#EXT-X-TARGETDURATION:2", f"#EXT-X-MEDIA-SEQUENCE:{first}"]
+        for n in range(first, first + count):
+            lines += ["#EXTINF:2.0,", f"s{n}.ts"]
+        tmp = live / "v0" / ".i.m3u8.tmp"
+        tmp.write_text("\n".join(lines) + "\n")
+        os.replace(tmp, live / "v0" / "i.m3u8")
+
+    for n in range(3):
+        (live / "v0" / f"s{n}.ts").write_bytes(bytes([0x47, n]) * 188)
+    window(0)
+    config = origin_config(tmp_path / "media", **{"origin.rescan_interval": 0})
+    async with running_app(config) as base, aiohttp.ClientSession() as s:
+        assert (await fetch(s, base + "/live/v0/i.m3u8"))[0] == 200
+        (live / "v0" / "s3.ts").write_bytes(bytes([0x47, 3]) * 188)
+        window(1, count=3 + 1)                       # names s3 (written) and s4 (not yet)
+        await asyncio.sleep(1.1)                     # past the playlist's one-second recheck
+        code, _, text = await fetch(s, base + "/live/v0/i.m3u8")
+        assert code == 200 and b"s3.ts" in text and b"s4.ts" in text
+        code, headers, body = await fetch(s, base + "/live/v0/s3.ts")
+        assert (code, body) == (200, bytes([0x47, 3]) * 188)
+        assert headers["Content-Type"] == "video/mp2t"
+        assert (await fetch(s, base + "/live/v0/s4.ts"))[0] == 404
+        (live / "v0" / "s4.ts").write_bytes(bytes([0x47, 4]) * 188)
+        window(2, count=3)
+        await asyncio.sleep(1.1)
+        assert (await fetch(s, base + "/live/v0/i.m3u8"))[0] == 200
+        code, _, body = await fetch(s, base + "/live/v0/s4.ts")
+        assert (code, body) == (200, bytes([0x47, 4]) * 188)

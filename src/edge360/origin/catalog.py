@@ -9,14 +9,16 @@ points outside the media root is never indexed, so it can never be served.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import posixpath
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge360.config.schema import OriginConfig
-from edge360.core.errors import NotFound
+from edge360.core.errors import InvalidMedia, NotFound
 from edge360.core.kinds import MediaType, media_type
 from edge360.core.paths import is_inside
 from edge360.hls import playlist
@@ -195,3 +197,50 @@ def build(root: str, config: OriginConfig, was_live: frozenset[str] = frozenset(
                                             name in live)))
     return Catalog(root=root_real, titles=titles, broken=broken, files=files, settling=settling,
                    live=live)
+
+
+def fresh_segments(files: Mapping[str, MediaFile], listing: MediaFile,
+                   root_real: str) -> list[MediaFile]:
+    """The segments a live playlist, just read again, names that `files` does not hold yet
+    (blocking: run it in a thread). The origin rereads a live playlist within a second of its
+    change but rescans the media root only every origin.rescan_interval, so without this a
+    player would be sent to segments that answer 404 until the next scan. Each new segment is
+    indexed like a segment of the same playlist the catalog already holds (its rendition, track
+    and lifetime); one that is not on disk yet, or points out of the media root, is left out."""
+    if not listing.live or listing.body is None or listing.compiled is None:
+        return []
+    prefix = f"/{listing.title}/"
+    try:
+        named = playlist.segments(listing.body.decode("utf-8", "replace"),
+                                  listing.url_path[len(prefix):])
+    except InvalidMedia:
+        return []
+    template = next((files[prefix + seg.path] for seg in named if prefix + seg.path in files),
+                    None)
+    if template is None:
+        return []
+    added: dict[str, MediaFile] = {}
+    for seg in named:
+        url = prefix + seg.path
+        mt = media_type(seg.path)
+        if url in files or url in added or mt is None or mt.kind != "segment":
+            continue
+        title_dir = os.path.join(root_real, listing.title)
+        real = os.path.realpath(os.path.join(title_dir, seg.path))
+        if not is_inside(os.path.realpath(title_dir), real):
+            continue
+        try:
+            version = stat_version(real)
+            body = None
+            if version is not None and version.size <= SMALL_FILE:
+                body, version = read_version(real)
+        except NotFound:
+            continue
+        if version is None:
+            continue
+        offset = seg.byterange[0] if seg.byterange else 0
+        added[url] = dataclasses.replace(
+            template, url_path=url, fs_path=real, size=version.size, mtime=version.mtime,
+            etag=version.etag, last_modified=version.last_modified, media_type=mt, body=body,
+            durations={offset: seg.duration})
+    return list(added.values())

@@ -40,7 +40,7 @@ from edge360.http.viewers import check_loop, check_token, identify, is_child_cac
 from edge360.http.wire import Request
 from edge360.node.counters import TierGauge
 from edge360.node.state import NodeState
-from edge360.origin.catalog import Catalog, MediaFile
+from edge360.origin.catalog import Catalog, MediaFile, fresh_segments
 from edge360.origin.files import Opened, Settle, open_version, read_version, stat_version
 from edge360.sessions.viewer import Viewer
 
@@ -161,7 +161,12 @@ class Origin:
             raise NotFound(mf.url_path)
         if version.etag != mf.etag:
             mf = await asyncio.to_thread(_reload, mf)
-            self.state.catalog.files[mf.url_path] = mf
+            catalog = self.state.catalog
+            # a live playlist's new segments are indexed before it names them to anyone
+            for added in await asyncio.to_thread(fresh_segments, catalog.files, mf,
+                                                 catalog.root):
+                catalog.files.setdefault(added.url_path, added)
+            catalog.files[mf.url_path] = mf
         return self._from_memory(request, mf, viewer, time.time())
 
     # -- segments sent from their file
