@@ -206,7 +206,8 @@ def fresh_segments(files: Mapping[str, MediaFile], listing: MediaFile,
     change but rescans the media root only every origin.rescan_interval, so without this a
     player would be sent to segments that answer 404 until the next scan. Each new segment is
     indexed like a segment of the same playlist the catalog already holds (its rendition, track
-    and lifetime); one that is not on disk yet, or points out of the media root, is left out."""
+    and lifetime); one that is not on disk yet, or points out of its title, is left out. New
+    byte ranges of a file already indexed wait for the scan (their durations, for play-out)."""
     if not listing.live or listing.body is None or listing.compiled is None:
         return []
     prefix = f"/{listing.title}/"
