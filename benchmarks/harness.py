@@ -80,17 +80,20 @@ def free_port() -> int:
 
 
 def cpu_seconds(pid: int) -> float:
-    """utime + stime of `pid` and its descendants, in seconds (/proc/<pid>/stat fields 14, 15).
+    """CPU seconds of `pid` and its descendants, live and gone (/proc/<pid>/stat fields 14-17:
+    utime, stime, and cutime, cstime: the children each process has reaped).
 
-    Threads are included in their process's figures; children (edge360 --workers N) are found
-    through their parent pid so a multi-process server is charged in full."""
+    Threads are included in their process's figures; children (edge360 --workers N, the
+    replayer's processes) are found through their parent pid so a multi-process program is
+    charged in full, and one that has exited stays charged through its parent, so the figure
+    never goes down when a child ends between two readings."""
     total = 0.0
     for p in [pid, *_descendants(pid)]:
         with contextlib.suppress(OSError):
             stat = Path(f"/proc/{p}/stat").read_text()
             # the command name may contain spaces: fields are counted after its closing ")"
             fields = stat[stat.rindex(")") + 2:].split()
-            total += (int(fields[11]) + int(fields[12])) / CLK_TCK
+            total += sum(int(f) for f in fields[11:15]) / CLK_TCK
     return total
 
 
