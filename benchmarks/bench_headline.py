@@ -26,7 +26,7 @@ CPU per request on both sides (steady state, from the edge's `edge360_requests_t
 descriptors per process. The ramp stops after the first step that is not clean: any error, a
 server-vs-truth difference above 1 %, or a stall ratio above 1 %, and names the limit.
 
-    .venv/bin/python -m benchmarks.bench_headline [--steps 20000,40000,60000,80000]
+    .venv/bin/python -m benchmarks.bench_headline [--steps 20000,40000,50000,60000,80000]
         [--seconds 300] [--ramp 60] [--json OUT]
 """
 
@@ -429,7 +429,7 @@ def ramp(steps: list[int], seconds: float, ramp_s: float) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--steps", default="20000,40000,60000,80000",
+    parser.add_argument("--steps", default="20000,40000,50000,60000,80000",
                         help="peak viewer counts, in order (stops after the first unclean step)")
     parser.add_argument("--seconds", type=float, default=300.0,
                         help=f"real seconds per step (at most {MAX_STEP_S:g})")

@@ -197,7 +197,7 @@ def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
 
 
 #: the headline ramp's steps (viewers); `benchmarks.run --headline-steps` replaces them
-HEADLINE_STEPS = "20000,40000,60000,80000"
+HEADLINE_STEPS = "20000,40000,50000,60000,80000"
 
 
 def headline(quick: bool, steps: str = HEADLINE_STEPS
