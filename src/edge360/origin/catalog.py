@@ -220,15 +220,15 @@ def fresh_segments(files: Mapping[str, MediaFile], listing: MediaFile,
                     None)
     if template is None:
         return []
+    title_dir = os.path.realpath(os.path.join(root_real, listing.title))
     added: dict[str, MediaFile] = {}
     for seg in named:
         url = prefix + seg.path
         mt = media_type(seg.path)
         if url in files or url in added or mt is None or mt.kind != "segment":
             continue
-        title_dir = os.path.join(root_real, listing.title)
         real = os.path.realpath(os.path.join(title_dir, seg.path))
-        if not is_inside(os.path.realpath(title_dir), real):
+        if not is_inside(title_dir, real):
             continue
         try:
             version = stat_version(real)

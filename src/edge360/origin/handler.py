@@ -160,12 +160,11 @@ class Origin:
             self.state.catalog.files.pop(mf.url_path, None)
             raise NotFound(mf.url_path)
         if version.etag != mf.etag:
-            mf = await asyncio.to_thread(_reload, mf)
             catalog = self.state.catalog
+            mf, added = await asyncio.to_thread(_reload, mf, catalog)
             # a live playlist's new segments are indexed before it names them to anyone
-            for added in await asyncio.to_thread(fresh_segments, catalog.files, mf,
-                                                 catalog.root):
-                catalog.files.setdefault(added.url_path, added)
+            for segment in added:
+                catalog.files.setdefault(segment.url_path, segment)
             catalog.files[mf.url_path] = mf
         return self._from_memory(request, mf, viewer, time.time())
 
@@ -208,15 +207,17 @@ class Origin:
         return response
 
 
-def _reload(mf: MediaFile) -> MediaFile:
-    """A memory-held file read again (blocking): its new bytes, version and compiled playlist."""
+def _reload(mf: MediaFile, catalog: Catalog) -> tuple[MediaFile, list[MediaFile]]:
+    """A memory-held file read again (blocking): its new bytes, version and compiled playlist,
+    and the segments it names that the catalog does not hold yet (catalog.fresh_segments)."""
     body, version = read_version(mf.fs_path)
     compiled = mf.compiled
     if compiled is not None:
         compiled = CompiledPlaylist.compile(body.decode("utf-8", "replace"))
-    return dataclasses.replace(mf, body=body, size=version.size, mtime=version.mtime,
-                               etag=version.etag, last_modified=version.last_modified,
-                               compiled=compiled)
+    fresh = dataclasses.replace(mf, body=body, size=version.size, mtime=version.mtime,
+                                etag=version.etag, last_modified=version.last_modified,
+                                compiled=compiled)
+    return fresh, fresh_segments(catalog.files, fresh, catalog.root)
 
 
 async def _open(path: str) -> Opened:
