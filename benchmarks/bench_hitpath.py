@@ -28,6 +28,23 @@ from edge360.http.protocol import Connection
 from edge360.run.app import App
 
 BODY = b"\x47" * 218
+#: what Chromium 120 sends beside Host with an hls.js segment fetch from a page on another origin
+BROWSER = "".join(f"{k}: {v}\r\n" for k, v in (
+    ("Connection", "keep-alive"),
+    ("sec-ch-ua", '"Chromium";v="120", "Not?A_Brand";v="8"'),
+    ("Origin", "https://player.example.com"),
+    ("sec-ch-ua-mobile", "?0"),
+    ("User-Agent", "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) "
+                   "Chrome/120.0.0.0 Safari/537.36"),
+    ("sec-ch-ua-platform", '"Linux"'),
+    ("Accept", "*/*"),
+    ("Sec-Fetch-Site", "cross-site"),
+    ("Sec-Fetch-Mode", "cors"),
+    ("Sec-Fetch-Dest", "empty"),
+    ("Referer", "https://player.example.com/"),
+    ("Accept-Encoding", "gzip, deflate, br"),
+    ("Accept-Language", "en-US,en;q=0.9"),
+))
 
 
 class FakeTransport:
@@ -83,7 +100,7 @@ def title(root: Path) -> None:
     publish(root)
 
 
-async def measure(role: str, requests: int, profile: bool) -> float:
+async def measure(role: str, requests: int, profile: bool, path: str, extra: str) -> float:
     tmp = Path(tempfile.mkdtemp())
     title(tmp)
     origin = App(make_config({"origin.media": str(tmp)}))
@@ -100,7 +117,7 @@ async def measure(role: str, requests: int, profile: bool) -> float:
     conn = Connection(dispatcher, ConnectionGuard(app.node.config, app.node.counters), Live())
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
-    request = b"GET /bench/v/small.ts?sid=benchmark01 HTTP/1.1\r\nHost: x\r\n\r\n"
+    request = f"GET {path}?sid=benchmark01 HTTP/1.1\r\nHost: x\r\n{extra}\r\n".encode()
     conn.data_received(request)  # a miss on the edge: fetched and stored
     for _ in range(200):
         await asyncio.sleep(0.01)
@@ -128,8 +145,14 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=50_000)
     p.add_argument("--role", choices=("edge", "origin"), default="edge")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--browser", action="store_true",
+                   help="send the 13 further header fields Chromium sends with an hls.js fetch")
+    p.add_argument("--path", default="/bench/v/small.ts",
+                   help="what is asked: /bench/v/small.ts (default), /bench/master.m3u8 or "
+                        "/bench/v/index.m3u8")
     args = p.parse_args()
-    us = asyncio.run(measure(args.role, args.requests, args.profile))
+    us = asyncio.run(measure(args.role, args.requests, args.profile, args.path,
+                                BROWSER if args.browser else ""))
     print(f"{args.role}: {us:.2f} us of CPU per request (Python work only)")
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import calendar
 import enum
+import functools
 import math
 import re
 from collections.abc import Mapping
@@ -59,8 +60,13 @@ def http_date(ts: float) -> str:
 
 def parse_http_date(value: str | None) -> float | None:
     """A Unix time from any of the three HTTP-date forms (§5.6.7), or None when invalid."""
-    if value is None:
-        return None
+    return None if value is None else _parse_date(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_date(value: str) -> float | None:
+    # remembered: the same few dates (a stored object's Last-Modified, a player's
+    # If-Modified-Since) are read on every request for them
     value = value.strip(" \t")
     if m := _IMF_FIXDATE.fullmatch(value):
         day, month, year, hh, mm, ss = m.groups()

@@ -204,8 +204,8 @@ class Edge:
                 assert body is not None
                 prepared = self._prepared(obj, result, child, age, meta)
                 if t.kind == "playlist" and s.status == 200:
-                    return self._playlist(request, t, obj.version, body,
-                                          dict(prepared.headers), viewer, result)
+                    return self._playlist(request, t, obj, body, dict(prepared.headers),
+                                          viewer, result)
                 return from_whole(request, obj, body, prepared, self.max_ranges, result)
             p = pieces_plan(request, obj, self._prepared(obj, result, child, age, meta),
                             self.max_ranges)
@@ -241,7 +241,7 @@ class Edge:
         made = hits.prepared(meta, kind, age, headers) if meta is not None else None
         return made if made is not None else Prepared(headers)
 
-    def _playlist(self, request: Request, t: Target, version: str, body: bytes,
+    def _playlist(self, request: Request, t: Target, obj: StoredObject | None, body: bytes,
                   headers: dict[str, str], viewer: Viewer | None, result: str) -> Response:
         """The stored (unrewritten) playlist rewritten for this viewer, sent private when it
         carries the viewer's sid/token (a shared cache downstream must never hand it to
@@ -249,6 +249,7 @@ class Edge:
         state = self.state
         if not state.index.knows(t.path):
             state.index.learn(t.path, t.title, body.decode("utf-8", "replace"))
+        version = obj.version if obj is not None else ""
         compiled = state.index.compiled(t.key, version or hashlib.blake2b(body).hexdigest(), body)
         params = viewer.params() if viewer is not None else ""
         gzip_ok = gzip_accepted(request.fields.get("accept-encoding", ""),
@@ -258,8 +259,9 @@ class Edge:
         if etag:
             headers["ETag"] = etag
         prepared = Prepared(headers)
-        p = plan_for(request, prepared, len(out), parse_http_date(headers.get("Last-Modified")),
-                     self.max_ranges)
+        last_modified = obj.stored.last_modified if obj is not None else parse_http_date(
+            headers.get("Last-Modified"))
+        p = plan_for(request, prepared, len(out), last_modified, self.max_ranges)
         return render(p, prepared, memory_slicer(out), cache=result)
 
     # -- misses
@@ -373,8 +375,8 @@ class Edge:
                 body = await flight.body()
             finally:
                 reader.close()
-            version = flight.result[0].version if isinstance(flight.result, tuple) else ""
-            return self._playlist(request, t, version, body, headers, viewer, "MISS")
+            got = flight.result[0] if isinstance(flight.result, tuple) else None
+            return self._playlist(request, t, got, body, headers, viewer, "MISS")
         return from_flight(request, flight, reader, head, Prepared(headers), self.max_ranges)
 
     @staticmethod

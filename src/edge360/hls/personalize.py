@@ -4,6 +4,7 @@ with an ETag of its own, `Vary: Accept-Encoding`, and gzip when the client accep
 
 from __future__ import annotations
 
+import functools
 import gzip
 import hashlib
 from typing import Final
@@ -17,17 +18,22 @@ def gzip_accepted(accept_encoding: str, has_range: bool) -> bool:
     return "gzip" in accept_encoding and not has_range
 
 
+@functools.lru_cache(maxsize=256)
+def _private(cache_control: str) -> str:
+    """`cache_control` for one viewer's copy: private, without public or s-maxage (remembered:
+    a title's playlists share a few values)."""
+    rest = ", ".join(p.strip() for p in cache_control.split(",") if p.strip().lower() not in
+                     ("public", "private", "") and not p.strip().lower().startswith("s-maxage"))
+    return "private" + (f", {rest}" if rest else "")
+
+
 def personalize(body: bytes, params: str, headers: dict[str, str], etag: str | None,
                 gzip_ok: bool) -> tuple[bytes, str | None]:
     """Finish a playlist already rendered for one viewer (`params`: its sid/token query):
     `headers` get the private Cache-Control, Vary and Content-Encoding; returns the body and its
     ETag."""
     if params:
-        cc = headers.get("Cache-Control", "")
-        rest = ", ".join(p.strip() for p in cc.split(",") if p.strip().lower() not in
-                         ("public", "private", "") and not p.strip().lower().startswith(
-                             "s-maxage"))
-        headers["Cache-Control"] = "private" + (f", {rest}" if rest else "")
+        headers["Cache-Control"] = _private(headers.get("Cache-Control", ""))
         digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
         etag = f'{etag[:-1]}-{digest}"' if etag and etag.endswith('"') else etag
     headers["Vary"] = "Accept-Encoding"

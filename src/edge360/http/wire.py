@@ -33,7 +33,7 @@ class PayloadTooLarge(Edge360Error):
 
 class Request:
     """One request as every layer reads it: method, target (path and raw query), the header
-    fields as sent and lower-cased with repeats comma-joined (RFC 9110 §5.3), the body, the
+    fields by lower-cased name with repeats comma-joined (RFC 9110 §5.3), the body, the
     client's address as the connection knows it (TCP peer or PROXY header) and when its head
     was complete (monotonic seconds)."""
 
@@ -44,7 +44,6 @@ class Request:
         "body",
         "client",
         "fields",
-        "headers",
         "keep_alive",
         "method",
         "path",
@@ -56,9 +55,8 @@ class Request:
         "version",
     )
 
-    def __init__(self, method: str, target: str, headers: list[tuple[str, str]],
-                 fields: dict[str, str], version: str, keep_alive: bool, peer: str,
-                 tls: bool = False) -> None:
+    def __init__(self, method: str, target: str, fields: dict[str, str], version: str,
+                 keep_alive: bool, peer: str, tls: bool = False) -> None:
         self.method = method
         self.target = target
         path, _, self.query_string = target.partition("?")
@@ -66,7 +64,6 @@ class Request:
             rest = path.split("//", 1)[1]
             path = "/" + rest.split("/", 1)[1] if "/" in rest else "/"
         self.path = path
-        self.headers = headers
         self.fields = fields
         self.version = version
         self.keep_alive = keep_alive
@@ -131,8 +128,8 @@ class WireError(Exception):
 class RequestReader:
     """httptools callbacks for one connection: complete requests land in `ready`."""
 
-    __slots__ = ("_fields", "_head_bytes", "_headers", "_in_head", "_parsed", "_parser",
-                 "_request", "_url", "begun", "max_body", "max_head", "peer", "ready", "tls")
+    __slots__ = ("_head_bytes", "_in_head", "_lines", "_parser", "_request", "_url", "begun",
+                 "max_body", "max_head", "peer", "ready", "tls")
 
     def __init__(self, peer: str, max_head: int, *, max_body: int = MAX_BODY,
                  tls: bool = False) -> None:
@@ -144,10 +141,9 @@ class RequestReader:
         self._parser = httptools.HttpRequestParser(self)
         self._request: Request | None = None
         self._url = b""
-        self._headers: list[tuple[str, str]] = []
-        self._fields: dict[str, str] = {}
+        #: the current head's field lines as parsed, name, value, name, ...; read when it ends
+        self._lines: list[bytes] = []
         self._head_bytes = 0
-        self._parsed = 0  # bytes of the current head's lines as parsed
         self._in_head = False
         self.begun = 0  # heads begun so far (a new one in a feed: its timer starts)
 
@@ -182,9 +178,7 @@ class RequestReader:
         self.begun += 1
         self._in_head = True
         self._url = b""
-        self._headers = []
-        self._fields = {}
-        self._parsed = 0
+        self._lines = []
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -192,37 +186,58 @@ class RequestReader:
             raise WireError(HeadersTooLarge("request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        key = name.decode("latin-1")
-        text = value.decode("latin-1")
-        self._headers.append((key, text))
-        lower = key.lower()
-        fields = self._fields
-        if lower in fields:
-            if lower in _SINGLE:
-                raise WireError(BadRequest(f"repeated {lower}"))
-            fields[lower] = f"{fields[lower]}, {text}"
-        else:
-            fields[lower] = text
-        # the head as parsed: a head that arrived in one piece is held to the limit too
-        self._parsed += len(name) + len(value) + 4
-        if self._parsed + len(self._url) > self.max_head:
-            raise WireError(HeadersTooLarge("request head too large"))
+        # only kept here: one call per field line is the hot part of reading a browser's head
+        # (a dozen lines), so the lines are decoded and checked together when the head ends
+        self._lines += (name, value)
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         self._in_head = False
         self._head_bytes = 0
+        fields = self._fields()
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise WireError(BadRequest(f"HTTP/{version}"))
-        if version == "1.1" and "host" not in self._fields:
+        if version == "1.1" and "host" not in fields:
             raise WireError(BadRequest("no Host"))  # RFC 9112 §3.2
-        length = self._fields.get("content-length")
+        length = fields.get("content-length")
         if length is not None and length.isdigit() and int(length) > self.max_body:
             raise WireError(PayloadTooLarge("request body too large"))
         self._request = Request(parser.get_method().decode("latin-1"),
-                                self._url.decode("latin-1"), self._headers, self._fields,
-                                version, parser.should_keep_alive(), self.peer, self.tls)
+                                self._url.decode("latin-1"), fields, version,
+                                parser.should_keep_alive(), self.peer, self.tls)
+
+    def _fields(self) -> dict[str, str]:
+        """The head's fields by lower-cased name, repeats comma-joined; a head over max_head as
+        parsed is refused here too (one that arrived in one piece never counted while
+        arriving)."""
+        lines, self._lines = self._lines, []
+        count = len(lines) // 2
+        if not count:
+            return {}
+        # all names and all values decoded in one call each (a line ends at LF, so no name or
+        # value holds one); names are tokens (RFC 9110 §5.1, enforced by the parser): ASCII
+        names = b"\n".join(lines[0::2])
+        values = b"\n".join(lines[1::2])
+        if len(names) + len(values) + 2 * count + 2 + len(self._url) > self.max_head:
+            raise WireError(HeadersTooLarge("request head too large"))
+        keys = names.lower().decode("latin-1").split("\n")
+        texts = values.decode("latin-1").split("\n")
+        fields = dict(zip(keys, texts, strict=False))  # unequal: checked below
+        if len(fields) == count and len(texts) == count:
+            return fields
+        fields = {}  # a name repeats (or a value held a line break): line by line
+        for name, value in zip(lines[0::2], lines[1::2], strict=True):
+            key = name.lower().decode("latin-1")
+            text = value.decode("latin-1")
+            found = fields.get(key)
+            if found is None:
+                fields[key] = text
+            elif key in _SINGLE:
+                raise WireError(BadRequest(f"repeated {key}"))
+            else:
+                fields[key] = f"{found}, {text}"
+        return fields
 
     def on_body(self, body: bytes) -> None:
         request = self._request
