@@ -10,6 +10,8 @@ rendered into RESULTS.md's "edge360-only figures" section (`results.render_resul
 - headline: benchmarks/bench_headline.py (the peak window of the first day replayed against one
   edge node at speed 1, each viewer on its own connection, ramped until the first error, >1 %
   server-vs-truth disagreement or >1 % stalls)
+- sendpath: benchmarks/bench_sendpath.py (sender CPU per byte of an 8 MiB memory-held body:
+  written from bytes or from a page-aligned mapping, or sent with sendfile from a memfd or a file)
 - workers: benchmarks/bench_workers.py (server CPU per request, 1 and 2 workers, with nginx
   worker_processes 1 and 2 as the reference: a comparison document, not an edge360-only one)
 """
@@ -28,7 +30,7 @@ from typing import Any
 from benchmarks import harness, results
 from benchmarks.results import figure
 
-GROUPS = ("sessions", "replay", "headline", "workers")
+GROUPS = ("sessions", "replay", "headline", "workers", "sendpath")
 
 
 def _script(module: str, args: list[str], timeout: float) -> dict[str, Any]:
@@ -120,6 +122,18 @@ def replay(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]
     notes = [f"{data['pinning']}; {data['segment_bytes']}-byte segments; steps of "
              f"{data['step_seconds']} s; connections: {data.get('connections', 512)}; clean = "
              "no errors, no stalls, replayer core < 95 % busy."]
+    return figs, data, notes
+
+
+def sendpath(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    data = _script("bench_sendpath", ["--quick"] if quick else [], timeout=600)
+    g = "sendpath"
+    figs = [figure(g, f"8 MiB body, {way}", value, "GB per sender CPU-second", "",
+                   "median over rounds" + (" (the best here)" if way == data["best"] else ""))
+            for way, value in data["gb_per_cpu_s"].items()]
+    notes = [f"{data['pinning']}; {data['rounds']} interleaved rounds of "
+             f"{data['bodies_per_round']} bodies per way over loopback TCP; kernel "
+             f"{data['kernel']}."]
     return figs, data, notes
 
 
@@ -225,7 +239,8 @@ def run_group(group: str, quick: bool, command: str,
     if group == "headline":
         figs, raw, notes = headline(quick, headline_steps)
     else:
-        figs, raw, notes = {"sessions": sessions, "replay": replay}[group](quick)
+        figs, raw, notes = {"sessions": sessions, "replay": replay,
+                            "sendpath": sendpath}[group](quick)
     machine = {**_machine(), "loadavg_before": load_before, "loadavg_after": harness.loadavg()}
     return results.edge360_only_doc(group, date=started, command=command, machine=machine,
                                     figures=figs, settings={"quick": quick}, notes=notes,

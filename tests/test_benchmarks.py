@@ -137,18 +137,19 @@ def test_render_keeps_edge360_only_figures_apart(tmp_path: Path) -> None:
     assert "memory \\| per session" in markdown
 
 
-def test_only_sessions_quick_end_to_end(tmp_path: Path) -> None:
-    """`--only sessions --quick` writes one edge360-only document and renders it (no timing
+@pytest.mark.parametrize("group", ["sessions", "sendpath"])
+def test_only_edge360_groups_quick_end_to_end(tmp_path: Path, group: str) -> None:
+    """`--only GROUP --quick` writes one edge360-only document and renders it (no timing
     assertion: only that every figure the issue asks for is there with a value)."""
     results_dir = tmp_path / "results"
     markdown = tmp_path / "RESULTS.md"
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.run", "--only", "sessions", "--quick",
+        [sys.executable, "-m", "benchmarks.run", "--only", group, "--quick",
          "--results-dir", str(results_dir), "--markdown", str(markdown)],
         cwd=REPO, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     files = _result_files(results_dir)
-    assert [f.name[10:] for f in files] == ["-sessions.json"]
+    assert [f.name[10:] for f in files] == [f"-{group}.json"]
     doc = json.loads(files[0].read_text())
     _check_edge360_only(doc, files[0].name)
     assert all(f["value"] is not None for f in doc["figures"])
