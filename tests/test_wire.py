@@ -63,3 +63,12 @@ def test_a_head_over_the_limit_is_refused_in_one_write_or_many(split: bool) -> N
         read(chunks, max_head=4096)
     assert e.value.error.status == 431
     assert len(read(chunks, max_head=8192)) == 1
+
+
+def test_a_head_of_thousands_of_repeated_lines_in_one_write_is_refused() -> None:
+    head = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-R: " + b"v" * 20 + b"\r\n"
+    head += b"X-R: v\r\n" * 30_000 + b"\r\n"
+    reader = RequestReader("127.0.0.1", 8192)
+    with pytest.raises(WireError) as e:
+        reader.feed(head)
+    assert e.value.error.status == 431

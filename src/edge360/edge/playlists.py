@@ -115,7 +115,9 @@ class PlaylistIndex:
         return ref.rendition, ref.duration, ref.track, ref
 
     def knows(self, path: str) -> bool:
-        return path in self._playlists
+        """Whether the playlist at `path` has been learnt (a media playlist's segments, or a
+        master's renditions): a hit on it need not read it again."""
+        return path in self._playlists or path in self._masters
 
     def segment(self, path: str, offset: int | None) -> SegmentRef | None:
         return self._segments.get((path, offset)) or (

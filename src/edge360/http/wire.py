@@ -128,8 +128,8 @@ class WireError(Exception):
 class RequestReader:
     """httptools callbacks for one connection: complete requests land in `ready`."""
 
-    __slots__ = ("_head_bytes", "_in_head", "_lines", "_parser", "_request", "_url", "begun",
-                 "max_body", "max_head", "peer", "ready", "tls")
+    __slots__ = ("_fields", "_head_bytes", "_in_head", "_parsed", "_parser", "_request", "_url",
+                 "begun", "max_body", "max_head", "peer", "ready", "tls")
 
     def __init__(self, peer: str, max_head: int, *, max_body: int = MAX_BODY,
                  tls: bool = False) -> None:
@@ -141,8 +141,8 @@ class RequestReader:
         self._parser = httptools.HttpRequestParser(self)
         self._request: Request | None = None
         self._url = b""
-        #: the current head's field lines as parsed, name, value, name, ...; read when it ends
-        self._lines: list[bytes] = []
+        self._fields: dict[str, str] = {}
+        self._parsed = 0  # bytes of the current head's field lines as parsed
         self._head_bytes = 0
         self._in_head = False
         self.begun = 0  # heads begun so far (a new one in a feed: its timer starts)
@@ -178,7 +178,8 @@ class RequestReader:
         self.begun += 1
         self._in_head = True
         self._url = b""
-        self._lines = []
+        self._fields = {}
+        self._parsed = 0
 
     def on_url(self, url: bytes) -> None:
         self._url += url
@@ -186,15 +187,30 @@ class RequestReader:
             raise WireError(HeadersTooLarge("request target too long"))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        # only kept here: one call per field line is the hot part of reading a browser's head
-        # (a dozen lines), so the lines are decoded and checked together when the head ends
-        self._lines += (name, value)
+        # the hot part of reading a browser's head (a dozen lines): kept to one lookup per line
+        # names are tokens (RFC 9110 §5.1, enforced by the parser): ASCII, so bytes.lower
+        key = name.lower().decode("latin-1")
+        fields = self._fields
+        self._parsed += len(name) + len(value) + 4
+        if key in fields:
+            if key in _SINGLE:
+                raise WireError(BadRequest(f"repeated {key}"))
+            if self._parsed + len(self._url) > self.max_head:
+                # checked before joining: thousands of repeats in one write would otherwise
+                # copy an ever longer value each time (the limit holds at the head's end too)
+                raise WireError(HeadersTooLarge("request head too large"))
+            fields[key] = f"{fields[key]}, {value.decode('latin-1')}"
+        else:
+            fields[key] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
         parser = self._parser
         self._in_head = False
         self._head_bytes = 0
-        fields = self._fields()
+        fields = self._fields
+        # the head as parsed: one that arrived in one piece never counted while arriving
+        if self._parsed + len(self._url) > self.max_head:
+            raise WireError(HeadersTooLarge("request head too large"))
         version = parser.get_http_version()
         if version not in ("1.1", "1.0"):
             raise WireError(BadRequest(f"HTTP/{version}"))
@@ -206,38 +222,6 @@ class RequestReader:
         self._request = Request(parser.get_method().decode("latin-1"),
                                 self._url.decode("latin-1"), fields, version,
                                 parser.should_keep_alive(), self.peer, self.tls)
-
-    def _fields(self) -> dict[str, str]:
-        """The head's fields by lower-cased name, repeats comma-joined; a head over max_head as
-        parsed is refused here too (one that arrived in one piece never counted while
-        arriving)."""
-        lines, self._lines = self._lines, []
-        count = len(lines) // 2
-        if not count:
-            return {}
-        # all names and all values decoded in one call each (a line ends at LF, so no name or
-        # value holds one); names are tokens (RFC 9110 §5.1, enforced by the parser): ASCII
-        names = b"\n".join(lines[0::2])
-        values = b"\n".join(lines[1::2])
-        if len(names) + len(values) + 2 * count + 2 + len(self._url) > self.max_head:
-            raise WireError(HeadersTooLarge("request head too large"))
-        keys = names.lower().decode("latin-1").split("\n")
-        texts = values.decode("latin-1").split("\n")
-        fields = dict(zip(keys, texts, strict=False))  # unequal: checked below
-        if len(fields) == count and len(texts) == count:
-            return fields
-        fields = {}  # a name repeats (or a value held a line break): line by line
-        for name, value in zip(lines[0::2], lines[1::2], strict=True):
-            key = name.lower().decode("latin-1")
-            text = value.decode("latin-1")
-            found = fields.get(key)
-            if found is None:
-                fields[key] = text
-            elif key in _SINGLE:
-                raise WireError(BadRequest(f"repeated {key}"))
-            else:
-                fields[key] = f"{found}, {text}"
-        return fields
 
     def on_body(self, body: bytes) -> None:
         request = self._request
