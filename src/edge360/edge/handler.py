@@ -184,10 +184,8 @@ class Edge:
                           child, viewer)
 
     def _extra(self, result: str, age: str | None = None) -> dict[str, str]:
-        out = {**cors_headers(self.cors), "X-Cache": result}
-        if age is not None:
-            out["Age"] = age
-        return out
+        aged = {"Age": age} if age is not None else {}
+        return {**cors_headers(self.cors), "X-Cache": result, **aged}
 
     # -- answering from the cache
 
@@ -249,8 +247,8 @@ class Edge:
         state = self.state
         if not state.index.knows(t.path):
             state.index.learn(t.path, t.title, body.decode("utf-8", "replace"))
-        version = obj.version if obj is not None else ""
-        compiled = state.index.compiled(t.key, version or hashlib.blake2b(body).hexdigest(), body)
+        version = obj.version if obj and obj.version else hashlib.blake2b(body).hexdigest()
+        compiled = state.index.compiled(t.key, version, body)
         params = viewer.params() if viewer is not None else ""
         gzip_ok = gzip_accepted(request.fields.get("accept-encoding", ""),
                                 "range" in request.fields)
@@ -259,9 +257,8 @@ class Edge:
         if etag:
             headers["ETag"] = etag
         prepared = Prepared(headers)
-        last_modified = obj.stored.last_modified if obj is not None else parse_http_date(
-            headers.get("Last-Modified"))
-        p = plan_for(request, prepared, len(out), last_modified, self.max_ranges)
+        last = obj.stored.last_modified if obj else parse_http_date(headers.get("Last-Modified"))
+        p = plan_for(request, prepared, len(out), last, self.max_ranges)
         return render(p, prepared, memory_slicer(out), cache=result)
 
     # -- misses
