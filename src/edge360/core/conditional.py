@@ -60,13 +60,18 @@ def http_date(ts: float) -> str:
 
 def parse_http_date(value: str | None) -> float | None:
     """A Unix time from any of the three HTTP-date forms (§5.6.7), or None when invalid."""
-    return None if value is None else _parse_date(value)
-
-
-@functools.lru_cache(maxsize=1024)
-def _parse_date(value: str) -> float | None:
+    if value is None:
+        return None
     # remembered: the same few dates (a stored object's Last-Modified, a player's
-    # If-Modified-Since) are read on every request for them
+    # If-Modified-Since) are read on every request for them; a date is 29 characters, so a
+    # longer value (a client's junk) is read without being remembered
+    return _remembered(value) if len(value) <= _REMEMBERED else _parse_date(value)
+
+
+_REMEMBERED: Final = 64
+
+
+def _parse_date(value: str) -> float | None:
     value = value.strip(" \t")
     if m := _IMF_FIXDATE.fullmatch(value):
         day, month, year, hh, mm, ss = m.groups()
@@ -86,6 +91,9 @@ def _parse_date(value: str) -> float | None:
     if not (1 <= d <= days_in_month and h <= 23 and mi <= 59 and s <= 60):
         return None
     return float(calendar.timegm((y, mo, d, h, mi, min(s, 59), 0, 0, 0)))
+
+
+_remembered = functools.lru_cache(maxsize=1024)(_parse_date)
 
 
 def _parse_etag(value: str) -> tuple[bool, str] | None:
