@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import csv
 import json
 import math
 import os
@@ -245,6 +246,52 @@ def _steady(samples: list[dict[str, Any]], start: float) -> dict[str, Any]:
     }
 
 
+#: kernel TCP counters (/proc/net/netstat, /proc/net/snmp) a step reports the change of: a
+#: full accept queue, SYNs and segments sent again, retransmission timeouts
+TCP_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPSynRetrans", "RetransSegs", "TCPTimeouts",
+                "TCPAbortOnTimeout")
+
+
+def tcp_counters() -> dict[str, int]:
+    """This machine's TCP counters named in TCP_COUNTERS (all network namespaces' loopback
+    traffic of this one shows here)."""
+    out: dict[str, int] = {}
+    for name in ("/proc/net/netstat", "/proc/net/snmp"):
+        with contextlib.suppress(OSError):
+            lines = Path(name).read_text().splitlines()
+            for head, values in zip(lines[::2], lines[1::2], strict=False):
+                for key, value in zip(head.split()[1:], values.split()[1:], strict=False):
+                    if key in TCP_COUNTERS and value.lstrip("-").isdigit():
+                        out[key] = int(value)
+    return out
+
+
+def _phases(samples: list[dict[str, Any]], t0: float, ramp: float, report: Path
+            ) -> dict[str, Any]:
+    """When the errors came (series.csv's cumulative count: while the viewers joined, or later)
+    and how busy each side was while they joined."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError, KeyError):
+        rows = list(csv.DictReader((report / "series.csv").read_text().splitlines()))
+        hours = [float(r["time"]) for r in rows if r["errors"]]
+        errors = [int(r["errors"]) for r in rows if r["errors"]]
+        if errors:
+            # speed 1: a row's real seconds after the window opened are its hours' difference
+            rel = [(h - hours[0]) * 3600 for h in hours]
+            in_ramp = max((e for r, e in zip(rel, errors, strict=True) if r <= ramp), default=0)
+            out["errors_while_joining"] = in_ramp
+            out["errors_after_joining"] = errors[-1] - in_ramp
+            first = next((r for r, e in zip(rel, errors, strict=True) if e), None)
+            out["first_error_s"] = None if first is None else round(first, 1)
+    pts = [s for s in samples if t0 <= s["t"] <= t0 + ramp]
+    if len(pts) >= 2:
+        a, b = pts[0], pts[-1]
+        dt = b["t"] - a["t"]
+        out["edge_cpu_busy_joining"] = round((b["edge_cpu"] - a["edge_cpu"]) / dt, 3)
+        out["replayer_cpu_busy_joining"] = round((b["rep_cpu"] - a["rep_cpu"]) / dt, 3)
+    return out
+
+
 def _memory(samples: list[dict[str, Any]], edge_base: int) -> dict[str, Any]:
     """Bytes per connection on both sides: the growth of each process tree's RSS between a
     sample with a tenth of the peak's edge connections and the peak's, over the connections
@@ -275,6 +322,7 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
            "--ramp", f"{ramp:g}", "--workers", str(plan["replayer_workers"]),
            "--source-addresses", str(plan["source_addresses"]), "--report", str(report)]
     log = tmp / f"replay-{viewers}.stderr"
+    tcp_before = tcp_counters()
     t0 = time.monotonic()
     with log.open("wb") as err:
         proc = subprocess.Popen(cmd, cwd=harness.REPO, stdout=subprocess.DEVNULL, stderr=err)
@@ -308,6 +356,7 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
         "viewers_at_start": rep.get("viewers_at_start"), "views": rep.get("views"),
         "requests": rep["requests"], "errors": rep["errors"],
         "errors_by_kind": rep.get("errors_by_kind", {}), "stall_ratio": rep["stall_ratio"],
+        "errors_by_detail": rep.get("errors_by_detail", {}),
         "pacing_lost": rep.get("pacing_lost"), "pacing_late_p99_s": rep.get("pacing_late_p99_s"),
         "latency_p99_s": rep["latency_p99_s"], "startup_p95_s": rep.get("startup_p95_s"),
         "expected_req_per_s": round(viewers / SEGMENT_S, 1),
@@ -317,10 +366,17 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
         "replayer_fds_max": max((s["rep_fds"] for s in samples), default=0),
         **_memory(samples, edge_base),
         **_steady(samples, t0 + min(ramp + STEADY_AFTER_RAMP_S, seconds / 2)),
+        **_phases(samples, t0, ramp, report),
+        "tcp_counters": {k: v - tcp_before.get(k, 0) for k, v in tcp_counters().items()},
     }
     why = []
     if step["errors"]:
-        why.append(f"{step['errors']} errors {step['errors_by_kind']}")
+        joining = step.get("errors_while_joining")
+        when = "" if joining is None else (
+            f" ({joining} while the viewers joined, first at {step['first_error_s']} s, "
+            f"{step['errors_after_joining']} after)")
+        why.append(f"{step['errors']} errors "
+                   f"{step['errors_by_detail'] or step['errors_by_kind']}{when}")
     if diff is None or abs(diff) > MAX_DIFF:
         why.append(f"server vs truth {step['server_vs_truth_pct']} %")
     if (step["stall_ratio"] or 0) > MAX_STALL:

@@ -137,6 +137,21 @@ def sendpath(quick: bool) -> tuple[list[dict[str, Any]], dict[str, Any], list[st
     return figs, data, notes
 
 
+def _when(st: dict[str, Any]) -> str:
+    """While the viewers joined or after, and how busy both sides were while they joined."""
+    if st.get("edge_cpu_busy_joining") is None:
+        return ""
+    out = (f"; while the viewers joined: edge {st['edge_cpu_busy_joining']:.0%}, replayer "
+           f"{st['replayer_cpu_busy_joining']:.0%} of a core")
+    if st.get("errors"):
+        out += (f"; {st.get('errors_while_joining')} errors while joining (first at "
+                f"{st.get('first_error_s')} s), {st.get('errors_after_joining')} after")
+    tcp = {k: v for k, v in (st.get("tcp_counters") or {}).items() if v}
+    if tcp:
+        out += f"; kernel TCP counters during the step: {tcp}"
+    return out
+
+
 def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
     """The headline ramp's figures: per step the counts side by side, the difference, errors,
     p99, both sides' CPU, the edge's memory and descriptors; then the per-core capacities."""
@@ -151,7 +166,7 @@ def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
                    f"server {st['server_peak']} (scale {st['scale']}, window {st['window']} h, "
                    f"speed 1); {st['requests']:,} requests; {state}"),
             figure(g, f"{n}: errors", st["errors"], "errors", "0",
-                   str(st["errors_by_kind"] or "")),
+                   str(st.get("errors_by_detail") or st["errors_by_kind"] or "") + _when(st)),
             figure(g, f"{n}: p99 latency", round((st["latency_p99_s"] or 0) * 1000, 1), "ms",
                    "", f"stall ratio {st['stall_ratio']}"),
             figure(g, f"{n}: steady requests/s", st.get("steady_req_per_s"), "requests/s", "",

@@ -52,6 +52,10 @@ def test_live_replay_of_a_peak_slice(tmp_path: Path) -> None:
     assert sum(1 for t in log.last_seen.values() if t < end - 1.0) > 0
     rows = list(csv.DictReader((tmp_path / "series.csv").read_text().splitlines()))
     assert len(rows) >= 3 and max(float(r["server"] or 0) for r in rows) > 0
+    # the requests so far grow to the report's total, with no error on the way
+    counts = [int(r["requests"]) for r in rows]
+    assert counts == sorted(counts) and 0 < counts[-1] <= report["requests"]
+    assert {r["errors"] for r in rows} == {"0"}
     # every request after the master carried the sid the server handed out
     later = [(p, s) for p, s, _ in log.requests if p != "t/master.m3u8"]
     assert later and all(s is not None and s in log.last_seen for _, s in later)

@@ -53,7 +53,9 @@ def test_model_run_writes_every_report_file(tmp_path: Path) -> None:
     assert report["server_peak"] is None and report["window"] == [6.0, 12.0]
     assert abs(report["target_peak"] - 600) <= 6           # the day's peak falls in this window
     rows = list(csv.DictReader((tmp_path / "series.csv").read_text().splitlines()))
-    assert list(rows[0]) == ["time", "target", "achieved", "server", "watching"]
+    assert list(rows[0]) == ["time", "target", "achieved", "server", "watching", "requests",
+                             "errors"]
+    assert rows[0]["requests"] == rows[0]["errors"] == ""   # a model run sends no request
     assert float(rows[0]["time"]) == 6.0 and float(rows[-1]["time"]) == 12.0
     page = (tmp_path / "report.html").read_text()
     assert "data:image/png;base64," in page

@@ -271,6 +271,23 @@ async def test_waiting_for_a_busy_pool_counts_towards_the_timeout() -> None:
     assert all(isinstance(e, FetchError) and e.kind == "timeout" for e in got)
     assert "no connection free" in str(got[1])
     assert srv.paths() == ["/silent"] and srv.opened == 1
+    # a report tells the two timeouts apart, in a worker and after the parent merged it
+    stats, parent = Stats(rule=Rule(30, None)), Stats(rule=Rule(30, None))
+    for e in got:
+        assert isinstance(e, FetchError)
+        stats.error(e.kind, e.detail)
+    parent.merge(stats.to_wire())
+    assert parent.errors == {"timeout": 2}
+    assert parent.error_details == {"timeout: no complete answer in time": 1,
+                                    "timeout: no connection free in time": 1}
+
+
+def test_error_details_stay_bounded() -> None:
+    stats = Stats(rule=Rule(30, None))
+    for i in range(100):
+        stats.error("connection", f"cannot connect: reason {i}")
+    assert stats.errors == {"connection": 100}
+    assert len(stats.error_details) == 33 and stats.error_details["connection: other"] == 68
 
 
 async def test_redirects_are_followed_as_aiohttp_follows_them() -> None:

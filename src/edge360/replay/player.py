@@ -187,7 +187,7 @@ class VirtualPlayer:
             else:
                 body = got.size
         except FetchError as exc:
-            self.stats.error(exc.kind)
+            self.stats.error(exc.kind, exc.detail)
             return None
         except (OSError, EOFError, UnicodeDecodeError):  # gzip.BadGzipFile is an OSError
             self.stats.error("bad_body")

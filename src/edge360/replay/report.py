@@ -80,10 +80,11 @@ def write_report(directory: Path, summary: dict[str, Any], series: list[SeriesPo
     written[0].write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
     with written[1].open("w", newline="") as fh:
         out = csv.writer(fh)
-        out.writerow(["time", "target", "achieved", "server", "watching"])
+        out.writerow(["time", "target", "achieved", "server", "watching", "requests", "errors"])
         for p in series:
             out.writerow([f"{p.time_h:.5f}", f"{p.target:.2f}", _cell(p.achieved), _cell(p.server),
-                          _cell(p.watching)])
+                          _cell(p.watching), "" if p.requests is None else p.requests,
+                          "" if p.errors is None else p.errors])
     png = render_png(series, summary, mix, day)
     if png is None:
         print("replay: matplotlib is not installed (pip install 'edge360[plot]'): "

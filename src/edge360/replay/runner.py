@@ -218,11 +218,13 @@ def _series(plan: Plan, curve: Curve, live: Live, stats: Stats, rule: truth.Rule
     watching = truth.counts(truth.watching(stats.records), times)
     frac = plan.scale / plan.shard[1]
     out = []
-    for (rel, server), a, w in zip(live.samples, achieved, watching, strict=True):
+    for (rel, server), a, w, (requests, errors) in zip(live.samples, achieved, watching, live.load,
+                                                        strict=True):
         sim = plan.window_h[0] * 3600 + rel * plan.speed
         out.append(SeriesPoint(time_h=sim / 3600, target=frac * curve.concurrency_at(sim),
                                achieved=float(a), server=server,
-                               arrivals=frac * curve.rate_at(sim), watching=float(w)))
+                               arrivals=frac * curve.rate_at(sim), watching=float(w),
+                               requests=requests, errors=errors))
     return out
 
 
@@ -276,7 +278,8 @@ def _summarise(plan: Plan, info: TargetInfo, live: Live, stats: Stats, rule: tru
         "counting_rule": rule.name, "time_scale": info.time_scale,
         "server_peak": max(servers) if info.has_metrics and servers else None,
         "requests": stats.requests, "errors": sum(stats.errors.values()),
-        "errors_by_kind": dict(sorted(stats.errors.items())), "bytes": stats.bytes,
+        "errors_by_kind": dict(sorted(stats.errors.items())),
+        "errors_by_detail": dict(sorted(stats.error_details.items())), "bytes": stats.bytes,
         "gave_up": stats.gave_up,
         "startup_p50_s": None if startup50 is None else round(startup50, 4),
         "startup_p95_s": None if startup95 is None else round(startup95, 4),

@@ -26,7 +26,8 @@ MIX_COLORS = ("#fdd49e", "#fc8d59", "#d7301f", "#7f0000", "#4a1486", "#08519c")
 
 @dataclass(frozen=True)
 class SeriesPoint:
-    """One row of series.csv: hours after release, the three concurrencies, arrivals per second."""
+    """One row of series.csv: hours after release, the concurrencies, arrivals per second, and (in
+    a live replay) the requests and errors so far, which show when any errors came."""
 
     time_h: float
     target: float
@@ -34,6 +35,8 @@ class SeriesPoint:
     server: float | None
     arrivals: float | None = None
     watching: float | None = None     # viewers between their first frame and their quit
+    requests: int | None = None       # the players' requests so far (a live replay's samples)
+    errors: int | None = None         # the players' failed requests so far
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,9 @@ from typing import Any
 from edge360.replay.report import Histogram
 from edge360.replay.truth import Record, Rule
 
+#: distinct "kind: detail" error entries a report keeps (replay/wirepool.py's details are few)
+MAX_DETAILS = 32
+
 
 @dataclass
 class Stats:
@@ -22,6 +25,9 @@ class Stats:
     requests: int = 0
     bytes: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    #: the same errors by "kind: detail" (which timeout: the connect, the answer, the queue),
+    #: at most MAX_DETAILS entries, the rest as "kind: other"
+    error_details: dict[str, int] = field(default_factory=dict)
     latency: Histogram = field(default_factory=Histogram)
     startup: Histogram = field(default_factory=Histogram)
     #: how late a player woke for a due fetch or an arrival (real seconds): lost pacing shows here
@@ -66,8 +72,10 @@ class Stats:
         self.mix[key] = self.mix.get(key, 0.0) + content_s
         self.mix_bandwidth[name] = bandwidth
 
-    def error(self, kind: str) -> None:
+    def error(self, kind: str, detail: str = "") -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
+        if detail:
+            _add(self.error_details, f"{kind}: {detail}", 1)
 
     def left(self, record: Record) -> None:
         """A player is gone: keep its record, and its counted tail for the progress line."""
@@ -91,6 +99,7 @@ class Stats:
     def to_wire(self) -> dict[str, Any]:
         """Everything, as plain data for the pipe to the parent."""
         return {"requests": self.requests, "bytes": self.bytes, "errors": dict(self.errors),
+                "error_details": dict(self.error_details),
                 "latency": self.latency.counts, "startup": self.startup.counts,
                 "lateness": self.lateness.counts, "stall_s": self.stall_s,
                 "played_s": self.played_s, "reloads": self.reloads,
@@ -109,6 +118,8 @@ class Stats:
         self.bytes += wire["bytes"]
         for k, n in wire["errors"].items():
             self.errors[k] = self.errors.get(k, 0) + n
+        for key, n in wire.get("error_details", {}).items():
+            _add(self.error_details, key, int(n))
         for name in ("latency", "startup", "lateness"):
             getattr(self, name).merge(Histogram(list(wire[name])))
         self.stall_s += wire["stall_s"]
@@ -142,6 +153,14 @@ class Stats:
                          "manifest_errors": self.steering_errors,
                          "segments_by_pathway": dict(sorted(self.pathways.items()))},
         }
+
+
+def _add(details: dict[str, int], key: str, n: int) -> None:
+    """Count `n` under `key`, or under "kind: other" once MAX_DETAILS keys are held (a detail
+    can carry an exception's text: the dict stays bounded whatever the target answers)."""
+    if key not in details and len(details) >= MAX_DETAILS:
+        key = key.partition(":")[0] + ": other"
+    details[key] = details.get(key, 0) + n
 
 
 def _round(value: float | None) -> float | None:

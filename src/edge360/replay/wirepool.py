@@ -43,7 +43,7 @@ class FetchError(Exception):
 
     def __init__(self, kind: str, detail: str = "") -> None:
         super().__init__(f"{kind}: {detail}" if detail else kind)
-        self.kind = kind
+        self.kind, self.detail = kind, detail
 
 
 class Answer:
