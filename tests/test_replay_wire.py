@@ -410,3 +410,31 @@ async def test_a_line_from_a_source_address_leaves_the_port_to_connect() -> None
         assert await kind_of(refused, f"http://127.0.0.1:{refused_port()}/x") == "connection"
         assert not any(p.conns or p.connecting for p in refused.pools.values())
         refused.close()
+
+
+async def test_a_connect_that_hangs_times_out_saying_where() -> None:
+    """A listener whose accept queue is full drops SYNs, so connect() hangs: the line's connect
+    times out at connect_timeout, and the error says it hung in connect()."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)                   # never accepted: a queue of one, then SYNs are dropped
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            s.setblocking(False)
+            with contextlib.suppress(BlockingIOError):
+                s.connect(("127.0.0.1", port))
+            fillers.append(s)
+        async with Client(connect_timeout=0.3, total_timeout=5) as http:
+            line = http.line("127.0.0.2")
+            with pytest.raises(FetchError) as failed:
+                await asyncio.wait_for(line.get(f"http://127.0.0.1:{port}/x"), 5)
+            assert failed.value.kind == "timeout"
+            assert failed.value.detail == "connect timed out in connect()"
+            line.close()
+    finally:
+        for s in fillers:
+            s.close()
+        listener.close()

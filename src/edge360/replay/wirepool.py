@@ -118,6 +118,7 @@ class Conn(asyncio.Protocol):
         self.lost = False
         self.connect_deadline = 0.0
         self.timed_out = False       # its connect was cancelled by the sweep
+        self.stage = "waiting for the loop"  # where its connect is (a timeout says where)
         self._reset()
 
     def _reset(self) -> None:
@@ -294,10 +295,12 @@ class Pool:
         try:
             tls_name = self.host if self.tls else None
             if self.local:
+                sock = await self._bound(loop, self.local, conn)
+                conn.stage = "making the transport"
                 made, _ = await loop.create_connection(
-                    lambda: conn, sock=await self._bound(loop, self.local), ssl=self.tls,
-                    server_hostname=tls_name)
+                    lambda: conn, sock=sock, ssl=self.tls, server_hostname=tls_name)
             else:
+                conn.stage = "in create_connection()"
                 made, _ = await loop.create_connection(
                     lambda: conn, self.host, self.port, ssl=self.tls, server_hostname=tls_name)
             # uvloop may call connection_made only after this returns: take the transport here
@@ -305,7 +308,7 @@ class Pool:
         except asyncio.CancelledError:
             if not conn.timed_out:
                 raise                    # the client is closing
-            kind, detail = "timeout", "connect timed out"
+            kind, detail = "timeout", f"connect timed out {conn.stage}"
         except (OSError, ValueError) as exc:     # ssl.SSLError and gaierror are OSErrors
             detail = f"cannot connect to {self.host}:{self.port}: {exc}"
         task = asyncio.current_task()
@@ -320,10 +323,12 @@ class Pool:
             fail(self.pending.popleft(), kind, detail or "closed while connecting")
         self.fill()
 
-    async def _bound(self, loop: asyncio.AbstractEventLoop, local: str) -> socket.socket:
+    async def _bound(self, loop: asyncio.AbstractEventLoop, local: str, conn: Conn
+                     ) -> socket.socket:
         """A socket connected from `local`, its port left to connect() (module docstring)."""
         family = socket.AF_INET6 if ":" in local else socket.AF_INET
         if self._addr is None:
+            conn.stage = "resolving the target"
             found = await loop.getaddrinfo(self.host, self.port, family=family,
                                            type=socket.SOCK_STREAM)
             if not found:
@@ -337,6 +342,7 @@ class Pool:
             except OSError:
                 pass  # not Linux: bind() picks the port, as it always did
             sock.bind((local, 0))
+            conn.stage = "in connect()"
             await loop.sock_connect(sock, self._addr)
         except BaseException:
             sock.close()  # failed, timed out (cancelled) or the client is closing
