@@ -23,6 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -196,7 +197,10 @@ def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
                        "growth of the replayer's RSS per connection while the viewers "
                        "joined (one virtual player each)"),
             ]
-    figs.append(figure(g, "largest clean step, one edge core + one replayer core",
+    shared = str(data.get("pinning", "")).startswith("not pinned")
+    figs.append(figure(g, "largest clean step, " + ("edge and replayer sharing every core"
+                                                    if shared else
+                                                    "one edge core + one replayer core"),
                        data["largest_clean"], "viewers", "60,000",
                        f"stopped by: {data['stopped_by']}"))
     steady = [st for st in data["steps"] if st.get("edge_cpu_us_per_request")]
@@ -218,6 +222,7 @@ def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
              f"{len(data['renditions'])} renditions of {data['segments']} x 6 s "
              f"{data['segment_bytes']}-byte segments, --loop; `edge360 replay --window "
              f"{data['window']} --speed 1` with connections: {data['connections']} "
+             f"(the viewers already watching join over {data.get('ramp_s', 60):g} s) "
              f"(workers and source addresses per step) for {data['step_seconds']:g} s per "
              f"step, scale = viewers / 60,000; a fresh, warmed edge per step; clean = no "
              f"errors, server vs truth within 1 %, stall ratio <= 1 %; CPU from /proc over the "
@@ -229,20 +234,22 @@ def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
 HEADLINE_STEPS = "20000,40000,50000,60000,80000"
 
 
-def headline(quick: bool, steps: str = HEADLINE_STEPS
+def headline(quick: bool, steps: str = HEADLINE_STEPS, extra: Sequence[str] = ()
              ) -> tuple[list[dict[str, Any]], dict[str, Any], list[str]]:
+    """`extra`: more bench_headline flags (--ramp, --shared-cores; a --seconds here wins)."""
     # the ramp stops after its first step that is not clean, so the long tail costs nothing
     # once the limit is found
     steps = "300,600" if quick else steps
     seconds = "30" if quick else "300"
-    data = _script("bench_headline", ["--steps", steps, "--seconds", seconds],
-                   timeout=120 + (120 if quick else 600) * len(steps.split(",")))
+    data = _script("bench_headline", ["--steps", steps, "--seconds", seconds, *extra],
+                   timeout=120 + (120 if quick else 720) * len(steps.split(",")))
     figs, notes = headline_figures(data)
     return figs, data, notes
 
 
 def run_group(group: str, quick: bool, command: str,
-              headline_steps: str = HEADLINE_STEPS) -> dict[str, Any]:
+              headline_steps: str = HEADLINE_STEPS, headline_extra: Sequence[str] = ()
+              ) -> dict[str, Any]:
     """Measure one group; its results document (edge360-only, or a comparison for workers)."""
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     load_before = harness.loadavg()
@@ -252,7 +259,7 @@ def run_group(group: str, quick: bool, command: str,
         doc["group"] = group
         return doc
     if group == "headline":
-        figs, raw, notes = headline(quick, headline_steps)
+        figs, raw, notes = headline(quick, headline_steps, headline_extra)
     else:
         figs, raw, notes = {"sessions": sessions, "replay": replay,
                             "sendpath": sendpath}[group](quick)

@@ -62,6 +62,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--headline-steps", metavar="N,N,...", default=only.HEADLINE_STEPS,
                    help="viewers at each step of the headline ramp (default "
                    f"{only.HEADLINE_STEPS})")
+    p.add_argument("--headline-ramp", type=float, metavar="S",
+                   help="real seconds the headline's viewers already watching join over "
+                   "(bench_headline's --ramp; default 60)")
+    p.add_argument("--headline-seconds", type=float, metavar="S",
+                   help="real seconds per headline step (default 300, at most 420)")
+    p.add_argument("--headline-shared-cores", action="store_true",
+                   help="pin neither the edge nor the replayer in the headline")
     p.add_argument("--only", metavar="GROUPS",
                    help="only these groups, one results file each (comma-separated: the "
                    f"comparisons {', '.join(GROUPS)}; the edge360-only figures "
@@ -80,6 +87,14 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     steps = args.headline_steps.split(",")
     if not all(s.strip().isdigit() and int(s) > 0 for s in steps):
         p.error(f"--headline-steps takes viewer counts, N,N,...; not {args.headline_steps!r}")
+    args.headline_extra = []
+    for flag, value in (("--ramp", args.headline_ramp), ("--seconds", args.headline_seconds)):
+        if value is not None:
+            if not value > 0:
+                p.error(f"--headline-{flag[2:]} must be > 0 seconds")
+            args.headline_extra += [flag, f"{value:g}"]
+    if args.headline_shared_cores:
+        args.headline_extra.append("--shared-cores")
     args.rounds = args.rounds or (1 if args.quick else 5)
     args.duration = args.duration or (1.0 if args.quick else 4.0)
     args.herd_waiters = args.herd_waiters or (20 if args.quick else HERD_WAITERS)
@@ -135,7 +150,8 @@ def run_only(args: argparse.Namespace, command: str) -> int:
             if group in GROUPS:
                 doc = {**compare.measure(args, command, [group]), "group": group}
             else:
-                doc = only.run_group(group, args.quick, command, args.headline_steps)
+                doc = only.run_group(group, args.quick, command, args.headline_steps,
+                                     args.headline_extra)
         except (BenchError, subprocess.TimeoutExpired, KeyError, ValueError) as e:
             print(f"{group}: not run: {e}", file=sys.stderr)
             failed += 1

@@ -24,6 +24,9 @@ import pytest
 
 from edge360.core.errors import UsageError
 from edge360.replay import command
+from edge360.replay.runner import pacing
+from edge360.replay.stats import Stats
+from edge360.replay.truth import Rule
 from tests.fixtures.servers import DEMO, free_port
 from tests.fixtures.tools import require_tool
 
@@ -108,3 +111,21 @@ def test_a_speed_whose_bytes_it_cannot_receive_is_refused(demo_on_nginx: str,
                              "--window", "9.6-9.77", "--loop", "--report", str(tmp_path)))
     message = str(err.value)
     assert "MB/s of segments" in message and "use --speed" in message and "\n" not in message
+
+
+def test_a_burst_of_lateness_loses_the_pace_though_the_p99_is_kept() -> None:
+    """Two hundred wakes on time and one 10 s late (a replayer loop that fell behind while
+    thousands joined): the p99 hides it, the worst does not."""
+    stats = Stats(rule=Rule(30, None))
+    for _ in range(200):
+        stats.late(0.001)
+    kept = pacing(1.0, 6.0, stats, 0.0)
+    assert not kept["pacing_lost"] and kept["pacing_note"] == "kept"
+    stats.late(10.0)
+    lost = pacing(1.0, 6.0, stats, 0.0)
+    assert lost["pacing_late_p99_s"] < 0.01 and lost["pacing_late_max_s"] == 10.0
+    assert lost["pacing_lost"] and "10.0 s late (worst)" in lost["pacing_note"]
+    # and a worker's worst survives the merge into the parent's figures
+    parent = Stats(rule=Rule(30, None))
+    parent.merge(stats.to_wire())
+    assert parent.late_max == 10.0

@@ -221,7 +221,7 @@ def test_the_truth_follows_a_play_out_rule(tmp_path: Path) -> None:
     assert report["server_peak"] is not None
     assert 0 < report["watching_peak"] <= report["viewers_started"]
     rows = list(csv.DictReader((tmp_path / "series.csv").read_text().splitlines()))
-    assert list(rows[0]) == ["time", "target", "achieved", "server", "watching"]
+    assert list(rows[0])[:5] == ["time", "target", "achieved", "server", "watching"]
     # the audience grows all along (the release): compare the counts sampled at one instant
     assert len(rows) >= 5
     for r in rows:

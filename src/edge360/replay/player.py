@@ -387,5 +387,5 @@ class VirtualPlayer:
         delay = wake - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-            self.stats.lateness.add(max(time.monotonic() - wake, 0.0))
+            self.stats.late(time.monotonic() - wake)
         return when < self.quit_at

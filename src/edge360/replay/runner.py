@@ -46,6 +46,9 @@ MIN_SEGMENT_REAL_S = 0.02
 RECEIVE_BUDGET = 500e6
 #: pacing is lost when the players wake this share of a segment's real duration late (p99)...
 LATE_SHARE = 0.5
+#: nor may any player wake more than this many segment durations (and a second) late: a burst
+#: of lateness (the replayer's core saturated for a while) hides in a p99 over a whole run
+LATE_WORST_SEGMENTS = 1.0
 #: ...or when they stall this much of the time
 MAX_STALL = 0.01
 
@@ -239,18 +242,25 @@ def _mix(plan: Plan, stats: Stats, epoch: float, bucket_s: float) -> RenditionMi
                         "share of segment time the virtual players fetched")
 
 
-def _pacing(plan: Plan, info: TargetInfo, stats: Stats, stall: float | None) -> dict[str, Any]:
-    """Whether the players kept their schedule: how late they woke, and their stalls."""
+def pacing(speed: float, segment_s: float | None, stats: Stats, stall: float | None
+           ) -> dict[str, Any]:
+    """Whether the players kept their schedule (segments of `segment_s` media seconds at
+    `speed`): how late they woke, and their stalls."""
     p50, p99 = stats.lateness.percentile(0.5), stats.lateness.percentile(0.99)
     why = []
-    segment_real = None if info.segment_s is None else info.segment_s / plan.speed
+    segment_real = None if segment_s is None else segment_s / speed
     if p99 is not None and segment_real is not None and p99 > LATE_SHARE * segment_real:
         why.append(f"players woke {p99 * 1000:.0f} ms late (p99) for fetches due every "
                    f"{segment_real * 1000:.0f} ms")
+    worst = stats.late_max
+    if segment_real is not None and worst > max(LATE_WORST_SEGMENTS * segment_real, 1.0):
+        why.append(f"players woke up to {worst:.1f} s late (worst) for fetches due every "
+                   f"{segment_real * 1000:.0f} ms: the replayer fell behind for a while")
     if stall is not None and stall >= MAX_STALL:
         why.append(f"stall ratio {stall:.2%} (at most {MAX_STALL:.0%})")
     return {"pacing_late_p50_s": None if p50 is None else round(p50, 4),
             "pacing_late_p99_s": None if p99 is None else round(p99, 4),
+            "pacing_late_max_s": round(stats.late_max, 4),
             "segment_real_s": None if segment_real is None else round(segment_real, 4),
             "pacing_lost": bool(why), "pacing_note": "; ".join(why) or "kept"}
 
@@ -283,7 +293,7 @@ def _summarise(plan: Plan, info: TargetInfo, live: Live, stats: Stats, rule: tru
         "gave_up": stats.gave_up,
         "startup_p50_s": None if startup50 is None else round(startup50, 4),
         "startup_p95_s": None if startup95 is None else round(startup95, 4),
-        "stall_ratio": stall, **_pacing(plan, info, stats, stall),
+        "stall_ratio": stall, **pacing(plan.speed, info.segment_s, stats, stall),
         "playlist_reloads": stats.reloads, "live_skips": stats.live_skips,
         "latency_p99_s": None if p99 is None else round(p99, 4),
         **stats.summary(),  # admission queue waits, steering moves (docs/OVERLOAD.md)

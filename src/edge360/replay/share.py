@@ -75,7 +75,7 @@ async def _run_share(share: Share, stop: asyncio.Event,
                 delay = due - time.monotonic()
                 if delay > 0:
                     await asyncio.sleep(delay)
-                    stats.lateness.add(max(time.monotonic() - due, 0.0))
+                    stats.late(time.monotonic() - due)
                 task = asyncio.create_task(visit(v))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)

@@ -32,6 +32,7 @@ class Stats:
     startup: Histogram = field(default_factory=Histogram)
     #: how late a player woke for a due fetch or an arrival (real seconds): lost pacing shows here
     lateness: Histogram = field(default_factory=Histogram)
+    late_max: float = 0.0          # the latest wake of all (a burst shows here, not in the p99)
     stall_s: float = 0.0           # media-equivalent seconds stalled (real seconds x speed)
     played_s: float = 0.0          # media seconds played
     running: int = 0               # players started and not yet gone
@@ -72,6 +73,12 @@ class Stats:
         self.mix[key] = self.mix.get(key, 0.0) + content_s
         self.mix_bandwidth[name] = bandwidth
 
+    def late(self, seconds: float) -> None:
+        """A player (or the scheduler) woke `seconds` after it was due."""
+        seconds = max(seconds, 0.0)
+        self.lateness.add(seconds)
+        self.late_max = max(self.late_max, seconds)
+
     def error(self, kind: str, detail: str = "") -> None:
         self.errors[kind] = self.errors.get(kind, 0) + 1
         if detail:
@@ -101,7 +108,8 @@ class Stats:
         return {"requests": self.requests, "bytes": self.bytes, "errors": dict(self.errors),
                 "error_details": dict(self.error_details),
                 "latency": self.latency.counts, "startup": self.startup.counts,
-                "lateness": self.lateness.counts, "stall_s": self.stall_s,
+                "lateness": self.lateness.counts, "late_max": self.late_max,
+                "stall_s": self.stall_s,
                 "played_s": self.played_s, "reloads": self.reloads,
                 "live_skips": self.live_skips, "gave_up": self.gave_up,
                 "records": [tuple(r) for r in self.records], "mix": self.mix,
@@ -122,6 +130,7 @@ class Stats:
             _add(self.error_details, key, int(n))
         for name in ("latency", "startup", "lateness"):
             getattr(self, name).merge(Histogram(list(wire[name])))
+        self.late_max = max(self.late_max, float(wire.get("late_max", 0.0)))
         self.stall_s += wire["stall_s"]
         self.played_s += wire["played_s"]
         self.reloads += wire["reloads"]
