@@ -333,6 +333,19 @@ def test_peak_recent_deque_stays_bounded() -> None:
     assert t.peak_recent(now) >= t.active
 
 
+def test_a_snapshot_never_pins_the_watch_of_a_session_already_over() -> None:
+    """Found by the state machine below: one viewer's title change settles watch time to now -
+    idle_timeout while another viewer, idle past its deadline, has not been expired yet; a
+    snapshot taken then must not export (and so pin: a counter never goes back) its seconds."""
+    t = SessionTracker(5, 7, 6)
+    seg(t, "viewer-01", 0.0, 0.0, title="a")          # watched until 0, ends at 5
+    seg(t, "viewer-00", 4.5, 0.0, title="b")
+    seg(t, "viewer-00", 5.5, 0.0, title="a")          # a title change: watch settles to 0.5
+    assert not t.snapshot(5.5)["watch_seconds_by_title"].get("a")
+    t.expire(5.5)
+    assert not t.watch_seconds_by_title.get("a")
+
+
 def test_snapshot_restore_round_trip() -> None:
     t = SessionTracker(30, 15, 100)
     seg(t, "viewer-cc", 90.0, 0.0, title="b")
@@ -544,6 +557,7 @@ class TrackerMachine(RuleBasedStateMachine):
     @rule()
     def snapshot_restore(self) -> None:
         state = json.loads(json.dumps(self.t.snapshot(self.now)))
+        self.m.expire(self.now)             # a snapshot ends what is due first, as readers do
         r = SessionTracker.restore(state, self.now, idle_timeout=5, peak_window=7,
                                    max_active=6, time_scale=2.0)
         alive = [v for v in self.m.open.values() if self.now < v.deadline(5)]

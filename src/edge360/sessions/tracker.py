@@ -21,15 +21,7 @@ from typing import Any
 from edge360.sessions.calendar import Calendar
 from edge360.sessions.cmcd import Playback
 from edge360.sessions.peaks import RecentPeak
-from edge360.sessions.playout import (
-    AUDIO,
-    MAIN,
-    MAX_MEDIA,
-    NO_MEDIA,
-    advance,
-    rate_of,
-    track_for,
-)
+from edge360.sessions.playout import AUDIO, MAIN, MAX_MEDIA, NO_MEDIA, advance, rate_of, track_for
 from edge360.sessions.watch import WatchClock
 
 #: label of a session that has not asked for a segment yet
@@ -331,6 +323,10 @@ class SessionTracker:
 
     def snapshot(self, now: float) -> dict[str, Any]:
         """JSON-able state: times are stored as ages before `now`, so a restart rebases them."""
+        # end what is due first, as every other reader does: a title change settles watch time
+        # before those ends are taken, and the totals read here would pin (a counter never goes
+        # back) the seconds of sessions already over
+        self.expire(now)
         alt = self._alt
         rows = [[k, s.label[0], s.label[1], now - s.first, now - s.last, now - s.play,
                  None if k not in alt else now - alt[k]]
