@@ -358,6 +358,7 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
         "errors_by_kind": rep.get("errors_by_kind", {}), "stall_ratio": rep["stall_ratio"],
         "errors_by_detail": rep.get("errors_by_detail", {}),
         "pacing_lost": rep.get("pacing_lost"), "pacing_late_p99_s": rep.get("pacing_late_p99_s"),
+        "pacing_late_max_s": rep.get("pacing_late_max_s"), "pacing_note": rep.get("pacing_note"),
         "latency_p99_s": rep["latency_p99_s"], "startup_p95_s": rep.get("startup_p95_s"),
         "expected_req_per_s": round(viewers / SEGMENT_S, 1),
         "edge_rss_max_bytes": max((s["edge_rss"] for s in samples), default=0),
@@ -397,6 +398,9 @@ def limit(step: dict[str, Any]) -> str:
         named.append(f"all {cores} cores ({both:.0%} of one core, edge and replayer together)")
     if (step.get("replayer_cpu_busy") or 0) >= BUSY:
         named.append(f"replayer core ({step['replayer_cpu_busy']:.0%} busy)")
+    if step.get("pacing_lost"):
+        # the replayer fell behind its own schedule: what it then measured is its own limit
+        named.append(f"replayer pacing ({step.get('pacing_note') or 'lost'})")
     if (step.get("edge_cpu_busy") or 0) >= BUSY:
         named.append(f"edge core ({step['edge_cpu_busy']:.0%} busy)")
     for side in ("edge", "replayer"):

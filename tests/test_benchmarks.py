@@ -327,6 +327,38 @@ def test_headline_group_renders_every_step_and_capacity(tmp_path: Path) -> None:
     _check_edge360_only_rows(tmp_path, render_results(tmp_path))
 
 
+def test_headline_names_the_replayer_when_it_fell_behind_and_when_errors_came(
+        tmp_path: Path) -> None:
+    """A step whose replayer lost its pace names that as the limit (what it measured then is
+    its own limit), and the errors figure says whether they came while the viewers joined."""
+    from benchmarks import bench_headline, only
+
+    step = {**_headline_step(60_000, False), "pacing_lost": True,
+            "pacing_note": "players woke up to 9.1 s late (worst)",
+            "edge_cpu_busy": 0.8, "replayer_cpu_busy": 1.01, "edge_cpu_busy_joining": 0.73,
+            "replayer_cpu_busy_joining": 0.93, "errors_while_joining": 0,
+            "errors_after_joining": 1, "first_error_s": 147.2,
+            "tcp_counters": {"ListenOverflows": 0, "TCPSynRetrans": 0, "RetransSegs": 1}}
+    named = bench_headline.limit(step)
+    assert "replayer pacing (players woke up to 9.1 s late (worst))" in named
+    assert "replayer core (101% busy)" in named
+    when = only._when(step)
+    assert "while the viewers joined: edge 73%, replayer 93% of a core" in when
+    assert "0 errors while joining (first at 147.2 s), 1 after" in when
+    assert "{'RetransSegs': 1}" in when       # only the counters that moved
+    # series.csv's cumulative errors split at the end of the joining
+    report = tmp_path / "report"
+    report.mkdir()
+    (report / "series.csv").write_text(
+        "time,target,achieved,server,watching,requests,errors\n"
+        "9.7,1,1,1,1,10,0\n9.71,1,1,1,1,20,2\n9.72,1,1,1,1,30,5\n")
+    samples = [{"t": t, "edge_cpu": t / 2, "rep_cpu": t} for t in (0.0, 30.0, 60.0)]
+    phases = bench_headline._phases(samples, 0.0, 40.0, report)
+    assert phases["errors_while_joining"] == 2 and phases["errors_after_joining"] == 3
+    assert phases["first_error_s"] == 36.0
+    assert phases["edge_cpu_busy_joining"] == 0.5 and phases["replayer_cpu_busy_joining"] == 1.0
+
+
 def test_headline_title_playlists_stay_readable_by_the_replayer(tmp_path: Path) -> None:
     """The headline title's playlists, rewritten with a sid, stay under the size the servers
     gzip (the replayer reads playlists without decompressing)."""
