@@ -44,9 +44,8 @@ class Live:
     epoch: float
     deadline: float               # the viewers are stopped then: later samples would not count
     metrics_url: str | None       # None: the target has no /metrics
-    samples: list[tuple[float, float | None]] = field(default_factory=list)  # (real s, server)
-    #: beside each sample: the players' requests and errors so far (when the errors came)
-    load: list[tuple[int, int]] = field(default_factory=list)
+    #: (real s, server, the players' requests and errors so far: when any errors came)
+    samples: list[tuple[float, float | None, int, int]] = field(default_factory=list)
     last_requests: int = 0
     last_time: float = 0.0
 
@@ -78,8 +77,7 @@ async def _sampler(live: Live, stop: asyncio.Event, done: asyncio.Event,
                 break                 # the viewers are being stopped: not an audience any more
             if now >= live.epoch:     # (the window opens a moment after the workers start)
                 snap = snapshot(now)
-                live.samples.append((now - live.epoch, server))
-                live.load.append((snap[2], snap[3]))
+                live.samples.append((now - live.epoch, server, snap[2], snap[3]))
                 live.progress(now, snap, server)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(asyncio.shield(done.wait()), timeout=1.0)

@@ -216,13 +216,13 @@ def model_summary(plan: Plan, curve: Curve) -> dict[str, Any]:
 
 def _series(plan: Plan, curve: Curve, live: Live, stats: Stats, rule: truth.Rule
             ) -> list[SeriesPoint]:
-    times = [live.epoch + rel for rel, _ in live.samples]
+    times = [live.epoch + rel for rel, *_ in live.samples]
     achieved = truth.counts(truth.counted(stats.records, rule), times)
     watching = truth.counts(truth.watching(stats.records), times)
     frac = plan.scale / plan.shard[1]
     out = []
-    for (rel, server), a, w, (requests, errors) in zip(live.samples, achieved, watching, live.load,
-                                                        strict=True):
+    for (rel, server, requests, errors), a, w in zip(live.samples, achieved, watching,
+                                                     strict=True):
         sim = plan.window_h[0] * 3600 + rel * plan.speed
         out.append(SeriesPoint(time_h=sim / 3600, target=frac * curve.concurrency_at(sim),
                                achieved=float(a), server=server,
@@ -260,7 +260,7 @@ def pacing(speed: float, segment_s: float | None, stats: Stats, stall: float | N
         why.append(f"stall ratio {stall:.2%} (at most {MAX_STALL:.0%})")
     return {"pacing_late_p50_s": None if p50 is None else round(p50, 4),
             "pacing_late_p99_s": None if p99 is None else round(p99, 4),
-            "pacing_late_max_s": round(stats.late_max, 4),
+            "pacing_late_max_s": round(worst, 4),
             "segment_real_s": None if segment_real is None else round(segment_real, 4),
             "pacing_lost": bool(why), "pacing_note": "; ".join(why) or "kept"}
 
@@ -269,8 +269,8 @@ def _summarise(plan: Plan, info: TargetInfo, live: Live, stats: Stats, rule: tru
                viewers: list[Viewer], chosen: list[list[Viewer]]) -> dict[str, Any]:
     counted = truth.counted(stats.records, rule)
     watching = truth.watching(stats.records)
-    times = [live.epoch + rel for rel, _ in live.samples]
-    servers = [s for _, s in live.samples if s is not None]
+    times = [live.epoch + rel for rel, *_ in live.samples]
+    servers = [s for _, s, *_ in live.samples if s is not None]
     mine = [v for share in chosen for v in share]
     startup50, startup95 = stats.startup.percentile(0.5), stats.startup.percentile(0.95)
     p99 = stats.latency.percentile(0.99)
