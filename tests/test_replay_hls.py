@@ -7,11 +7,20 @@ byte ranges that keep resolving as it slides (§4.3.2.2).
 
 from __future__ import annotations
 
+from urllib.parse import urljoin
+
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge360.replay.hls import MIN_RELOAD_S, MediaPlaylist, PlaylistError, Segment, parse_media
+from edge360.replay.hls import (
+    MIN_RELOAD_S,
+    MediaPlaylist,
+    PlaylistError,
+    Resolver,
+    Segment,
+    parse_media,
+)
 
 BASE = "http://h/live/v0/index.m3u8"
 
@@ -129,3 +138,26 @@ def test_a_live_window_may_not_open_with_an_offsetless_range() -> None:
     # a VOD file starts at 0, as the player always read it
     vod = parse_media(text + "#EXT-X-ENDLIST\n", BASE)
     assert vod.segments[0].byterange == (0, 999)
+
+
+_URI_CHARS = st.sampled_from([*"ab0./:?#=&%;@+~-_ ", "..", "//", "http:", "x:y", "%2F"])
+_BASES = st.sampled_from([
+    "http://h/live/v0/index.m3u8", "http://h:8080/a/b/index.m3u8?sid=abc&x=1",
+    "https://user:pw@h/a/./b/../c/x.m3u8#frag", "http://h", "http://h/", "http://h/a/b/",
+    "http://[::1]:8080/t/r0/index.m3u8?sid=abcdefghij", "http://h/a/b/..", "http://h/a;p/b?q",
+])
+
+
+@settings(max_examples=2000)
+@given(_BASES, st.lists(_URI_CHARS, min_size=1, max_size=8).map("".join))
+def test_a_playlist_uri_resolves_exactly_as_urljoin_resolves_it(base: str, ref: str) -> None:
+    """The resolver's shortcut for plain names gives urljoin's answer for any reference."""
+    assert Resolver(base)(ref) == urljoin(base, ref)
+
+
+def test_segment_uris_resolve_against_the_playlist_url_with_its_query() -> None:
+    text = "#EXTM3U\n#EXTINF:6,\n0.ts?sid=abcdefghij\n#EXTINF:6,\n../v1/1.ts\n" \
+           "#EXTINF:6,\n/abs/2.ts\n#EXTINF:6,\nhttp://o/3.ts\n#EXT-X-ENDLIST\n"
+    urls = [s.url for s in parse_media(text, "http://h/t/v0/index.m3u8?sid=abcdefghij").segments]
+    assert urls == ["http://h/t/v0/0.ts?sid=abcdefghij", "http://h/t/v1/1.ts", "http://h/abs/2.ts",
+                    "http://o/3.ts"]

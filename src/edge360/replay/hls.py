@@ -18,6 +18,36 @@ LIVE_EDGE_TARGETS = 3      # §6.3.3: do not start less than three target durati
 MIN_RELOAD_S = 0.5         # a floor for a playlist with no usable target duration
 
 
+class Resolver:
+    """Resolves a playlist's URI lines against its own URL as `urljoin` does (RFC 3986 §5.2),
+    in a few string operations for the plain relative names nearly every playlist holds
+    (printable ASCII, no outer space).
+
+    A reference with no scheme, authority, query-only or fragment-only form and no dot segment
+    merges into the base's directory unchanged (§5.2.2-5.2.3), and removing dot segments then
+    touches only the directory, which is the same for every such reference: so its resolution is
+    that directory (urljoin's own answer for a one-character name, less that name) plus the
+    reference. Anything else goes through urljoin. A 20-segment playlist parsed in ~135 us with
+    urljoin per line; the replayer parses one per viewer that joins or switches rendition."""
+
+    __slots__ = ("base", "prefix")
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.prefix = urljoin(base, "_")[:-1]
+
+    def __call__(self, ref: str) -> str:
+        # urljoin's own normalising (outer spaces, tabs, an empty query or fragment, empty
+        # segments, params after ";") is left to it: rare in playlists, and exact that way
+        if (ref[0] in "/?#. " or ref[-1] in "?# " or "/." in ref or "//" in ref or "?#" in ref
+                or ";" in ref or not ref.isascii() or not ref.isprintable()):
+            return urljoin(self.base, ref)
+        first = ref.split("/", 1)[0]
+        if ":" in first.split("?", 1)[0].split("#", 1)[0]:
+            return urljoin(self.base, ref)  # a scheme (or a colon urljoin must judge)
+        return self.prefix + ref
+
+
 class PlaylistError(Exception):
     """A playlist the player cannot use (not HLS, no variants, no segments)."""
 
@@ -169,6 +199,7 @@ def parse_media(text: str, base: str) -> MediaPlaylist:
     ended = False
     unanchored = False          # an offset-less range with no earlier range of its URI
     target, sequence, discontinuity, playlist_type = 0.0, 0, 0, ""
+    resolve = Resolver(base)
     for raw in text.splitlines():
         ln = raw.strip()
         if ln.startswith("#EXTINF:"):
@@ -187,7 +218,7 @@ def parse_media(text: str, base: str) -> MediaPlaylist:
         elif ln.startswith("#EXT-X-DISCONTINUITY-SEQUENCE:"):
             discontinuity = _tag_int(ln, discontinuity)
         elif ln and not ln.startswith("#") and duration is not None:
-            url = urljoin(base, ln)
+            url = resolve(ln)
             rng: tuple[int, int] | None = None
             if brange is not None:
                 length, off = brange

@@ -50,6 +50,7 @@ from edge360.replay.hls import (
 from edge360.replay.links import HEADROOM, LINKS, draw_link, expected_bitrate, pick
 from edge360.replay.live import follow
 from edge360.replay.model import Viewer
+from edge360.replay.pacer import Pacer, pacer_of
 from edge360.replay.profiles import HLSJS, PlayerProfile
 from edge360.replay.queue import admitted_master
 from edge360.replay.stats import Stats
@@ -114,6 +115,7 @@ class VirtualPlayer:
         self.steer: Steerer | None = None         # the master's content steering, if any
         self.refusal: Answer | None = None        # the master's last 503 (a queue, maybe)
         self.waited = 0.0                         # real seconds it waited in a queue
+        self.pacer: Pacer | None = None           # its loop's shared wake-ups, when it first sleeps
 
     async def run(self) -> None:
         st = self.stats
@@ -386,6 +388,9 @@ class VirtualPlayer:
         wake = min(when, self.quit_at)
         delay = wake - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            pacer = self.pacer
+            if pacer is None:
+                pacer = self.pacer = pacer_of(asyncio.get_running_loop())
+            await pacer.sleep(delay)
             self.stats.late(time.monotonic() - wake)
         return when < self.quit_at

@@ -108,6 +108,11 @@ def fail(ex: Exchange, kind: str, detail: str = "") -> None:
 class Conn(asyncio.Protocol):
     """One keep-alive connection; the httptools parser calls its on_* methods."""
 
+    # one per viewer: slots keep it small and its per-answer resets cheap
+    __slots__ = ("connect_deadline", "done", "ex", "got", "head_done", "headers", "idle_since",
+                 "keep", "lost", "parser", "parts", "pool", "served", "size", "stage", "status",
+                 "timed_out", "transport")
+
     def __init__(self, pool: Pool) -> None:
         self.pool = pool
         self.transport: asyncio.Transport | None = None
