@@ -42,7 +42,8 @@ from typing import Protocol
 from urllib.parse import quote, unquote, urljoin, urlsplit
 
 from edge360 import __version__
-from edge360.replay.wirepool import Answer, Exchange, FetchError, Pool
+from edge360.replay.exchange import Answer, Exchange, FetchError
+from edge360.replay.wirepool import Pool
 
 MAX_REDIRECTS = 10
 REDIRECTS = frozenset((301, 302, 303, 307, 308))

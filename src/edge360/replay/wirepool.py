@@ -31,37 +31,13 @@ from typing import Any, Protocol, cast
 
 import httptools
 
+from edge360.replay.exchange import Answer, Exchange, fail
+
 MAX_HEADERS = 200               # answer header fields at most
 MAX_KEPT = 64 * 1024 * 1024     # bytes of a kept (playlist) body at most
 _FRAMING = (b"content-length", b"transfer-encoding")
 #: socket option of ip(7), Linux 4.2+ (Python names it from 3.12 on)
 _NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
-
-
-class FetchError(Exception):
-    """A GET that got no usable answer; `kind` is the error name the player records."""
-
-    def __init__(self, kind: str, detail: str = "") -> None:
-        super().__init__(f"{kind}: {detail}" if detail else kind)
-        self.kind, self.detail = kind, detail
-
-
-class Answer:
-    """A complete answer: status, header fields as received, the body if kept, its size."""
-
-    __slots__ = ("body", "headers", "size", "status")
-
-    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None,
-                 size: int) -> None:
-        self.status, self.headers, self.body, self.size = status, headers, body, size
-
-    def header(self, name: str) -> str | None:
-        """The first field named `name` (any case); a linear scan, as only one or two are read."""
-        want = name.lower().encode("latin-1")
-        for key, value in self.headers:
-            if key.lower() == want:
-                return value.decode("latin-1")
-        return None
 
 
 class Owner(Protocol):
@@ -87,28 +63,10 @@ class Owner(Protocol):
         """`pool` has nothing in flight or waiting (a line's pool then needs no sweeping)."""
 
 
-class Exchange:
-    """One request on its way: queued in a pool, then on a connection, until its future is set."""
-
-    __slots__ = ("conn", "deadline", "future", "keep_body", "request", "retried")
-
-    def __init__(self, request: bytes, keep_body: bool, future: asyncio.Future[Answer],
-                 deadline: float) -> None:
-        self.request, self.keep_body = request, keep_body
-        self.future, self.deadline = future, deadline
-        self.conn: Conn | None = None
-        self.retried = False
-
-
-def fail(ex: Exchange, kind: str, detail: str = "") -> None:
-    if not ex.future.done():
-        ex.future.set_exception(FetchError(kind, detail))
-
-
 class Conn(asyncio.Protocol):
-    """One keep-alive connection; the httptools parser calls its on_* methods."""
+    """One keep-alive connection (one per viewer: slots keep it small and its per-answer resets
+    cheap); the httptools parser calls its on_* methods."""
 
-    # one per viewer: slots keep it small and its per-answer resets cheap
     __slots__ = ("connect_deadline", "done", "ex", "got", "head_done", "headers", "idle_since",
                  "keep", "lost", "parser", "parts", "pool", "served", "size", "stage", "status",
                  "timed_out", "transport")
