@@ -4,8 +4,9 @@ Every virtual player sleeps until its next fetch is due, so a replay sleeps once
 `asyncio.sleep` costs a future, a timer handle (under uvloop also a libuv timer, pushed into and
 popped out of its heap) and a getpid() system call (the running-loop check) each time. Here the
 sleeps that end within the same SLOT_S share one timer, so a sleep costs a future and a list
-append. A player wakes at most SLOT_S after its time, never before it (it measures how late it
-woke anyway: Stats.late, and the pacing verdict allows a whole segment).
+append. A sleep ends at the end of its slot: at most SLOT_S later than a timer of its own would
+have ended it, and no earlier (the player measures how late it woke anyway: Stats.late, and the
+pacing verdict allows a whole segment).
 """
 
 from __future__ import annotations
