@@ -186,6 +186,17 @@ def established(port: int) -> int:
     return count
 
 
+def _server_views(edge: str) -> int | None:
+    """The node's views_total (/api/stats): set beside the viewers who fetched media, a larger
+    figure means the server ended sessions of viewers still watching and counted them again."""
+    try:
+        code, _, body = harness.http_get(edge + "/api/stats", timeout=10)
+        views = json.loads(body).get("views_total") if code == 200 else None
+    except (harness.BenchError, ValueError, AttributeError):
+        return None
+    return int(views) if isinstance(views, (int, float)) else None
+
+
 def _requests_total(edge: str) -> float | None:
     try:
         code, _, body = harness.http_get(edge + "/metrics", timeout=5)
@@ -347,6 +358,7 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
         tail = log.read_text(errors="replace")[-400:]
         raise harness.BenchError(f"replay of {viewers} viewers wrote no report: {tail}")
     rep = json.loads((report / "report.json").read_text())
+    server_views = _server_views(edge.base)
     achieved, server = rep["achieved_peak"], rep["server_peak"]
     diff = (server - achieved) / achieved if achieved and server is not None else None
     samples = mon.samples
@@ -357,6 +369,7 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
         "watching_peak": rep.get("watching_peak"), "counting_rule": rep.get("counting_rule"),
         "server_vs_truth_pct": None if diff is None else round(diff * 100, 3),
         "viewers_at_start": rep.get("viewers_at_start"), "views": rep.get("views"),
+        "viewers_with_media": rep.get("viewers_with_media"), "server_views": server_views,
         "requests": rep["requests"], "errors": rep["errors"],
         "errors_by_kind": rep.get("errors_by_kind", {}), "stall_ratio": rep["stall_ratio"],
         "errors_by_detail": rep.get("errors_by_detail", {}),

@@ -371,3 +371,36 @@ def test_headline_title_playlists_stay_readable_by_the_replayer(tmp_path: Path) 
         rewritten = "".join(ln + (sid if ln and not ln.startswith("#") else "") + "\n"
                             for ln in text.splitlines())
         assert len(rewritten.encode()) < bench_headline.GZIP_MIN, p
+
+
+def test_headline_reads_the_views_the_edge_counted(tmp_path: Path) -> None:
+    """A step reports the server's views beside the viewers who fetched media: one viewer who
+    plays a segment is one view at a real edge, and the warm-up (as the edge's peer) is none."""
+    import re
+
+    from benchmarks import bench_headline, harness
+
+    pin = harness.Pinning((), (), "not pinned")
+    bench_headline.make_title(tmp_path / "media")
+    origin = harness.start_edge360("origin", ["--media", str(tmp_path / "media")], pin, tmp_path)
+    try:
+        edge = harness.start_edge360(
+            "edge", ["--upstream", origin.base, "--config",
+                     str(bench_headline._edge_config(tmp_path, 1))], pin, tmp_path)
+        try:
+            bench_headline.warm(edge.base)
+            assert bench_headline._server_views(edge.base) == 0
+            _, _, master = harness.http_get(f"{edge.base}/{bench_headline.TITLE}/master.m3u8")
+            variant = next(ln for ln in master.decode().splitlines() if ln and ln[0] != "#")
+            media_url = f"{edge.base}/{bench_headline.TITLE}/{variant}"
+            _, _, media = harness.http_get(media_url)
+            segment = next(ln for ln in media.decode().splitlines() if ln and ln[0] != "#")
+            assert re.search(r"sid=", segment)
+            code, _, _ = harness.http_get(media_url.rsplit("/", 1)[0] + "/" + segment)
+            assert code == 200
+            assert bench_headline._server_views(edge.base) == 1
+        finally:
+            edge.stop()
+    finally:
+        origin.stop()
+    assert bench_headline._server_views("http://127.0.0.1:9") is None  # nothing listens there
