@@ -187,8 +187,8 @@ def established(port: int) -> int:
 
 
 def _server_views(edge: str) -> int | None:
-    """The node's views_total (/api/stats): set beside the viewers who fetched media, a larger
-    figure means the server ended sessions of viewers still watching and counted them again."""
+    """The node's views_total (/api/stats), for beside the views its rule should count (the
+    truth's counted_views: a viewer silent for longer than the rule covers counts again)."""
     try:
         code, _, body = harness.http_get(edge + "/api/stats", timeout=10)
         views = json.loads(body).get("views_total") if code == 200 else None
@@ -369,7 +369,8 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
         "watching_peak": rep.get("watching_peak"), "counting_rule": rep.get("counting_rule"),
         "server_vs_truth_pct": None if diff is None else round(diff * 100, 3),
         "viewers_at_start": rep.get("viewers_at_start"), "views": rep.get("views"),
-        "viewers_with_media": rep.get("viewers_with_media"), "server_views": server_views,
+        "viewers_with_media": rep.get("viewers_with_media"),
+        "counted_views": rep.get("counted_views"), "server_views": server_views,
         "requests": rep["requests"], "errors": rep["errors"],
         "errors_by_kind": rep.get("errors_by_kind", {}), "stall_ratio": rep["stall_ratio"],
         "errors_by_detail": rep.get("errors_by_detail", {}),

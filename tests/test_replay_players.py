@@ -26,7 +26,7 @@ import pytest
 from aiohttp import web
 
 from edge360.core.errors import UsageError
-from edge360.replay import command
+from edge360.replay import command, truth
 from edge360.replay.model import Viewer
 from edge360.replay.player import PlayerConfig, VirtualPlayer
 from edge360.replay.profiles import AVPLAYER, EXOPLAYER, HLSJS, PlayerProfile
@@ -272,3 +272,29 @@ def test_cmcd_and_profile_flags_are_checked(tmp_path: Path) -> None:
         command.run(args_for("--target", "http://127.0.0.1:1/m.m3u8", "--connections", "8",
                              "--source-addresses", "2", "--report", str(tmp_path)))
     assert parse_qs("CMCD=a")["CMCD"] == ["a"]
+
+
+async def test_a_silence_the_rule_does_not_cover_is_counted_as_a_second_view() -> None:
+    """The target ends a count when a viewer asks nothing for longer than its rule covers (here
+    the request rule's 1 s idle timeout; a buffer the target never served, as a viewer already
+    watching when the window opened holds, does the same under play-out) and counts a new view
+    when it next fetches media: the truth keeps the closed interval and starts a new run."""
+    vod = Vod(delay={35: 1.6})          # the answer to segment 35 takes 1.6 s: nothing is asked
+    stats = await play(vod)
+    assert stats.errors == {} and len(stats.records) == 1
+    record = stats.records[0]
+    sent = [h.at for h in vod.hits]
+    s35 = next(h.at for h in vod.hits if h.path == "s35.ts")
+    after = min(t for t in sent if t > s35)
+    assert after - s35 >= 1.6 - 0.05
+    assert len(record.earlier) == 1
+    first, end = record.earlier[0]
+    # closed at the last request before the silence plus the idle timeout; the new run opens at
+    # the next segment (the player's clock and the server's differ by the loopback's latency)
+    assert end == pytest.approx(s35 + 1.0, abs=0.05)
+    assert record.first_segment is not None
+    assert record.first_segment == pytest.approx(after, abs=0.05)
+    assert first < s35 < end < record.first_segment
+    intervals = truth.counted(stats.records, Rule(1.0, None))
+    assert len(intervals) == 2 and truth.with_media(stats.records) == 1
+    assert stats.counting == 0          # left: neither run still counts

@@ -149,6 +149,17 @@ def test_the_counting_rules() -> None:
     assert truth.watching([_record(1.0, 2.0, 6.0, 3.0, None), r]) == [(1.2, 21.0)]
 
 
+def test_a_viewer_counted_twice_by_the_rule_is_two_intervals_and_one_viewer_with_media() -> None:
+    rule = truth.Rule(2.0, None)
+    again = truth.Record(50.0, 60.0, 6.0, 61.0, 1.2, earlier=((1.0, 22.0),))
+    closed = truth.Record(None, 40.0, 0.0, 41.0, 1.2, earlier=((1.0, 12.0), (30.0, 35.0)))
+    never = _record(None, 3.0, 0.0, 4.0, None)
+    assert truth.counted([again, closed, never], rule) == [
+        (1.0, 22.0), (50.0, 62.0), (1.0, 12.0), (30.0, 35.0)]
+    assert truth.with_media([again, closed, never]) == 2
+    assert rule.end(50.0, 60.0, 6.0) == 62.0
+
+
 def test_counts_and_the_exact_peak() -> None:
     spans = [(0.0, 10.0), (2.0, 5.0), (4.0, 6.0), (5.0, 7.0)]
     assert truth.counts(spans, [0.0, 3.0, 4.5, 5.0, 9.99, 10.0]) == [1, 2, 3, 3, 1, 0]

@@ -99,7 +99,8 @@ class VirtualPlayer:
         self.own_sid: str | None = None
         self.cmcd_sid = str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         self.first: float | None = None           # first answered request
-        self.first_segment: float | None = None
+        self.first_segment: float | None = None    # of the run the target counts now
+        self.earlier: list[tuple[float, float]] = []  # counts the target closed (truth.Record)
         self.last = 0.0
         self.fetched_s = 0.0                      # media seconds of answered segments
         self.watch_from: float | None = None
@@ -138,22 +139,7 @@ class VirtualPlayer:
                 st.watching_now -= 1
             if self.first is not None:
                 st.left(Record(self.first_segment, self.last, self.fetched_s, now,
-                               self.watch_from))
-
-    def _url(self, url: str) -> str:
-        return with_sid(url, self.own_sid) if self.own_sid else url
-
-    def _cmcd(self, ot: str, bandwidth: int | None, duration: float | None) -> cmcd.Data:
-        buf = self.buffer
-        if buf is not None:
-            buf.advance(time.monotonic())
-        top = self.variants[-1][0] / 1000 if self.variants else None
-        return cmcd.Data(
-            ot=ot, sid=self.cmcd_sid, pr=self.cfg.speed, st=self.stream_type,
-            br_kbps=None if bandwidth is None else bandwidth / 1000,
-            tb_kbps=None if bandwidth is None else top, d_s=duration,
-            bl_s=None if buf is None or duration is None else buf.ahead,
-            su=buf is None or buf.starting, bs=buf is not None and buf.take_starved())
+                               self.watch_from, tuple(self.earlier)))
 
     async def _fetch(self, url: str, *, text: bool, brange: tuple[int, int] | None = None,
                      bandwidth: int | None = None, duration: float | None = None,
@@ -161,9 +147,18 @@ class VirtualPlayer:
         """GET url; the body as text (playlists) or its byte count (segments); None on failure
         (with `queue`, a 503 with Retry-After is kept in `refusal` for the caller instead)."""
         headers = {"Range": f"bytes={brange[0]}-{brange[1]}"} if brange else {}
-        url = self._url(url)
+        url = with_sid(url, self.own_sid) if self.own_sid else url
         if self.cfg.cmcd:
-            data = self._cmcd("m" if text else cmcd.object_type(url), bandwidth, duration)
+            buf = self.buffer
+            if buf is not None:
+                buf.advance(time.monotonic())
+            top = self.variants[-1][0] / 1000 if self.variants else None
+            data = cmcd.Data(
+                ot="m" if text else cmcd.object_type(url), sid=self.cmcd_sid, pr=self.cfg.speed,
+                st=self.stream_type, br_kbps=None if bandwidth is None else bandwidth / 1000,
+                tb_kbps=None if bandwidth is None else top, d_s=duration,
+                bl_s=None if buf is None or duration is None else buf.ahead,
+                su=buf is None or buf.starting, bs=buf is not None and buf.take_starved())
             if self.cfg.cmcd == "headers":
                 headers.update(cmcd.headers(data))
             else:
@@ -197,6 +192,14 @@ class VirtualPlayer:
         self.stats.latency.add(time.monotonic() - sent)
         if self.first is None:
             self.first = sent
+        elif self.first_segment is not None:
+            # after a silence the target's rule does not cover, it closed this count and counts
+            # a new view at the next segment: the truth does too (docs/FIRST-DAY.md)
+            end = self.stats.rule.end(self.first_segment, self.last, self.fetched_s)
+            if sent >= end:
+                self.earlier.append((self.first_segment, end))
+                self.first_segment, self.fetched_s = None, 0.0
+                self.stats.counting -= 1
         self.last = sent
         return body
 

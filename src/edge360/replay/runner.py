@@ -281,7 +281,10 @@ def _summarise(plan: Plan, info: TargetInfo, live: Live, stats: Stats, rule: tru
         "viewers_started": len(stats.records),
         # those that sent a media request: the views a server counts (one that quit before its
         # first segment never was one)
-        "viewers_with_media": sum(1 for r in stats.records if r.first_segment is not None),
+        "viewers_with_media": truth.with_media(stats.records),
+        # the views the target's rule counts: a viewer silent for longer than the rule covers
+        # is counted again when it returns (truth.Record.earlier)
+        "counted_views": len(counted),
         # exact peaks of the intervals, not only at the sampled instants
         "achieved_peak": max(truth.peak(counted), *truth.counts(counted, times), 0),
         "watching_peak": truth.peak(watching),

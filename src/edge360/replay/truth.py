@@ -33,6 +33,11 @@ class Record(NamedTuple):
     fetched_s: float               # media seconds of the segments it was answered
     quit: float                    # it left
     watch_from: float | None       # its first frame; None: it never played
+    #: counted intervals the rule had already closed before the first three fields' run began:
+    #: a silence longer than the rule covers (media buffered before the window opened, which the
+    #: target never served, or a buffer kept through a switch to a smaller goal) ends a count the
+    #: target then opens again as a new view when the viewer next fetches media
+    earlier: tuple[tuple[float, float], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -46,18 +51,37 @@ class Rule:
     def name(self) -> str:
         return "requests" if self.time_scale is None else "play-out"
 
+    def end(self, first_segment: float, last_request: float, fetched_s: float) -> float:
+        """When the target stops counting a run of requests that began with a media segment at
+        `first_segment`, last asked at `last_request`, with `fetched_s` media seconds."""
+        end = last_request
+        if self.time_scale is not None and self.time_scale > 0:
+            end = max(end, first_segment + fetched_s / self.time_scale)
+        return end + self.idle_timeout
+
     def interval(self, r: Record) -> tuple[float, float] | None:
-        """When the target should count this viewer, or None (it never fetched media)."""
+        """When the target should count this viewer's last run, or None (it fetched no media
+        since its previous count closed, or never)."""
         if r.first_segment is None:
             return None
-        end = r.last_request
-        if self.time_scale is not None and self.time_scale > 0:
-            end = max(end, r.first_segment + r.fetched_s / self.time_scale)
-        return r.first_segment, end + self.idle_timeout
+        return r.first_segment, self.end(r.first_segment, r.last_request, r.fetched_s)
 
 
 def counted(records: Iterable[Record], rule: Rule) -> list[tuple[float, float]]:
-    return [iv for r in records if (iv := rule.interval(r)) is not None]
+    """Every interval the target should count, one per view it should count: a viewer's
+    earlier closed ones and its last."""
+    out: list[tuple[float, float]] = []
+    for r in records:
+        out.extend((a, b) for a, b in r.earlier)
+        iv = rule.interval(r)
+        if iv is not None:
+            out.append(iv)
+    return out
+
+
+def with_media(records: Iterable[Record]) -> int:
+    """Viewers who fetched any media."""
+    return sum(1 for r in records if r.first_segment is not None or r.earlier)
 
 
 def watching(records: Iterable[Record]) -> list[tuple[float, float]]:
