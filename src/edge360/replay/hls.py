@@ -28,7 +28,8 @@ class Resolver:
     touches only the directory, which is the same for every such reference: so its resolution is
     that directory (urljoin's own answer for a one-character name, less that name) plus the
     reference. Anything else goes through urljoin. A 20-segment playlist parsed in ~135 us with
-    urljoin per line; the replayer parses one per viewer that joins or switches rendition."""
+    urljoin per line; the replayer parses one per viewer that joins or switches rendition, and a
+    master playlist per viewer that joins."""
 
     __slots__ = ("base", "prefix")
 
@@ -132,11 +133,12 @@ def parse_master(text: str, base: str) -> list[tuple[int, str]]:
         raise PlaylistError("not an HLS playlist (no #EXTM3U)")
     variants: list[tuple[int, str]] = []
     pending: int | None = None
+    resolve = Resolver(base)
     for ln in lines:
         if ln.startswith("#EXT-X-STREAM-INF:"):
             pending = _attr_int(ln, "BANDWIDTH")
         elif pending is not None and ln and not ln.startswith("#"):
-            variants.append((pending, urljoin(base, ln)))
+            variants.append((pending, resolve(ln)))
             pending = None
     if not variants:
         raise PlaylistError("not a master playlist (no EXT-X-STREAM-INF)")
@@ -147,6 +149,7 @@ def variant_names(text: str, base: str) -> dict[str, str]:
     """A readable name per variant URI for the report's rendition mix: '1080p 5.0 Mbit/s'."""
     names: dict[str, str] = {}
     pending: str | None = None
+    resolve = Resolver(base)
     for ln in (raw.strip() for raw in text.splitlines()):
         if ln.startswith("#EXT-X-STREAM-INF:"):
             res = next((p.split("=", 1)[1] for p in ln.split(":", 1)[1].split(",")
@@ -155,7 +158,7 @@ def variant_names(text: str, base: str) -> dict[str, str]:
             mbit = f"{_attr_int(ln, 'BANDWIDTH') / 1e6:.1f} Mbit/s"
             pending = f"{height}p {mbit}" if height.isdigit() else mbit
         elif pending is not None and ln and not ln.startswith("#"):
-            names[urljoin(base, ln)] = pending
+            names[resolve(ln)] = pending
             pending = None
     return names
 
