@@ -23,13 +23,14 @@ from typing import Any
 from benchmarks import harness, nginxref, results, workloads
 from benchmarks.fleet import EDGE_STALE_WHILE_REVALIDATE, Fleet
 from benchmarks.groups import (
+    disk_workloads,
     edge_workloads,
     herd_name,
     https_workloads,
     origin_workloads,
 )
 from benchmarks.harness import BenchError, Pinning, Server
-from benchmarks.media import make_media
+from benchmarks.media import Media, make_media
 from benchmarks.workloads import WrkWorkload
 
 HERD_TIMEOUT = 60.0
@@ -141,6 +142,18 @@ def _start_edges(fleet: Fleet, upstream: str, tls: bool, wanted: list[str], warm
     return why is None
 
 
+def _disk_edge(fleet: Fleet, media: Media, upstream: str, args: argparse.Namespace, piece: int,
+               not_run: list[dict[str, str]]) -> list[WrkWorkload]:
+    """The disk-tier edge's workloads in front of `upstream`, or none (recorded as not run)."""
+    disk = disk_workloads(media, upstream, big_connections=args.big_connections, piece=piece)
+    why = fleet.start_disk_edge(upstream, [media.segment, media.big])
+    if why is None:
+        return disk
+    not_run += [{"workload": w.name, "reason": f"not run: edge not available ({why})"}
+                for w in disk]
+    return []
+
+
 def measure(args: argparse.Namespace, command: str, groups: list[str]) -> dict[str, Any]:
     """Start the servers, run the groups' workloads interleaved, stop the servers; the doc."""
     nginx = nginxref.nginx_binary()
@@ -197,6 +210,8 @@ def measure(args: argparse.Namespace, command: str, groups: list[str]) -> dict[s
                                  media.big], not_run):
                     work += plain
                     herds += [upstream] if "herd" in groups else []
+                    if "edge" in groups:
+                        work += _disk_edge(fleet, media, upstream, args, sizes.piece, not_run)
             for upstream in origins if "https" in groups else ():
                 secure = https_workloads(media, upstream, big_connections=args.big_connections,
                                          handshake_clients=args.handshake_clients)

@@ -2,10 +2,11 @@
 origin on the same media, and pairs of edges (an edge360 edge and an nginx proxy cache) in front
 of the same origin, over plain HTTP or HTTPS. Every process is stopped by its own PID.
 
-Pairs are keyed "origin", "edge/<origin>" and "https/<origin>" (<origin>: nginx or edge360), each
-{"edge360": Server, "nginx": Server}. Both origins give every file the same lifetimes (checked
-when they start), and both edges ask either origin the same way (the peer token, no sid), so the
-two edges of a pair differ only in themselves.
+Pairs are keyed "origin", "edge/<origin>", "edge-disk/<origin>" (a second edge360 edge answering
+big objects from its disk tier, beside the same nginx proxy cache) and "https/<origin>" (<origin>:
+nginx or edge360), each {"edge360": Server, "nginx": Server}. Both origins give every file the
+same lifetimes (checked when they start), and both edges ask either origin the same way (the
+peer token, no sid), so the two edges of a pair differ only in themselves.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from benchmarks.harness import PEER_TOKEN, SID, BenchError, Pinning, Server
 from benchmarks.media import Media
 from benchmarks.nginxref import LIFETIMES, start_nginx
 from benchmarks.tlsbench import make_cert
-from benchmarks.workloads import warm
+from benchmarks.workloads import wait_for_hit, warm
 
 #: the edge360 edge's stale-while-revalidate window when its origin gives none (the default,
 #: written out so the results say what was run)
@@ -77,6 +78,33 @@ class Fleet:
                    for s in (ours, ref)}
             if got["edge360"] != got["nginx"]:
                 raise BenchError(f"the origins give {path} different lifetimes: {got}")
+
+    def start_disk_edge(self, upstream: str, warm_paths: list[str]) -> str | None:
+        """A second edge360 edge in front of `upstream` whose memory tier (1 MiB) holds no piece
+        of a big object, so those are answered from its disk tier; paired with the nginx proxy
+        cache already started in front of that origin. Returns why it is not available."""
+        origin = self.pairs["origin"][upstream]
+        cache_dir = self.tmp / f"edge-disk-{upstream}-cache"
+        conf = self._config(f"edge-disk-{upstream}.toml", (
+            f"[edge]\nstale_while_revalidate = {EDGE_STALE_WHILE_REVALIDATE}\n"
+            f'cache_dir = "{cache_dir}"\ncache_memory_bytes = {1 << 20}\nprefetch_depth = 0\n'))
+        try:
+            edge = harness.start_edge360("edge", ["--upstream", origin.base, "--config",
+                                                  str(conf)], self.pin, self.logs, timeout=20,
+                                         label=f"edge-disk-{upstream}")
+        except BenchError as e:
+            return str(e)
+        edge.extra["origin"] = origin
+        self.servers.append(edge)
+        try:
+            warm(edge, warm_paths)
+            for path in warm_paths:  # its pieces go to disk after the answer: wait for them
+                wait_for_hit(edge, path)
+        except BenchError as e:
+            return f"warming failed: {e}"
+        self.pairs[f"edge-disk/{upstream}"] = {"edge360": edge,
+                                               "nginx": self.pairs[f"edge/{upstream}"]["nginx"]}
+        return None
 
     def start_edges(self, upstream: str, *, tls: bool, warm_paths: list[str]) -> str | None:
         """An edge360 edge and an nginx proxy cache in front of the `upstream` origin ("nginx" or

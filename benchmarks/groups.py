@@ -10,7 +10,8 @@ edges in front of one origin keeps the origin out of the ratio.
   random 1 MiB ranges (GB per server CPU-second).
 - edge (the edges in front of each origin), cache hits: 218 B master playlist with a 4 h
   lifetime, live media playlist with a 2 s lifetime + stale-while-revalidate, 218 B .ts (req/s,
-  p99); 8 MiB segment, random 1 MiB ranges (GB per server CPU-second).
+  p99); 8 MiB segment, random 1 MiB ranges (GB per server CPU-second); the last two again with
+  a second edge360 edge answering from its disk tier.
 - herd (the edges in front of each origin): a cold-miss herd, TTFB p50/p99/max and upstream
   fetches per herd.
 - https (TLS edges in front of each origin): 218 B .ts hit (req/s, p99), 8 MiB segment (GB per
@@ -95,6 +96,26 @@ def edge_workloads(media: Media, upstream: str, *, big_connections: int,
                     RANGE_CONNECTIONS, _BYTES,
                     f"random {piece}-byte ranges of a {media.big_size}-byte .ts, cache hits "
                     "(nginx holds it in 1 MiB slices, edge360 in its pieces)",
+                    ranges=(media.big_size, piece), expect_status=206, pair=pair),
+    ]
+
+
+def disk_workloads(media: Media, upstream: str, *, big_connections: int,
+                   piece: int) -> list[WrkWorkload]:
+    """The big objects again, with the edge360 edge answering from its disk tier (a memory tier
+    smaller than one piece), against the same nginx proxy cache (whose cache is always files)."""
+    q = f"?sid={SID}"
+    label = f"{edge_label(upstream)}, edge360 from its disk tier"
+    pair = f"edge-disk/{upstream}"
+    return [
+        WrkWorkload(f"{label}: 8 MiB segment", "edge", media.segment + q, big_connections,
+                    _BYTES, f"whole {media.segment_size}-byte .ts, a cache hit; edge360 sends "
+                    "its pieces from their disk-tier files, nginx from its cache file",
+                    pair=pair),
+        WrkWorkload(f"{label}: 1 MiB ranges of 64 MiB", "edge", media.big + q,
+                    RANGE_CONNECTIONS, _BYTES,
+                    f"random {piece}-byte ranges of a {media.big_size}-byte .ts, cache hits "
+                    "from disk-tier files (nginx from its 1 MiB slice files)",
                     ranges=(media.big_size, piece), expect_status=206, pair=pair),
     ]
 

@@ -133,6 +133,17 @@ def warm(server: Server, paths: Sequence[str]) -> None:
                 raise BenchError(f"warming {path} on {server.name} edge: status {status}")
 
 
+def wait_for_hit(server: Server, path: str, tries: int = 100) -> None:
+    """Ask `path` (whole) until the edge answers it from its cache (bounded: `tries` x 0.1 s):
+    what an edge stores after answering may take a moment to land."""
+    for _ in range(tries):
+        status, headers, _ = http_get(server.base + path, timeout=60, cafile=server.cafile)
+        if status == 200 and headers.get("x-cache", "") in FROM_CACHE:
+            return
+        time.sleep(0.1)
+    raise BenchError(f"{path} on {server.name} edge: not answered from its cache in time")
+
+
 def run_one(server: Server, workload: WrkWorkload, *, round_no: int, duration: float,
             pin: Pinning, scripts: dict[str, Path]) -> list[dict[str, Any]]:
     """Measure one server on one workload once; one run record per metric."""

@@ -44,7 +44,10 @@ from edge360.cache.diskformat import (
     MAGIC,
     TEMP_EXT,
     VERSION,
+    CheckedVersions,
     DiskEntry,
+    EntryGone,
+    OpenBody,
     _key_bytes,
     _parse_fd,
     _parse_path,
@@ -166,6 +169,7 @@ class DiskCache:
         self._index: OrderedDict[str, int] = OrderedDict()
         self._bytes = 0
         self._hits = self._misses = self._evictions = self._corrupt = self._temps = 0
+        self._checked = CheckedVersions()
         self.rescan()
 
     def path_for(self, key: str) -> str:
@@ -208,6 +212,39 @@ class DiskCache:
             if not os.path.exists(path) or (p is not None and p.entry.key != key):
                 self._drop_locked(key)
         return None
+
+    def open_body(self, key: str) -> OpenBody | None:
+        """The entry's body as an open file span (for sendfile); None when absent, gone or
+        corrupt (then deleted). Its crc is checked on the first open of each file version in
+        this process, not on every one: an installed file is never written in place (commit
+        renames a finished temp file over the name), so the version open here stays the bytes
+        that were checked, even if the name is replaced or deleted meanwhile."""
+        entry = self.get(key)
+        if entry is None:
+            return None
+        try:
+            f = entry.open_file()
+        except EntryGone:
+            return None
+        try:
+            st = os.fstat(f.fileno())
+            mark = (st.st_dev, st.st_ino, entry.header)
+            with self._lock:
+                known = self._checked.known(mark)
+            if not known:
+                if not entry.body_matches(f.fileno()):
+                    with self._lock:
+                        if _same_file(entry.path, f.fileno()):
+                            self._corrupt += _unlink(entry.path)
+                            self._drop_locked(key)
+                    f.close()
+                    return None
+                with self._lock:
+                    self._checked.add(mark)
+        except OSError:
+            f.close()
+            return None
+        return OpenBody(f, entry.body_offset, entry.body_length)
 
     def __contains__(self, key: object) -> bool:
         return key in self._index

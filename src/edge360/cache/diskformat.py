@@ -12,6 +12,7 @@ import hashlib
 import os
 import struct
 import zlib
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import IO, NamedTuple
 
@@ -23,6 +24,8 @@ HEADER_SIZE = _HEAD.size
 ENTRY_EXT = ".e360"
 TEMP_EXT = ".tmp"
 MAX_KEY_BYTES = 64 * 1024
+#: bytes read per step when a body's crc is checked without keeping it
+CHECK_CHUNK = 1 << 20
 
 
 class EntryGone(FileNotFoundError):
@@ -97,6 +100,17 @@ class DiskEntry:
         with self.open_file() as f:
             return _pread_exact(f.fileno(), end - start, self.body_offset + start)
 
+    def body_matches(self, fd: int) -> bool:
+        """Whether the body in open file `fd` has its crc (read in chunks, nothing kept)."""
+        crc, offset, left = 0, self.body_offset, self.body_length
+        while left > 0:
+            chunk = os.pread(fd, min(CHECK_CHUNK, left), offset)
+            if not chunk:
+                return False
+            crc = zlib.crc32(chunk, crc)
+            offset, left = offset + len(chunk), left - len(chunk)
+        return crc == self.body_crc
+
     def read_body(self, verify: bool = True) -> bytes:
         """The whole body; with verify, a body failing its crc deletes the file (EntryGone)."""
         with self.open_file() as f:
@@ -106,6 +120,40 @@ class DiskEntry:
                     _unlink(self.path)
                 raise EntryGone(f"body checksum mismatch: {self.path}")
         return body
+
+
+class OpenBody:
+    """An entry's body in an open file, for sendfile: `length` bytes of `file` from `offset`.
+    The caller closes it (`close` may be called more than once)."""
+
+    __slots__ = ("file", "length", "offset")
+
+    def __init__(self, file: IO[bytes], offset: int, length: int) -> None:
+        self.file, self.offset, self.length = file, offset, length
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class CheckedVersions:
+    """The file versions whose body crc this process has checked, by (device, inode, header):
+    the header holds a random nonce, so a new version is never taken for a checked one, even on
+    a reused inode. Bounded: the least recently used are forgotten (and checked again)."""
+
+    def __init__(self, limit: int = 65_536) -> None:
+        self._limit = limit
+        self._seen: OrderedDict[tuple[int, int, bytes], None] = OrderedDict()
+
+    def known(self, mark: tuple[int, int, bytes]) -> bool:
+        if mark in self._seen:
+            self._seen.move_to_end(mark)
+            return True
+        return False
+
+    def add(self, mark: tuple[int, int, bytes]) -> None:
+        self._seen[mark] = None
+        while len(self._seen) > self._limit:
+            self._seen.popitem(last=False)
 
 
 class _Parsed(NamedTuple):

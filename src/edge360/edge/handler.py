@@ -215,7 +215,7 @@ class Edge:
                 if (data := state.store.piece_in_memory(t.key, obj, n)) is not None]
         if len(held) == len(needed):
             return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), held,
-                               state.piece_of(t, obj), result)
+                               state.piece_source(t, obj, needed), result)
         # a range touching any uncached piece is a MISS (docs/HTTP.md, "X-Cache and Age")
         present = [state.store.has_piece(t.key, obj, n) for n in needed]
         if not obj.strong and not all(present):
@@ -223,7 +223,7 @@ class Edge:
             return self._miss(request, t, None, child, viewer)
         result = result if all(present) else "MISS"
         return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), None,
-                           state.piece_of(t, obj), result)
+                           state.piece_source(t, obj, needed), result)
 
     def _prepared(self, obj: StoredObject, result: str, child: bool, age: int,
                   meta: bytes | None) -> Prepared:

@@ -9,9 +9,10 @@ raises and the connection is cut: a client never sees a short body end cleanly.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from typing import Final
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Final, Protocol
 
+from edge360.cache.diskformat import OpenBody
 from edge360.core.answer import Plan, pieces_needed, whole
 from edge360.core.conditional import parse_http_date
 from edge360.core.errors import UpstreamError
@@ -19,7 +20,7 @@ from edge360.core.ranges import ByteRange
 from edge360.edge.coalescer import Flight, Head, Reader
 from edge360.edge.store import StoredObject
 from edge360.http.represent import Prepared, fields_for, memory_slicer, plan_for, render
-from edge360.http.response import Part, Response, carried, encode_fields
+from edge360.http.response import FileSpan, Part, Response, carried, encode_fields
 from edge360.http.wire import Request
 
 #: fields never copied from a stored or upstream answer: hop-by-hop (RFC 9110 §7.6.1) and framing
@@ -30,7 +31,13 @@ _DROP: Final = frozenset({"connection", "keep-alive", "proxy-connection", "te", 
 _SPECIAL: Final = {"etag": "ETag", "www-authenticate": "WWW-Authenticate", "cdn-cache-control":
                    "CDN-Cache-Control", "edge360-cache-control": "Edge360-Cache-Control"}
 
-PieceOf = Callable[[int], Awaitable[bytes]]
+
+
+class Pieces(Protocol):
+    """Where an answer's pieces come from (edge.piecesource.PieceSource)."""
+
+    async def piece(self, n: int) -> bytes | OpenBody: ...
+    def close(self) -> None: ...
 
 
 def canonical(name: str) -> str:
@@ -63,10 +70,11 @@ def pieces_plan(request: Request, obj: StoredObject, prepared: Prepared,
 
 
 def from_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[bytes] | None,
-                piece_of: PieceOf, cache: str) -> Response:
+                source: Pieces, cache: str) -> Response:
     """A stored object in pieces. `in_memory`: every piece the plan reads, in order, when all
     are in the memory tier (written at once); else the pieces are read (or fetched) as the body
-    goes out."""
+    goes out, a piece on disk as a span of its open file (sent with sendfile, closed once
+    written or when the answer ends)."""
     pb = obj.piece_bytes
     if in_memory is not None:
         held = dict(zip(pieces_needed(p, pb), in_memory, strict=True))
@@ -76,6 +84,12 @@ def from_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[
         return render(p, prepared, cut, cache=cache)
     if not p.send_body:
         return render(p, prepared, lambda r: [], cache=cache)
+    opened: list[OpenBody] = []
+
+    def release() -> None:
+        source.close()
+        for body in opened:
+            body.close()
 
     async def stream() -> AsyncIterator[Part]:
         for part in p.parts:
@@ -83,11 +97,26 @@ def from_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[
                 yield part
                 continue
             for n in range(part.start // pb, part.end // pb + 1):
-                data = await piece_of(n)
+                data = await source.piece(n)
+                if isinstance(data, OpenBody):
+                    opened.append(data)
+                    yield _file_slice(part, obj, n, data)
+                    data.close()  # written: the next part is asked for
+                    continue
                 for piece_part in _slices(part, pb, {n: data}.__getitem__, only=n):
                     yield piece_part
     return Response(p.status, fields_for(p, prepared), stream=stream(), length=p.length,
-                    cache=cache, carries=prepared.carries)
+                    cache=cache, carries=prepared.carries, release=release)
+
+
+def _file_slice(r: ByteRange, obj: StoredObject, n: int, body: OpenBody) -> FileSpan:
+    """The part of range `r` in piece n, held on disk as `body`. A piece whose length is not
+    the one the object's head gives raises (never a short or shifted body)."""
+    base = n * obj.piece_bytes
+    if body.length != obj.piece_span(n)[1] - base + 1:
+        raise UpstreamError("stored piece has the wrong length", kind="invalid")
+    lo, hi = max(r.start - base, 0), min(r.end - base, body.length - 1)
+    return FileSpan(body.file.fileno(), body.offset + lo, hi - lo + 1)
 
 
 def _slices(r: ByteRange, pb: int, piece: Callable[[int], bytes],

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Sequence
 
 from edge360.core import invalidation, policy
 from edge360.core.errors import Overloaded, UpstreamError
@@ -17,6 +17,7 @@ from edge360.edge.coalescer import Coalescer
 from edge360.edge.fetch import Fetcher
 from edge360.edge.hits import HitCache
 from edge360.edge.objects import Target
+from edge360.edge.piecesource import PieceSource
 from edge360.edge.playlists import PlaylistIndex
 from edge360.edge.prefetch import Prefetcher
 from edge360.edge.serve import client_headers
@@ -88,10 +89,11 @@ class EdgeState:
             data = await flight.body()
         return data
 
-    def piece_of(self, t: Target, obj: StoredObject) -> Callable[[int], Awaitable[bytes]]:
-        def one(n: int) -> Awaitable[bytes]:
+    def piece_source(self, t: Target, obj: StoredObject, needed: Sequence[int]) -> PieceSource:
+        """Where an answer's pieces `needed` come from: memory, disk files, else `piece`."""
+        def fetch(n: int) -> Awaitable[bytes]:
             return self.piece(t, obj, n)
-        return one
+        return PieceSource(self.store, t.key, obj, needed, fetch)
 
     def cut(self, reason: str, path: str) -> None:
         """An answer broke off: a client that went away is routine (not logged); a source that

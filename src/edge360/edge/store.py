@@ -22,14 +22,14 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
 import orjson
 
 from edge360.cache.disk import DiskCache, DiskWriter
-from edge360.cache.diskformat import EntryGone
+from edge360.cache.diskformat import EntryGone, OpenBody
 from edge360.cache.memory import MemoryCache
 from edge360.config.schema import EdgeConfig
 from edge360.core.policy import StoredResponse
@@ -173,6 +173,24 @@ class EdgeStore:
             return None
         self._count(self.memory.put(pk, disk[0], disk[1]), "memory")
         return disk[1]
+
+    async def open_pieces(self, key: str, obj: StoredObject, ns: Sequence[int]
+                          ) -> dict[int, OpenBody]:
+        """Those of pieces `ns` the disk tier holds, as open files for sendfile, opened in one
+        worker-thread call (a thread hop per piece measured as a fifth of the loop's time)."""
+        if self.disk is None or not ns:
+            return {}
+        return await asyncio.to_thread(self._disk_open, [obj.piece_key(key, n) for n in ns], ns)
+
+    def _disk_open(self, keys: list[str], ns: Sequence[int]) -> dict[int, OpenBody]:
+        assert self.disk is not None
+        found: dict[int, OpenBody] = {}
+        for pk, n in zip(keys, ns, strict=True):
+            with contextlib.suppress(OSError):
+                body = self.disk.open_body(pk)
+                if body is not None:
+                    found[n] = body
+        return found
 
     # -- writes ----------------------------------------------------------------------------
 
