@@ -46,10 +46,12 @@ class Sizes:
     big: int
     piece: int
     herd: int
+    #: stored whole by an edge360 edge (under edge.piece_bytes): a low rung's 6 s segment
+    mid: int
 
 
-FULL = Sizes(segment=8 << 20, big=64 << 20, piece=1 << 20, herd=1 << 20)
-QUICK = Sizes(segment=1 << 16, big=1 << 20, piece=1 << 16, herd=1 << 16)
+FULL = Sizes(segment=8 << 20, big=64 << 20, piece=1 << 20, herd=1 << 20, mid=3 << 19)
+QUICK = Sizes(segment=1 << 16, big=1 << 20, piece=1 << 16, herd=1 << 16, mid=3 << 15)
 
 
 def _scripts(tmp: Path) -> dict[str, Path]:
@@ -146,7 +148,7 @@ def _disk_edge(fleet: Fleet, media: Media, upstream: str, args: argparse.Namespa
                not_run: list[dict[str, str]]) -> list[WrkWorkload]:
     """The disk-tier edge's workloads in front of `upstream`, or none (recorded as not run)."""
     disk = disk_workloads(media, upstream, big_connections=args.big_connections, piece=piece)
-    why = fleet.start_disk_edge(upstream, [media.segment, media.big])
+    why = fleet.start_disk_edge(upstream, [media.segment, media.big, media.mid])
     if why is None:
         return disk
     not_run += [{"workload": w.name, "reason": f"not run: edge not available ({why})"}
@@ -191,6 +193,7 @@ def measure(args: argparse.Namespace, command: str, groups: list[str]) -> dict[s
     with tempfile.TemporaryDirectory(prefix="edge360-bench-") as tmp_name:
         tmp = Path(tmp_name)
         media = make_media(tmp / "media", segment_size=sizes.segment, big_size=sizes.big,
+                           mid_size=sizes.mid,
                            herd_count=args.rounds * len(origins) if "herd" in groups else 0,
                            herd_size=sizes.herd, seed=workloads.SEED)
         scripts = _scripts(tmp)

@@ -96,14 +96,15 @@ class Fleet:
             return str(e)
         edge.extra["origin"] = origin
         self.servers.append(edge)
+        proxy = self.pairs[f"edge/{upstream}"]["nginx"]
         try:
+            warm(proxy, warm_paths)  # what the plain rows did not ask it already
             warm(edge, warm_paths)
             for path in warm_paths:  # its pieces go to disk after the answer: wait for them
                 wait_for_hit(edge, path)
         except BenchError as e:
             return f"warming failed: {e}"
-        self.pairs[f"edge-disk/{upstream}"] = {"edge360": edge,
-                                               "nginx": self.pairs[f"edge/{upstream}"]["nginx"]}
+        self.pairs[f"edge-disk/{upstream}"] = {"edge360": edge, "nginx": proxy}
         return None
 
     def start_edges(self, upstream: str, *, tls: bool, warm_paths: list[str]) -> str | None:

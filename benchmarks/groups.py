@@ -117,6 +117,10 @@ def disk_workloads(media: Media, upstream: str, *, big_connections: int,
                     f"random {piece}-byte ranges of a {media.big_size}-byte .ts, cache hits "
                     "from disk-tier files (nginx from its 1 MiB slice files)",
                     ranges=(media.big_size, piece), expect_status=206, pair=pair),
+        WrkWorkload(f"{label}: 1.5 MiB segment", "edge", media.mid + q, big_connections,
+                    _BYTES, f"whole {media.mid_size}-byte .ts (a 2 Mbit/s rung's 6 s), a cache "
+                    "hit that edge360 stores whole (under one piece), sent from its disk-tier "
+                    "file; nginx from its cache file", pair=pair),
     ]
 
 

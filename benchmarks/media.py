@@ -33,6 +33,9 @@ class Media:
     #: a live media playlist (no EXT-X-ENDLIST, target duration 4 s): 2 s lifetime at either origin
     live: str = ""
     live_size: int = 0
+    #: a mid-sized .ts, under one edge360 piece (stored whole): a low rung's 6 s segment
+    mid: str = ""
+    mid_size: int = 0
 
 
 #: the live playlist's sliding window: this many 4-second segments from this media sequence
@@ -41,9 +44,10 @@ LIVE_SEQUENCE = 1200
 
 
 def make_media(root: Path, *, segment_size: int, big_size: int, herd_count: int,
-               herd_size: int, seed: int) -> Media:
+               herd_size: int, seed: int, mid_size: int = 0) -> Media:
     """Write a self-contained HLS title into `root/bench`: a 218-byte master, one media playlist,
-    a 218-byte .ts (the small segment-like object), an 8 MiB and a 64 MiB .ts, one fresh object
+    a 218-byte .ts (the small segment-like object), an 8 MiB and a 64 MiB .ts, a mid-sized .ts
+    (`mid_size`, when not 0), one fresh object
     per herd (each herd must miss a cold cache) and a live media playlist of small segments.
     Bytes are seeded pseudo-random: content does not matter to either server, and the same seed
     gives the same files."""
@@ -53,6 +57,8 @@ def make_media(root: Path, *, segment_size: int, big_size: int, herd_count: int,
     herd = tuple(f"v/herd_{i:03d}.ts" for i in range(herd_count))
     files = {"v/small.ts": MASTER_SIZE, "v/seg8m.ts": segment_size, "v/big64m.ts": big_size}
     files.update({name: herd_size for name in herd})
+    if mid_size:
+        files["v/mid.ts"] = mid_size
     live_names = [f"live_{LIVE_SEQUENCE + i}.ts" for i in range(LIVE_SEGMENTS)]
     files.update({f"v/{name}": MASTER_SIZE for name in live_names})
     for name, size in files.items():
@@ -90,7 +96,8 @@ def make_media(root: Path, *, segment_size: int, big_size: int, herd_count: int,
                  segment=f"/{TITLE}/v/seg8m.ts", segment_size=segment_size,
                  big=f"/{TITLE}/v/big64m.ts", big_size=big_size,
                  herd=tuple(f"/{TITLE}/{h}" for h in herd), herd_size=herd_size,
-                 live=f"/{TITLE}/v/live.m3u8", live_size=len(live_text.encode()))
+                 live=f"/{TITLE}/v/live.m3u8", live_size=len(live_text.encode()),
+                 mid=f"/{TITLE}/v/mid.ts" if mid_size else "", mid_size=mid_size)
 
 
 def published(root: Path) -> None:

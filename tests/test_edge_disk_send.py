@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
-from tests.fixtures.edges import edge, get, origin
+from tests.fixtures.edges import edge, fake_upstream, get, origin
 from tests.fixtures.titles import make_title
 
 MiB = 1024 * 1024
@@ -26,6 +27,19 @@ def _files(root: Path) -> bytes:
     data = os.urandom(5 * MiB + 123)  # three pieces, the last one short
     make_title(root, extra={"v0/big.ts": data})
     return data
+
+
+def _open_under(root: Path) -> list[str]:
+    """The files under `root` this process (the in-process edge) holds open."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith(str(root)):
+            found.append(target)
+    return found
 
 
 def _flip(path: Path, at: int) -> None:
@@ -74,6 +88,11 @@ async def test_disk_pieces_sent_from_their_files(tmp_path: Path) -> None:
         # no piece fits the memory tier: once on disk, each answer is sent from the files
         await _on_disk(s, base)
         await _check_answers(s, base, data)
+        # a client that leaves after the first bytes: the answer's files are closed all the same
+        async with s.get(base + PATH) as r:
+            await r.content.readexactly(1000)
+        await asyncio.sleep(0.2)
+        assert _open_under(tmp_path / "cache") == []
 
 
 async def test_disk_pieces_over_tls(tmp_path: Path, cert: tuple[Path, Path]) -> None:
@@ -113,3 +132,61 @@ async def test_corrupt_piece_file_is_fetched_again(tmp_path: Path) -> None:
             assert (st, h["X-Cache"], body == data) == (200, "HIT", True)
         # deleted, then stored again from the fetch (a new file: a new nonce in its header)
         assert not damaged.exists() or damaged.read_bytes() != bad
+
+
+WHOLE = os.urandom(MiB + MiB // 2)  # under one piece: stored whole, and bigger than the memory tier
+
+
+async def _whole_on_disk(s: aiohttp.ClientSession, base: str, path: str) -> None:
+    for _ in range(200):  # bounded: the body goes to disk after the answer
+        async with s.get(base + f"/admin/cache?path={path}", headers=AUTH) as r:
+            if "disk" in (await r.json())["tiers"]:
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"{path} never reached the disk tier")
+
+
+async def test_whole_object_on_disk_sent_from_its_file(tmp_path: Path) -> None:
+    """A whole body only the disk holds: hits and ranges from its file; a 304 and a HEAD send
+    nothing (and close it); once stale, the revalidation reads the bytes, asks the upstream
+    conditionally and the answers stay exact."""
+    etag = '"w1"'
+
+    async def serve(request: web.Request) -> web.Response:
+        headers = {"ETag": etag, "Cache-Control": "max-age=1"}
+        if request.headers.get("If-None-Match") == etag:
+            return web.Response(status=304, headers=headers)
+        return web.Response(body=WHOLE, headers=headers, content_type="video/mp2t")
+
+    path = "/t/v/whole.ts"
+    async with fake_upstream(serve) as (up, fake), \
+            edge([up], {"EDGE360_ADMIN_TOKEN": "adm1n"},
+                 **{**SMALL_MEMORY, "edge.cache_dir": str(tmp_path / "cache")}) as base, \
+            aiohttp.ClientSession() as s:
+        st, h, body = await get(s, base + path)
+        assert (st, h["X-Cache"], body == WHOLE) == (200, "MISS", True)
+        await _whole_on_disk(s, base, path)
+        st, h, body = await get(s, base + path)
+        assert (st, h["X-Cache"], body == WHOLE) == (200, "HIT", True)
+        st, h, body = await get(s, base + path, {"Range": "bytes=1000-1999,-7"})
+        assert st == 206 and WHOLE[1000:2000] in body and WHOLE[-7:] in body
+        st, h, body = await get(s, base + path, {"Range": f"bytes={len(WHOLE) - 10}-"})
+        assert (st, body) == (206, WHOLE[-10:])
+        st, h, body = await get(s, base + path, {"If-None-Match": etag})
+        assert (st, body) == (304, b"")
+        async with s.head(base + path) as r:
+            assert (r.status, r.headers["Content-Length"]) == (200, str(len(WHOLE)))
+        st, h, _ = await get(s, base + path, {"Range": f"bytes={len(WHOLE)}-"})
+        assert (st, h["X-Cache"]) == (416, "HIT")
+        assert fake.count(path) == 1
+        assert _open_under(tmp_path / "cache") == []  # every answer closed its file
+        await asyncio.sleep(1.2)  # stale now: the edge refreshes it with a conditional request
+        for _ in range(40):  # bounded
+            st, h, body = await get(s, base + path)
+            assert (st, body == WHOLE) == (200, True)
+            if fake.count(path) == 2:
+                break
+            await asyncio.sleep(0.05)
+        assert fake.count(path) == 2 and fake.seen[-1][2].get("If-None-Match") == etag
+        st, h, body = await get(s, base + path)
+        assert (st, body == WHOLE) == (200, True)

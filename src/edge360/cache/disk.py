@@ -213,13 +213,14 @@ class DiskCache:
                 self._drop_locked(key)
         return None
 
-    def open_body(self, key: str) -> OpenBody | None:
+    def open_body(self, key: str, entry: DiskEntry | None = None) -> OpenBody | None:
         """The entry's body as an open file span (for sendfile); None when absent, gone or
         corrupt (then deleted). Its crc is checked on the first open of each file version in
         this process, not on every one: an installed file is never written in place (commit
         renames a finished temp file over the name), so the version open here stays the bytes
-        that were checked, even if the name is replaced or deleted meanwhile."""
-        entry = self.get(key)
+        that were checked, even if the name is replaced or deleted meanwhile. `entry`: what
+        `get(key)` just returned, if the caller has it."""
+        entry = entry or self.get(key)
         if entry is None:
             return None
         try:

@@ -30,7 +30,8 @@ from edge360.core.ranges import parse_content_range
 from edge360.core.storedfields import forwarded_request_fields
 from edge360.edge.coalescer import Coalescer, Flight, Head, Producer
 from edge360.edge.objects import Target, new_object
-from edge360.edge.store import MAX_NEGATIVE_BODY, EdgeStore, Negative, StoredObject
+from edge360.edge.store import MAX_NEGATIVE_BODY, EdgeStore, Negative
+from edge360.edge.stored import StoredObject
 from edge360.edge.upstream import Upstream, UpstreamResponse
 from edge360.hls import playlist
 from edge360.http.response import Part

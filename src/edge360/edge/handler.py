@@ -12,12 +12,11 @@ needs the disk, a parent or time is answered by a coroutine, through the same bu
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import Awaitable
 
+from edge360.cache.diskformat import OpenBody
 from edge360.core import policy
 from edge360.core.answer import pieces_needed
-from edge360.core.conditional import parse_http_date
 from edge360.core.errors import (
     Edge360Error,
     MethodNotAllowed,
@@ -32,6 +31,7 @@ from edge360.edge.coalescer import Flight, Head, Reader
 from edge360.edge.objects import Target, cache_key, range_offset
 from edge360.edge.serve import (
     client_headers,
+    from_file,
     from_flight,
     from_pieces,
     from_whole,
@@ -39,18 +39,11 @@ from edge360.edge.serve import (
     relay,
 )
 from edge360.edge.state import EdgeState
-from edge360.edge.store import StoredObject
-from edge360.hls.personalize import gzip_accepted, personalize
+from edge360.edge.store import FILE_FROM
+from edge360.edge.stored import StoredObject
+from edge360.edge.viewerplaylist import for_viewer
 from edge360.http import admission
-from edge360.http.masters import finish
-from edge360.http.represent import (
-    Prepared,
-    cors_headers,
-    memory_slicer,
-    plan_for,
-    preflight,
-    render,
-)
+from edge360.http.represent import Prepared, cors_headers, preflight
 from edge360.http.response import Response, carried, encode_fields
 from edge360.http.viewers import check_loop, check_token, identify, is_child_cache, is_peer
 from edge360.http.wire import Request
@@ -148,7 +141,18 @@ class Edge:
     async def _lookup(self, request: Request, t: Target, child: bool,
                       viewer: Viewer | None) -> Response:
         state = self.state
-        found = await state.store.lookup(t.key)
+        looked = await state.store.lookup_or_open(t.key, None if t.kind == "playlist"
+                                                  else FILE_FROM)
+        found: Found | None = None
+        if looked is not None:
+            obj, body = looked
+            if isinstance(body, OpenBody):
+                sent = self._from_file(request, t, obj, body, child)
+                if sent is not None:
+                    return sent
+                found = await state.store.lookup(t.key)  # a revalidation stores the bytes again
+            else:
+                found = (obj, body)
         if found is None:
             now = self.node.clock()
             neg = state.store.negative(t.key, now)
@@ -161,16 +165,34 @@ class Edge:
         answer = self._decide(request, t, found, child, viewer)
         return answer if isinstance(answer, Response) else await answer
 
-    def _decide(self, request: Request, t: Target, found: Found, child: bool,
-                viewer: Viewer | None, meta: bytes | None = None) -> Answer:
+    def _action(self, obj: StoredObject, t: Target) -> policy.Action:
         cfg = self.state.config
         # the edge's default stale window is for HLS kinds (like segment_ttl): elsewhere stale is
         # served only with the upstream's or the client's permission (RFC 9111 §4.2.4)
-        decision = policy.decide(found[0].stored, t.request_headers, self.node.clock(),
-                                 stale_while_revalidate_max=cfg.stale_while_revalidate,
-                                 stale_while_revalidate_default=cfg.stale_while_revalidate
-                                 if t.kind != OTHER else 0.0)
-        action = decision.action
+        return policy.decide(obj.stored, t.request_headers, self.node.clock(),
+                             stale_while_revalidate_max=cfg.stale_while_revalidate,
+                             stale_while_revalidate_default=cfg.stale_while_revalidate
+                             if t.kind != OTHER else 0.0).action
+
+    def _from_file(self, request: Request, t: Target, obj: StoredObject, body: OpenBody,
+                   child: bool) -> Response | None:
+        """A whole object only the disk holds, answered from its file when it may be (fresh, or
+        stale with no refresh to start); None (the file closed) when the answer needs its bytes."""
+        action = self._action(obj, t)
+        if action is not policy.Action.FRESH and action is not policy.Action.STALE:
+            body.close()
+            return None
+        result = "HIT" if action is policy.Action.FRESH else "STALE"
+        prepared = self._prepared(obj, result, child, obj.stored.age(self.node.clock()), None)
+        try:
+            return from_file(request, obj, body, prepared, self.max_ranges, result)
+        except Edge360Error as e:
+            e.headers["X-Cache"] = result  # decided from the stored object
+            raise
+
+    def _decide(self, request: Request, t: Target, found: Found, child: bool,
+                viewer: Viewer | None, meta: bytes | None = None) -> Answer:
+        action = self._action(found[0], t)
         if action is policy.Action.FRESH:
             return self._from_cache(request, t, found, "HIT", child, viewer, meta)
         if action is policy.Action.STALE:
@@ -202,8 +224,8 @@ class Edge:
                 assert body is not None
                 prepared = self._prepared(obj, result, child, age, meta)
                 if t.kind == "playlist" and s.status == 200:
-                    return self._playlist(request, t, obj, body, dict(prepared.headers),
-                                          viewer, result)
+                    return for_viewer(state.index, self.node, request, t, obj, body,
+                                      dict(prepared.headers), viewer, result, self.max_ranges)
                 return from_whole(request, obj, body, prepared, self.max_ranges, result)
             p = pieces_plan(request, obj, self._prepared(obj, result, child, age, meta),
                             self.max_ranges)
@@ -238,28 +260,6 @@ class Edge:
         headers.update(self._extra(result, str(age)))
         made = hits.prepared(meta, kind, age, headers) if meta is not None else None
         return made if made is not None else Prepared(headers)
-
-    def _playlist(self, request: Request, t: Target, obj: StoredObject | None, body: bytes,
-                  headers: dict[str, str], viewer: Viewer | None, result: str) -> Response:
-        """The stored (unrewritten) playlist rewritten for this viewer, sent private when it
-        carries the viewer's sid/token (a shared cache downstream must never hand it to
-        another viewer)."""
-        state = self.state
-        if not state.index.knows(t.path):
-            state.index.learn(t.path, t.title, body.decode("utf-8", "replace"))
-        version = obj.version if obj and obj.version else hashlib.blake2b(body).hexdigest()
-        compiled = state.index.compiled(t.key, version, body)
-        params = viewer.params() if viewer is not None else ""
-        gzip_ok = gzip_accepted(request.fields.get("accept-encoding", ""),
-                                "range" in request.fields)
-        rendered = finish(self.node, viewer, t.path, t.title, compiled.render(params), headers)
-        out, etag = personalize(rendered, params, headers, headers.get("ETag"), gzip_ok)
-        if etag:
-            headers["ETag"] = etag
-        prepared = Prepared(headers)
-        last = obj.stored.last_modified if obj else parse_http_date(headers.get("Last-Modified"))
-        p = plan_for(request, prepared, len(out), last, self.max_ranges)
-        return render(p, prepared, memory_slicer(out), cache=result)
 
     # -- misses
 
@@ -373,7 +373,8 @@ class Edge:
             finally:
                 reader.close()
             got = flight.result[0] if isinstance(flight.result, tuple) else None
-            return self._playlist(request, t, got, body, headers, viewer, "MISS")
+            return for_viewer(self.state.index, self.node, request, t, got, body, headers,
+                              viewer, "MISS", self.max_ranges)
         return from_flight(request, flight, reader, head, Prepared(headers), self.max_ranges)
 
     @staticmethod

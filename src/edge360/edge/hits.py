@@ -16,7 +16,7 @@ from typing import Final
 
 from edge360.core.cachecontrol import vary_fields, vary_key
 from edge360.core.lru import Memo
-from edge360.edge.store import StoredObject
+from edge360.edge.stored import StoredObject
 from edge360.http.represent import Prepared
 
 #: margin before the freshness deadline from which decide is asked again (float rounding)

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 from edge360.config.schema import EdgeConfig
 from edge360.core import policy
 from edge360.core.kinds import kind_of
-from edge360.edge.store import StoredObject, new_version
+from edge360.edge.stored import StoredObject, new_version
 from edge360.hls import playlist
 from edge360.sessions.viewer import VIEWER_PARAMS
 

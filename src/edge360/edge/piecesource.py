@@ -14,7 +14,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 from edge360.cache.diskformat import OpenBody
-from edge360.edge.store import EdgeStore, StoredObject
+from edge360.edge.store import EdgeStore
+from edge360.edge.stored import StoredObject
 
 #: disk pieces opened per worker-thread call at most (files held open ahead of the answer)
 BATCH: Final = 8

@@ -18,7 +18,7 @@ from edge360.core.conditional import parse_http_date
 from edge360.core.errors import UpstreamError
 from edge360.core.ranges import ByteRange
 from edge360.edge.coalescer import Flight, Head, Reader
-from edge360.edge.store import StoredObject
+from edge360.edge.stored import StoredObject
 from edge360.http.represent import Prepared, fields_for, memory_slicer, plan_for, render
 from edge360.http.response import FileSpan, Part, Response, carried, encode_fields
 from edge360.http.wire import Request
@@ -62,6 +62,25 @@ def from_whole(request: Request, obj: StoredObject, body: bytes, prepared: Prepa
     s = obj.stored
     p = plan_for(request, prepared, len(body), s.last_modified, max_ranges, status=s.status)
     return render(p, prepared, memory_slicer(body), cache=cache)
+
+
+def from_file(request: Request, obj: StoredObject, body: OpenBody, prepared: Prepared,
+              max_ranges: int, cache: str) -> Response:
+    """A stored whole object held by the disk tier, sent from its open file (closed by the
+    answer's release, or here when no answer is made)."""
+    s = obj.stored
+    try:
+        p = plan_for(request, prepared, body.length, s.last_modified, max_ranges,
+                     status=s.status)
+    except BaseException:
+        body.close()
+        raise
+
+    def cut(r: ByteRange) -> list[Part]:
+        return [FileSpan(body.file.fileno(), body.offset + r.start, r.length)]
+    response = render(p, prepared, cut, cache=cache)
+    response.release = body.close
+    return response
 
 
 def pieces_plan(request: Request, obj: StoredObject, prepared: Prepared,

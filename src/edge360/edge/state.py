@@ -21,7 +21,8 @@ from edge360.edge.piecesource import PieceSource
 from edge360.edge.playlists import PlaylistIndex
 from edge360.edge.prefetch import Prefetcher
 from edge360.edge.serve import client_headers
-from edge360.edge.store import EdgeStore, StoredObject
+from edge360.edge.store import EdgeStore
+from edge360.edge.stored import StoredObject
 from edge360.edge.upstream import Upstream
 from edge360.http.represent import cors_headers
 from edge360.http.response import Response, encode_fields

@@ -19,20 +19,17 @@ import asyncio
 import contextlib
 import errno
 import logging
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeVar
 
-import orjson
-
 from edge360.cache.disk import DiskCache, DiskWriter
 from edge360.cache.diskformat import EntryGone, OpenBody
 from edge360.cache.memory import MemoryCache
 from edge360.config.schema import EdgeConfig
-from edge360.core.policy import StoredResponse
+from edge360.edge.stored import StoredObject
 from edge360.node.counters import Counters, TierGauge
 
 log = logging.getLogger("edge360.edge")
@@ -41,57 +38,13 @@ log = logging.getLogger("edge360.edge")
 MAX_NEGATIVE: Final = 10_000
 #: body bytes of one negative answer kept at most (error pages are small)
 MAX_NEGATIVE_BODY: Final = 64 * 1024
+#: whole bodies of at least this many bytes found only on disk are sent from their files (with
+#: sendfile, not copied into memory); smaller ones are read and kept in memory for the next hit
+FILE_FROM: Final = 256 * 1024
 #: seconds between two log lines about failing disk writes
 LOG_EVERY: Final = 60.0
 _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, slots=True)
-class StoredObject:
-    """The head of a stored object."""
-
-    stored: StoredResponse
-    length: int
-    pieced: bool
-    version: str
-    piece_bytes: int
-
-    @property
-    def strong(self) -> bool:
-        """Whether the object has a strong validator: only then may its pieces come from
-        separate fetches (each checked against it, RFC 9110 §8.8.1)."""
-        etag = self.stored.etag
-        return etag is not None and not etag.startswith("W/")
-
-    def encode(self) -> bytes:
-        return orjson.dumps({"s": self.stored.to_dict(), "n": self.length, "p": self.pieced,
-                             "v": self.version, "pb": self.piece_bytes})
-
-    @classmethod
-    def decode(cls, meta: bytes) -> StoredObject | None:
-        """None for a record this version cannot read (treated as a miss)."""
-        try:
-            d = orjson.loads(meta)
-            return cls(StoredResponse.from_dict(d["s"]), int(d["n"]), bool(d["p"]), str(d["v"]),
-                       int(d["pb"]))
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-            return None
-
-    def piece_key(self, key: str, n: int) -> str:
-        return f"{key}\x00{self.version}\x00{n}"
-
-    def pieces(self) -> int:
-        return -(-self.length // self.piece_bytes) if self.pieced else 1
-
-    def piece_span(self, n: int) -> tuple[int, int]:
-        """Inclusive byte span of piece n."""
-        start = n * self.piece_bytes
-        return start, min(self.length, start + self.piece_bytes) - 1
-
-
-def new_version() -> str:
-    return secrets.token_hex(6)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +70,20 @@ class EdgeStore:
     # -- heads -----------------------------------------------------------------------------
 
     async def lookup(self, key: str) -> tuple[StoredObject, bytes | None] | None:
-        """The object's head and, for a whole object, its body; memory first, then disk."""
+        """The object's head and, for a whole object, its body; memory first, then disk (a hit
+        there is put into memory)."""
+        found = await self.lookup_or_open(key, None)
+        if found is None:
+            return None
+        obj, body = found
+        assert not isinstance(body, OpenBody)  # opened only from `file_from` bytes
+        return obj, body
+
+    async def lookup_or_open(self, key: str, file_from: int | None
+                             ) -> tuple[StoredObject, bytes | OpenBody | None] | None:
+        """As `lookup`; with `file_from`, a whole body of at least that many bytes that only
+        the disk holds comes as its open file instead, sent with sendfile and not copied into
+        memory (as pieces are, edge.piecesource); the caller closes it."""
         entry = self.memory.get(key)
         if entry is not None:
             obj = StoredObject.decode(entry.meta)
@@ -126,15 +92,28 @@ class EdgeStore:
             self.memory.pop(key)
         if self.disk is None:
             return None
-        found = await asyncio.to_thread(self._disk_read, key, True)
+        found = await asyncio.to_thread(self._disk_lookup, key, file_from)
         if found is None:
             return None
-        meta, body = found
-        obj = StoredObject.decode(meta)
-        if obj is None:
-            return None
-        self._count(self.memory.put(key, meta, body), "memory")
+        meta, obj, body = found
+        if not isinstance(body, OpenBody):
+            self._count(self.memory.put(key, meta, body), "memory")
         return obj, None if obj.pieced else body
+
+    def _disk_lookup(self, key: str, file_from: int | None
+                     ) -> tuple[bytes, StoredObject, bytes | OpenBody] | None:
+        assert self.disk is not None
+        try:
+            entry = self.disk.get(key)
+            obj = StoredObject.decode(entry.meta) if entry is not None else None
+            if entry is None or obj is None:
+                return None
+            if file_from is not None and not obj.pieced and entry.body_length >= file_from:
+                opened = self.disk.open_body(key, entry)
+                return None if opened is None else (entry.meta, obj, opened)
+            return entry.meta, obj, entry.read_body()
+        except (EntryGone, OSError):
+            return None
 
     def peek(self, key: str) -> StoredObject | None:
         """The head if it is in memory (no I/O, no effect on recency)."""
