@@ -31,7 +31,7 @@ ORIGINS = ("nginx", "edge360")
 SMALL_CONNECTIONS = 64
 RANGE_CONNECTIONS = 64
 _RATE = ("req_per_s", "p99_ms")
-_BYTES = ("gb_per_cpu_s", "gb_per_s", "p99_ms")
+_BYTES = ("gb_per_cpu_s", "gb_per_pair_cpu_s", "gb_per_s", "p99_ms")
 
 
 def edge_label(upstream: str, *, tls: bool = False) -> str:

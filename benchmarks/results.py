@@ -21,6 +21,7 @@ RENDER_COMMAND = ".venv/bin/python -m benchmarks.run --render"
 METRICS: dict[str, tuple[str, str]] = {
     "req_per_s": ("requests/s", "higher"),
     "gb_per_cpu_s": ("GB per server CPU-second", "higher"),
+    "gb_per_pair_cpu_s": ("GB per server + client CPU-second", "higher"),
     "gb_per_s": ("GB/s", "higher"),
     "p99_ms": ("p99 latency, ms", "lower"),
     "ttfb_p50_ms": ("TTFB p50, ms", "lower"),

@@ -79,6 +79,11 @@ def metric_values(result: WrkResult) -> dict[str, float]:
         "gb_per_s": result.bytes / GB / result.duration_s if result.duration_s else 0.0,
         # bytes as wrk counted them (headers included: negligible next to MiB bodies)
         "gb_per_cpu_s": result.bytes / GB / cpu if cpu > 0 else 0.0,
+        # on loopback the kernel's TCP work for both ends of a connection is charged partly to
+        # the sender and partly to the receiver, and which share falls where depends on how
+        # each server fills its socket: the pair's CPU is the figure that split cannot move
+        "gb_per_pair_cpu_s": result.bytes / GB / (cpu + result.client_cpu_s)
+        if cpu + result.client_cpu_s > 0 else 0.0,
         "p99_ms": result.p99_ms,
     }
 

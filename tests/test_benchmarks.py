@@ -174,7 +174,8 @@ def _quick(tmp_path: Path, *args: str) -> tuple[Path, list[Path]]:
 def _expected_rows(groups: list[str], origin: str) -> set[tuple[str, str]]:
     """(row, metric) every asked group must record, with edges in front of `origin`."""
     edge, https = f"edge over {origin} origin", f"https edge over {origin} origin"
-    rate, size = ("req_per_s", "p99_ms"), ("gb_per_cpu_s", "gb_per_s", "p99_ms")
+    rate, size = ("req_per_s", "p99_ms"), ("gb_per_cpu_s", "gb_per_pair_cpu_s", "gb_per_s",
+                                           "p99_ms")
     rows: dict[str, list[tuple[str, tuple[str, ...]]]] = {
         "origin": [("origin: master playlist 218 B", rate), ("origin: small .ts 218 B", rate),
                    ("origin: 8 MiB segment", size), ("origin: 1 MiB ranges of 64 MiB", size)],
