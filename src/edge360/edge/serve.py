@@ -32,7 +32,6 @@ _SPECIAL: Final = {"etag": "ETag", "www-authenticate": "WWW-Authenticate", "cdn-
                    "CDN-Cache-Control", "edge360-cache-control": "Edge360-Cache-Control"}
 
 
-
 class Pieces(Protocol):
     """Where an answer's pieces come from (edge.piecesource.PieceSource)."""
 
