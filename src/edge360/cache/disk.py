@@ -242,6 +242,12 @@ class DiskCache:
                     return None
                 with self._lock:
                     self._checked.add(mark)
+            else:
+                # the send reads the page cache on the event loop: have the kernel start reading
+                # what is not there now, from this worker thread (a fresh check just read it all)
+                with contextlib.suppress(OSError, AttributeError):  # not Linux: no advice
+                    os.posix_fadvise(f.fileno(), entry.body_offset, entry.body_length,
+                                     os.POSIX_FADV_WILLNEED)
         except OSError:
             f.close()
             return None
