@@ -10,7 +10,7 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from tests.fixtures.edges import fake_upstream, get
+from tests.fixtures.edges import fake_upstream, get, wait_on_disk
 from tests.fixtures.servers import start_process
 from tests.fixtures.titles import make_title
 
@@ -21,15 +21,6 @@ AUTH = {"Authorization": "Bearer adm1n"}
 def _names(root: str, ext: str) -> list[str]:
     """Files under the cache directory ending in `ext` (.e360 entries, .tmp partial writes)."""
     return sorted(p.name for p in Path(root).rglob("*") if p.name.endswith(ext))
-
-
-async def _wait_on_disk(s: aiohttp.ClientSession, base: str, path: str) -> None:
-    for _ in range(200):  # bounded
-        async with s.get(base + f"/admin/cache?path={path}", headers=AUTH) as r:
-            if "disk" in (await r.json())["tiers"]:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never reached the disk tier")
 
 
 async def test_restart_serves_hit_from_disk_without_upstream(tmp_path: Path) -> None:
@@ -44,7 +35,7 @@ async def test_restart_serves_hit_from_disk_without_upstream(tmp_path: Path) -> 
             async with aiohttp.ClientSession() as s:
                 st, h, b = await get(s, first.base + "/demo/v0/seg_001.ts")
                 assert (st, h["X-Cache"], b) == (200, "MISS", files["v0/seg_001.ts"])
-                await _wait_on_disk(s, first.base, "/demo/v0/seg_001.ts")
+                await wait_on_disk(s, first.base, "/demo/v0/seg_001.ts", AUTH)
         finally:
             assert first.stop() == 0
     finally:

@@ -13,7 +13,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.fixtures.edges import edge, fake_upstream, get, origin
+from tests.fixtures.edges import edge, fake_upstream, get, origin, wait_on_disk
 from tests.fixtures.titles import make_title
 
 MiB = 1024 * 1024
@@ -137,15 +137,6 @@ async def test_corrupt_piece_file_is_fetched_again(tmp_path: Path) -> None:
 WHOLE = os.urandom(MiB + MiB // 2)  # under one piece: stored whole, and bigger than the memory tier
 
 
-async def _whole_on_disk(s: aiohttp.ClientSession, base: str, path: str) -> None:
-    for _ in range(200):  # bounded: the body goes to disk after the answer
-        async with s.get(base + f"/admin/cache?path={path}", headers=AUTH) as r:
-            if "disk" in (await r.json())["tiers"]:
-                return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{path} never reached the disk tier")
-
-
 async def test_whole_object_on_disk_sent_from_its_file(tmp_path: Path) -> None:
     """A whole body only the disk holds: hits and ranges from its file; a 304 and a HEAD send
     nothing (and close it); once stale, the revalidation reads the bytes, asks the upstream
@@ -165,7 +156,7 @@ async def test_whole_object_on_disk_sent_from_its_file(tmp_path: Path) -> None:
             aiohttp.ClientSession() as s:
         st, h, body = await get(s, base + path)
         assert (st, h["X-Cache"], body == WHOLE) == (200, "MISS", True)
-        await _whole_on_disk(s, base, path)
+        await wait_on_disk(s, base, path, AUTH)
         st, h, body = await get(s, base + path)
         assert (st, h["X-Cache"], body == WHOLE) == (200, "HIT", True)
         st, h, body = await get(s, base + path, {"Range": "bytes=1000-1999,-7"})
