@@ -66,7 +66,7 @@ RENDITIONS = (("r0", 400_000, "640x360"), ("r1", 1_200_000, "1280x720"),
 TITLE = "h"
 WINDOW = "9.7-9.8"           # hours after release; the model's peak is at 9.78 h
 FULL_PEAK = 60_000
-MAX_STEP_S = 420.0
+MAX_STEP_S = 1200.0
 STEADY_AFTER_RAMP_S = 30.0   # the fill of the last joiners' buffers settles by then
 MAX_DIFF = 0.01
 MAX_STALL = 0.01
@@ -527,6 +527,11 @@ def main() -> None:
                              "node on one core, the replayer on another)")
     parser.add_argument("--json", metavar="OUT", help="also write the results here")
     args = parser.parse_args()
+    if not 0 < args.seconds <= MAX_STEP_S:
+        parser.error(f"--seconds must be more than 0 and at most {MAX_STEP_S:g}")
+    if not 0 <= args.ramp <= args.seconds / 3:
+        parser.error(f"--ramp must be between 0 and a third of --seconds ({args.seconds / 3:g}):"
+                     " a step needs steady time after the join")
     result = ramp([int(s) for s in args.steps.split(",")], args.seconds, args.ramp,
                   shared=args.shared_cores)
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))
