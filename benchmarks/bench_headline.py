@@ -6,7 +6,8 @@ sessions.idle_timeout 30 s, sessions.per_ip_per_minute = 0, limits.max_connectio
 serve a title of tiny 6 s segments (three renditions, each a 2-minute ladder of a few hundred
 bytes per segment, replayed with `--loop` so a viewer part-way through the two-hour film keeps
 requesting and leaves after the model's watch time, anywhere in the title). `edge360 replay`
-replays the window around the day's peak (9.7-9.8 h after release, peak at 9.78 h) at speed 1
+replays the window around the day's peak (from 9.7 h after release, as long as the step and at
+least 0.1 h, so the peak at 9.78 h is inside) at speed 1
 with `--scale = viewers / 60,000`: hls.js buffering (the default profile), one keep-alive
 connection per viewer, `--workers R` processes and `--source-addresses S` so that no process
 holds more than ~17,000 descriptors (the limit here is 20,000) and no source address more than
@@ -64,9 +65,18 @@ SEGMENT_BYTES = 376          # two TS packets: "a few hundred bytes"
 RENDITIONS = (("r0", 400_000, "640x360"), ("r1", 1_200_000, "1280x720"),
               ("r2", 3_000_000, "1920x1080"))
 TITLE = "h"
-WINDOW = "9.7-9.8"           # hours after release; the model's peak is at 9.78 h
+#: hours after release the replayed window opens; the model's peak is at 9.78 h
+WINDOW_START = 9.7
+
+
+def window_for(seconds: float) -> str:
+    """The model window a step of `seconds` replays at speed 1: from WINDOW_START, as long as
+    the step (at least 0.1 h: the peak stays inside), so the step is never cut short by its
+    window's end."""
+    return f"{WINDOW_START:g}-{WINDOW_START + max(0.1, seconds / 3600):.4g}"
 FULL_PEAK = 60_000
 MAX_STEP_S = 1200.0
+DEFAULT_STEP_S = 300.0
 STEADY_AFTER_RAMP_S = 30.0   # the fill of the last joiners' buffers settles by then
 MAX_DIFF = 0.01
 MAX_STALL = 0.01
@@ -332,7 +342,8 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
     edge_base = sum(_rss(p) for p in tree(edge.pid))
     cmd = [*core, sys.executable, "-m", "edge360", "replay",
            "--target", f"{edge.base}/{TITLE}/master.m3u8", "--scale", f"{scale:.6f}",
-           "--window", WINDOW, "--speed", "1", "--loop", "--duration", f"{seconds:g}",
+           "--window", window_for(seconds), "--speed", "1", "--loop", "--duration",
+           f"{seconds:g}",
            "--ramp", f"{ramp:g}", "--workers", str(plan["replayer_workers"]),
            "--source-addresses", str(plan["source_addresses"]), "--report", str(report)]
     log = tmp / f"replay-{viewers}.stderr"
@@ -363,7 +374,8 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
     diff = (server - achieved) / achieved if achieved and server is not None else None
     samples = mon.samples
     step: dict[str, Any] = {
-        "viewers": viewers, "scale": round(scale, 6), "window": WINDOW, "seconds": seconds,
+        "viewers": viewers, "scale": round(scale, 6), "window": window_for(seconds),
+        "seconds": seconds,
         "wall_s": round(wall, 1), "connections": "per-viewer", "ramp_s": ramp, **plan,
         "target_peak": rep["target_peak"], "achieved_peak": achieved, "server_peak": server,
         "watching_peak": rep.get("watching_peak"), "counting_rule": rep.get("counting_rule"),
@@ -503,7 +515,8 @@ def ramp(steps: list[int], seconds: float, ramp_s: float, *, shared: bool = Fals
                f"nothing: the ramp ended at {last['viewers']} viewers, still clean "
                f"(limit figures: {last['limit']})")
     return {"pinning": pin.note, "segment_bytes": SEGMENT_BYTES, "segments": SEGMENTS,
-            "renditions": [r[0] for r in RENDITIONS], "window": WINDOW, "step_seconds": seconds,
+            "renditions": [r[0] for r in RENDITIONS], "window": window_for(seconds),
+            "step_seconds": seconds,
             "ramp_s": ramp_s, "connections": "per-viewer",
             "settings": {"sessions.per_ip_per_minute": 0,
                          "limits.max_connections": MAX_CONNECTIONS,
@@ -518,7 +531,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--steps", default="20000,40000,50000,60000,80000",
                         help="peak viewer counts, in order (stops after the first unclean step)")
-    parser.add_argument("--seconds", type=float, default=300.0,
+    parser.add_argument("--seconds", type=float, default=DEFAULT_STEP_S,
                         help=f"real seconds per step (at most {MAX_STEP_S:g})")
     parser.add_argument("--ramp", type=float, default=60.0,
                         help="real seconds the viewers already watching join over")

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import compare, only, results, workloads
+from benchmarks.bench_headline import DEFAULT_STEP_S, MAX_STEP_S
 from benchmarks.groups import GROUPS, ORIGINS
 from benchmarks.harness import BenchError
 
@@ -66,7 +67,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="real seconds the headline's viewers already watching join over "
                    "(bench_headline's --ramp; default 60)")
     p.add_argument("--headline-seconds", type=float, metavar="S",
-                   help="real seconds per headline step (default 300, at most 420)")
+                   help=f"real seconds per headline step (default {DEFAULT_STEP_S:g}, at most "
+                   f"{MAX_STEP_S:g})")
     p.add_argument("--headline-shared-cores", action="store_true",
                    help="pin neither the edge nor the replayer in the headline")
     p.add_argument("--only", metavar="GROUPS",
@@ -93,6 +95,11 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             if not value > 0:
                 p.error(f"--headline-{flag[2:]} must be > 0 seconds")
             args.headline_extra += [flag, f"{value:g}"]
+    step_s = args.headline_seconds or DEFAULT_STEP_S
+    if step_s > MAX_STEP_S:
+        p.error(f"--headline-seconds must be at most {MAX_STEP_S:g}")
+    if args.headline_ramp is not None and args.headline_ramp > step_s / 3:
+        p.error(f"--headline-ramp must be at most a third of the step ({step_s / 3:g} s)")
     if args.headline_shared_cores:
         args.headline_extra.append("--shared-cores")
     args.rounds = args.rounds or (1 if args.quick else 5)

@@ -250,7 +250,8 @@ def test_only_comparison_groups_end_to_end(tmp_path: Path) -> None:
 def test_run_refuses_bad_groups_and_origins() -> None:
     """A wrong --only group or --edge-origins value: exit 2 with one line, before any server."""
     for args in (["--only", "edges"], ["--edge-origins", "apache"],
-                 ["--edge-origins", "nginx,nginx"], ["--handshake-clients", "0"]):
+                 ["--edge-origins", "nginx,nginx"], ["--handshake-clients", "0"],
+                 ["--headline-seconds", "5000"], ["--headline-ramp", "200"]):
         out = subprocess.run([sys.executable, "-m", "benchmarks.run", *args], cwd=REPO,
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2, (args, out.stderr)
