@@ -77,6 +77,18 @@ def window_for(seconds: float) -> str:
 FULL_PEAK = 60_000
 MAX_STEP_S = 1200.0
 DEFAULT_STEP_S = 300.0
+DEFAULT_RAMP_S = 60.0
+
+
+def bounds_error(seconds: float, ramp: float) -> str | None:
+    """Why a step of `seconds` with a join of `ramp` seconds cannot run, or None: a step is
+    bounded, and needs steady time after the join."""
+    if not 0 < seconds <= MAX_STEP_S:
+        return f"a step must last more than 0 and at most {MAX_STEP_S:g} seconds, not {seconds:g}"
+    if not 0 <= ramp <= seconds / 3:
+        return (f"the join (--ramp) must last between 0 and a third of the step ({seconds / 3:g} "
+                f"s), not {ramp:g}: a step needs steady time after it")
+    return None
 STEADY_AFTER_RAMP_S = 30.0   # the fill of the last joiners' buffers settles by then
 MAX_DIFF = 0.01
 MAX_STALL = 0.01
@@ -466,8 +478,9 @@ def ramp(steps: list[int], seconds: float, ramp_s: float, *, shared: bool = Fals
          ) -> dict[str, Any]:
     """`shared`: the edge node and the replayer are not pinned, so each may use any core (the
     replayer, not the edge, needs more than one core at 60,000 viewers with a connection each)."""
-    seconds = min(seconds, MAX_STEP_S)
-    ramp_s = min(ramp_s, seconds / 3)
+    why = bounds_error(seconds, ramp_s)
+    if why is not None:
+        raise ValueError(why)
     cores = sorted(os.sched_getaffinity(0))
     taskset = shutil.which("taskset")
     if shared:
@@ -533,18 +546,16 @@ def main() -> None:
                         help="peak viewer counts, in order (stops after the first unclean step)")
     parser.add_argument("--seconds", type=float, default=DEFAULT_STEP_S,
                         help=f"real seconds per step (at most {MAX_STEP_S:g})")
-    parser.add_argument("--ramp", type=float, default=60.0,
+    parser.add_argument("--ramp", type=float, default=DEFAULT_RAMP_S,
                         help="real seconds the viewers already watching join over")
     parser.add_argument("--shared-cores", action="store_true",
                         help="pin neither side: both may use every core (default: the edge "
                              "node on one core, the replayer on another)")
     parser.add_argument("--json", metavar="OUT", help="also write the results here")
     args = parser.parse_args()
-    if not 0 < args.seconds <= MAX_STEP_S:
-        parser.error(f"--seconds must be more than 0 and at most {MAX_STEP_S:g}")
-    if not 0 <= args.ramp <= args.seconds / 3:
-        parser.error(f"--ramp must be between 0 and a third of --seconds ({args.seconds / 3:g}):"
-                     " a step needs steady time after the join")
+    why = bounds_error(args.seconds, args.ramp)
+    if why is not None:
+        parser.error(why)
     result = ramp([int(s) for s in args.steps.split(",")], args.seconds, args.ramp,
                   shared=args.shared_cores)
     print(json.dumps({k: v for k, v in result.items() if k != "steps"}, indent=2))

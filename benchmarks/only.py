@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import harness, results
+from benchmarks.bench_headline import DEFAULT_STEP_S, MAX_STEP_S
 from benchmarks.results import figure
 
 GROUPS = ("sessions", "replay", "headline", "workers", "sendpath")
@@ -232,6 +233,9 @@ def headline_figures(data: dict[str, Any]) -> tuple[list[dict[str, Any]], list[s
 
 #: the headline ramp's steps (viewers); `benchmarks.run --headline-steps` replaces them
 HEADLINE_STEPS = "20000,40000,50000,60000,80000"
+#: seconds per headline step in a --quick smoke run, and its join (a third of it at most)
+QUICK_STEP_S = 30.0
+QUICK_RAMP_S = 10.0
 
 
 def headline(quick: bool, steps: str = HEADLINE_STEPS, extra: Sequence[str] = ()
@@ -240,9 +244,14 @@ def headline(quick: bool, steps: str = HEADLINE_STEPS, extra: Sequence[str] = ()
     # the ramp stops after its first step that is not clean, so the long tail costs nothing
     # once the limit is found
     steps = "300,600" if quick else steps
-    seconds = "30" if quick else "300"
-    data = _script("bench_headline", ["--steps", steps, "--seconds", seconds, *extra],
-                   timeout=120 + (120 if quick else 720) * len(steps.split(",")))
+    seconds = QUICK_STEP_S if quick else DEFAULT_STEP_S
+    # the step's own join first, so a --ramp in `extra` wins
+    join = ["--ramp", f"{QUICK_RAMP_S:g}"] if quick else []
+    # per step: the longest run allowed (an --seconds in `extra` may ask for it) and set-up
+    per_step = 120 if quick else MAX_STEP_S + 300
+    data = _script("bench_headline",
+                   ["--steps", steps, "--seconds", f"{seconds:g}", *join, *extra],
+                   timeout=120 + per_step * len(steps.split(",")))
     figs, notes = headline_figures(data)
     return figs, data, notes
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import compare, only, results, workloads
-from benchmarks.bench_headline import DEFAULT_STEP_S, MAX_STEP_S
+from benchmarks.bench_headline import DEFAULT_RAMP_S, DEFAULT_STEP_S, MAX_STEP_S, bounds_error
 from benchmarks.groups import GROUPS, ORIGINS
 from benchmarks.harness import BenchError
 
@@ -65,7 +65,7 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    f"{only.HEADLINE_STEPS})")
     p.add_argument("--headline-ramp", type=float, metavar="S",
                    help="real seconds the headline's viewers already watching join over "
-                   "(bench_headline's --ramp; default 60)")
+                   f"(bench_headline's --ramp; default {DEFAULT_RAMP_S:g})")
     p.add_argument("--headline-seconds", type=float, metavar="S",
                    help=f"real seconds per headline step (default {DEFAULT_STEP_S:g}, at most "
                    f"{MAX_STEP_S:g})")
@@ -95,11 +95,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
             if not value > 0:
                 p.error(f"--headline-{flag[2:]} must be > 0 seconds")
             args.headline_extra += [flag, f"{value:g}"]
-    step_s = args.headline_seconds or DEFAULT_STEP_S
-    if step_s > MAX_STEP_S:
-        p.error(f"--headline-seconds must be at most {MAX_STEP_S:g}")
-    if args.headline_ramp is not None and args.headline_ramp > step_s / 3:
-        p.error(f"--headline-ramp must be at most a third of the step ({step_s / 3:g} s)")
+    # what bench_headline would refuse, refused before anything starts (its own defaults)
+    ramp_s = only.QUICK_RAMP_S if args.quick else DEFAULT_RAMP_S
+    why = bounds_error(args.headline_seconds or (only.QUICK_STEP_S if args.quick
+                                                 else DEFAULT_STEP_S),
+                       ramp_s if args.headline_ramp is None else args.headline_ramp)
+    if why is not None:
+        p.error(f"--headline-seconds/--headline-ramp: {why}")
     if args.headline_shared_cores:
         args.headline_extra.append("--shared-cores")
     args.rounds = args.rounds or (1 if args.quick else 5)

@@ -247,6 +247,19 @@ def test_only_comparison_groups_end_to_end(tmp_path: Path) -> None:
         assert f"(`results/{path.name}`)" in markdown.read_text()
 
 
+def test_headline_bounds_hold_for_the_runs_the_command_makes() -> None:
+    """The headline steps `benchmarks.run` asks for, quick or full, are within bench_headline's
+    bounds (a quick step of 30 s gets a join it can hold), and a join too long for the step is
+    refused before anything runs."""
+    from benchmarks import run
+    for argv in (["--only", "headline"], ["--quick", "--only", "headline"],
+                 ["--only", "headline", "--headline-seconds", "1200", "--headline-ramp", "400"]):
+        run.parse_args(argv)  # no refusal
+    with pytest.raises(SystemExit) as refused:
+        run.parse_args(["--quick", "--only", "headline", "--headline-ramp", "20"])
+    assert refused.value.code == 2
+
+
 def test_run_refuses_bad_groups_and_origins() -> None:
     """A wrong --only group or --edge-origins value: exit 2 with one line, before any server."""
     for args in (["--only", "edges"], ["--edge-origins", "apache"],

@@ -48,23 +48,6 @@ def _flip(path: Path, at: int) -> None:
         os.pwrite(f.fileno(), bytes([byte[0] ^ 0xFF]), at)
 
 
-async def _described(s: aiohttp.ClientSession, base: str) -> dict[str, Any]:
-    async with s.get(base + f"/admin/cache?path={PATH}", headers=AUTH) as r:
-        out: dict[str, Any] = await r.json()
-        return out
-
-
-async def _on_disk(s: aiohttp.ClientSession, base: str) -> None:
-    """Wait (bounded) until the head and every piece are in the disk tier: pieces are written
-    as they arrive and the head last, after the answer went out."""
-    for _ in range(200):
-        described = await _described(s, base)
-        if "disk" in described["tiers"] and described.get("pieces", {}).get("cached") == [0, 1, 2]:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"{PATH} never reached the disk tier whole")
-
-
 async def _check_answers(s: aiohttp.ClientSession, base: str, data: bytes) -> None:
     st, h, body = await get(s, base + PATH)
     assert (st, h["X-Cache"], len(body)) == (200, "HIT", len(data)) and body == data
@@ -86,7 +69,7 @@ async def test_disk_pieces_sent_from_their_files(tmp_path: Path) -> None:
         st, h, body = await get(s, base + PATH)
         assert (st, h["X-Cache"], body == data) == (200, "MISS", True)
         # no piece fits the memory tier: once on disk, each answer is sent from the files
-        await _on_disk(s, base)
+        await wait_on_disk(s, base, PATH, AUTH, [0, 1, 2])
         await _check_answers(s, base, data)
         # a client that leaves after the first bytes: the answer's files are closed all the same
         async with s.get(base + PATH) as r:
@@ -106,7 +89,7 @@ async def test_disk_pieces_over_tls(tmp_path: Path, cert: tuple[Path, Path]) -> 
         assert base.startswith("https://")
         st, _, body = await get(s, base + PATH)
         assert (st, body == data) == (200, True)
-        await _on_disk(s, base)
+        await wait_on_disk(s, base, PATH, AUTH, [0, 1, 2])
         await _check_answers(s, base, data)
 
 
@@ -120,7 +103,7 @@ async def test_corrupt_piece_file_is_fetched_again(tmp_path: Path) -> None:
     async with origin(tmp_path / "media") as up:
         async with edge([up], env, **flags) as base, aiohttp.ClientSession() as s:
             assert (await get(s, base + PATH))[2] == data
-            await _on_disk(s, base)
+            await wait_on_disk(s, base, PATH, AUTH, [0, 1, 2])
         pieces = sorted((p for p in cache.rglob("*.e360") if p.stat().st_size > MiB),
                         key=lambda p: p.stat().st_size)
         assert len(pieces) == 3

@@ -4,8 +4,9 @@ no read into memory, no copy out of it); else a fetch from upstream.
 
 Disk pieces are opened a batch at a time, in one worker-thread call per batch: a thread hop per
 piece cost the event loop a fifth of its time on 8 MiB hits (the hand-off and the wake-up), more
-than the opens themselves. The answer closes each file once its bytes went out, and `close`
-closes what it never reached (a client that left, a range that failed).
+than the opens themselves. The answer closes each file once its bytes went out; `close` closes
+every file the source opened, so what the answer never reached (a client that left, a range
+that failed) is closed too.
 """
 
 from __future__ import annotations
@@ -30,11 +31,12 @@ class PieceSource:
         self._store, self._key, self._obj = store, key, obj
         self._needed = list(needed)
         self._fetch = fetch
-        self._opened: dict[int, OpenBody] = {}
+        self._ahead: dict[int, OpenBody] = {}  # opened, not handed out yet
+        self._opened: list[OpenBody] = []  # every file opened, for `close`
         self._tried: set[int] = set()  # pieces a batch looked for on disk
 
     async def piece(self, n: int) -> bytes | OpenBody:
-        """Piece n: its bytes, or its open file (the caller closes it once sent)."""
+        """Piece n: its bytes, or its open file (the caller may close it once sent)."""
         data = self._store.piece_in_memory(self._key, self._obj, n)
         if data is not None:
             return data
@@ -42,12 +44,14 @@ class PieceSource:
             at = self._needed.index(n) if n in self._needed else len(self._needed)
             batch = [n, *(m for m in self._needed[at + 1:] if m not in self._tried)][:BATCH]
             self._tried.update(batch)
-            self._opened.update(await self._store.open_pieces(self._key, self._obj, batch))
-        body = self._opened.pop(n, None)
+            found = await self._store.open_pieces(self._key, self._obj, batch)
+            self._ahead.update(found)
+            self._opened += found.values()
+        body = self._ahead.pop(n, None)
         return body if body is not None else await self._fetch(n)
 
     def close(self) -> None:
-        """Close the files opened ahead and never handed out."""
-        opened, self._opened = self._opened, {}
-        for body in opened.values():
+        """Close every file this source opened (closing one twice is harmless)."""
+        opened, self._opened, self._ahead = self._opened, [], {}
+        for body in opened:
             body.close()

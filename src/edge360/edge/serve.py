@@ -92,7 +92,7 @@ def from_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[
     """A stored object in pieces. `in_memory`: every piece the plan reads, in order, when all
     are in the memory tier (written at once); else the pieces are read (or fetched) as the body
     goes out, a piece on disk as a span of its open file (sent with sendfile, closed once
-    written or when the answer ends)."""
+    written, and by `source.close` when the answer ends)."""
     pb = obj.piece_bytes
     if in_memory is not None:
         held = dict(zip(pieces_needed(p, pb), in_memory, strict=True))
@@ -102,12 +102,6 @@ def from_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[
         return render(p, prepared, cut, cache=cache)
     if not p.send_body:
         return render(p, prepared, lambda r: [], cache=cache)
-    opened: list[OpenBody] = []
-
-    def release() -> None:
-        source.close()
-        for body in opened:
-            body.close()
 
     async def stream() -> AsyncIterator[Part]:
         for part in p.parts:
@@ -117,14 +111,13 @@ def from_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[
             for n in range(part.start // pb, part.end // pb + 1):
                 data = await source.piece(n)
                 if isinstance(data, OpenBody):
-                    opened.append(data)
                     yield _file_slice(part, obj, n, data)
                     data.close()  # written: the next part is asked for
                     continue
                 for piece_part in _slices(part, pb, {n: data}.__getitem__, only=n):
                     yield piece_part
     return Response(p.status, fields_for(p, prepared), stream=stream(), length=p.length,
-                    cache=cache, carries=prepared.carries, release=release)
+                    cache=cache, carries=prepared.carries, release=source.close)
 
 
 def _file_slice(r: ByteRange, obj: StoredObject, n: int, body: OpenBody) -> FileSpan:

@@ -159,14 +159,14 @@ class EdgeStore:
         worker-thread call (a thread hop per piece measured as a fifth of the loop's time)."""
         if self.disk is None or not ns:
             return {}
-        return await asyncio.to_thread(self._disk_open, [obj.piece_key(key, n) for n in ns], ns)
+        return await asyncio.to_thread(self._disk_open, key, obj, ns)
 
-    def _disk_open(self, keys: list[str], ns: Sequence[int]) -> dict[int, OpenBody]:
+    def _disk_open(self, key: str, obj: StoredObject, ns: Sequence[int]) -> dict[int, OpenBody]:
         assert self.disk is not None
         found: dict[int, OpenBody] = {}
-        for pk, n in zip(keys, ns, strict=True):
+        for n in ns:
             with contextlib.suppress(OSError):
-                body = self.disk.open_body(pk)
+                body = self.disk.open_body(obj.piece_key(key, n))
                 if body is not None:
                     found[n] = body
         return found

@@ -72,7 +72,7 @@ def counted(records: Iterable[Record], rule: Rule) -> list[tuple[float, float]]:
     earlier closed ones and its last."""
     out: list[tuple[float, float]] = []
     for r in records:
-        out.extend((a, b) for a, b in r.earlier)
+        out.extend(r.earlier)
         iv = rule.interval(r)
         if iv is not None:
             out.append(iv)
