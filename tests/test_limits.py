@@ -175,6 +175,40 @@ async def test_stalled_reader_is_aborted_after_send_timeout(big_media: Path) -> 
             assert await r.read() == (big_media / "tiny/v0/big.ts").read_bytes()
 
 
+async def test_stalled_reader_of_an_answer_written_at_once_is_aborted(tiny_media: Path) -> None:
+    # a body under http.send.CHUNK goes out in one write, with no task to watch it: it is watched
+    # until the reader took it all, and an idle keep-alive connection is left alone
+    add_files(tiny_media / "tiny", {"v0/mid.ts": bytes(range(256)) * 1000})  # 256,000 bytes
+    cfg = origin_config(tiny_media, {"limits.send_timeout": 0.5,
+                                     "limits.keepalive_timeout": 600})
+    async with guarded_server(cfg) as srv:
+        idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", srv.port)
+        await healthz(idle_reader, idle_writer)
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
+        sock.send(b"GET /tiny/v0/mid.ts HTTP/1.1\r\nHost: t\r\n\r\n")
+        await wait_for(lambda: srv.node.counters.connections_open == 2)
+        # the reader that stopped is let go; the idle keep-alive connection stays
+        await wait_for(lambda: srv.node.counters.connections_open == 1)
+        sock.close()
+        await asyncio.sleep(1.0)  # two send timeouts: the idle one is still open
+        assert srv.node.counters.connections_open == 1
+        await healthz(idle_reader, idle_writer)
+        idle_writer.close()
+
+
+async def healthz(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """One keep-alive GET /healthz, its answer read whole."""
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+    head = await reader.readuntil(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200")
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    await reader.readexactly(length)
+
+
 async def test_oversized_head_is_refused_without_500(tiny_media: Path) -> None:
     cfg = origin_config(tiny_media, {"limits.max_header_bytes": 2048})
     async with guarded_server(cfg) as srv:

@@ -41,6 +41,9 @@ log = logging.getLogger("edge360")
 MAX_BACKLOG: Final = 256 * 1024
 #: bytes a TLS connection buffers before its writer waits
 TLS_HIGH_WATER: Final = 256 * 1024
+#: an answer written at once of at least this many body bytes is watched by the send watchdog
+#: until the kernel has sent it (a smaller one only if the transport had to buffer it)
+WATCHED: Final = 64 * 1024
 #: seconds a refused connection keeps reading (and dropping) before it closes
 LINGER: Final = 2.0
 
@@ -131,7 +134,8 @@ class Connection(asyncio.Protocol):
         if self._live.draining:
             self._closing = True
         self._deadline.arm(guard.header_timeout)
-        self._watchdog = SendWatchdog(transport, lambda: self._guard.send_timeout)
+        self._watchdog = SendWatchdog(self._loop, transport, lambda: self._guard.send_timeout,
+                                      lambda: self._busy)
 
     def data_received(self, data: bytes) -> None:
         if self._transport is None or self._lingering:
@@ -155,6 +159,8 @@ class Connection(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self._paused_writing = True
+        if self._watchdog is not None:
+            self._watchdog.watch()
 
     def resume_writing(self) -> None:
         self._paused_writing = False
@@ -246,6 +252,12 @@ class Connection(asyncio.Protocol):
             transport.write(head + body if body and not head_only
                             and response.status not in (204, 304) else head)
             sent = 0 if head_only or body is None or response.status in (204, 304) else len(body)
+            if self._watchdog is not None and (sent >= WATCHED or
+                                               transport.get_write_buffer_size()):
+                # output that may still be waiting for the reader (a TLS transport buffers
+                # below its high-water mark); a small answer's bytes are the keep-alive
+                # timeout's business once they are in the kernel
+                self._watchdog.watch()
             response.released()
             self._finish(request, response, len(head) + sent, sent, close)
             return
@@ -255,6 +267,8 @@ class Connection(asyncio.Protocol):
                     close: bool) -> None:
         transport = self._transport
         assert transport is not None
+        if self._watchdog is not None:
+            self._watchdog.watch()
         transport.write(head)
         try:
             if response.stream is not None:

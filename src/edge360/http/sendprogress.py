@@ -43,10 +43,10 @@ def _kernel_queue(sock: socket.socket | None) -> int:
 
 
 def check_send_progress(transport: asyncio.Transport, progress: list[Any],
-                        send_timeout: float) -> bool:
+                        send_timeout: float) -> bool | None:
     """One watchdog look at a connection's pending output; `progress` is [mark, since] and is
-    updated. Aborts the connection and returns False when its output has not moved for
-    `send_timeout` seconds. Progress is the peer's acknowledged byte count where the kernel
+    updated. Whether output is pending; None when it had not moved for `send_timeout` seconds
+    and the connection was aborted. Progress is the peer's acknowledged byte count where the kernel
     reports it (this also covers bytes the kernel sends itself with sendfile), else the
     transport's buffer size."""
     sock = transport.get_extra_info("socket")
@@ -56,7 +56,7 @@ def check_send_progress(transport: asyncio.Transport, progress: list[Any],
     if not pending:
         # idle (most keep-alive connections, most of the time): no TCP_INFO read for them
         progress[0], progress[1] = None, now
-        return True
+        return False
     mark = (_bytes_acked(sock), buffered)
     if mark != progress[0]:
         progress[0], progress[1] = mark, now
@@ -69,5 +69,5 @@ def check_send_progress(transport: asyncio.Transport, progress: list[Any],
             except OSError:
                 pass
         transport.abort()
-        return False
+        return None
     return True
