@@ -67,11 +67,15 @@ def not_modified_fields(headers: dict[str, str]) -> bytes:
                           or k.startswith("Access-Control-")})
 
 
+def _boundary() -> str:
+    return secrets.token_hex(12)
+
+
 def plan_for(request: Request, prepared: Prepared, length: int, last_modified: float | None,
              max_ranges: int, *, status: int = 200, conditional: bool = True) -> Plan:
     return plan(request.method, request.fields, length=length, etag=prepared.etag,
                 last_modified=last_modified, max_ranges=max_ranges,
-                content_type=prepared.content_type, boundary=lambda: secrets.token_hex(12),
+                content_type=prepared.content_type, boundary=_boundary,
                 status=status, conditional=conditional)
 
 
@@ -111,10 +115,10 @@ def render(p: Plan, prepared: Prepared, slicer: Slicer, *, cache: str | None = N
 
 def memory_slicer(body: bytes | memoryview) -> Slicer:
     """Slices of an in-memory body, never copied."""
-    view = memoryview(body)
+    size = len(body)
 
     def cut(r: ByteRange) -> Sequence[Part]:
-        if r.start == 0 and r.length == len(view):
-            return (body,)
-        return (view[r.start:r.end + 1],)
+        if r.start == 0 and r.length == size:
+            return (body,)  # the whole body (most answers): no view to make
+        return (memoryview(body)[r.start:r.end + 1],)
     return cut
