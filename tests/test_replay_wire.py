@@ -441,3 +441,22 @@ async def test_a_connect_that_hangs_times_out_saying_where() -> None:
         for s in fillers:
             s.close()
         listener.close()
+
+
+async def test_a_line_routes_each_url_to_its_own_origin() -> None:
+    """A viewer's line remembers the origin of its last request (no parse per request), and
+    still sends every URL to the origin it names: another origin, the same host with a longer
+    port, an origin with no path, a query, a fragment."""
+    async with RawServer() as one, RawServer() as two, Client() as http:
+        line = http.line()
+        assert (await line.get(one.url("/cl"))).body == b"hello"
+        assert (await line.get(two.url("/cl#frag"))).body == b"hello"
+        assert (await line.get(one.url("/cl?a=1"))).body == b"hello"
+        assert (await line.get(f"http://127.0.0.1:{two.port}")).status == 404
+        assert (await line.get(f"http://127.0.0.1:{two.port}?b=2")).status == 404
+        # the same host and a port the remembered one is a prefix of: not the remembered origin
+        assert await kind_of(line, f"http://127.0.0.1:{one.port}0/cl") in ("client", "connection")
+        assert one.paths() == ["/cl", "/cl?a=1"]
+        assert two.paths() == ["/cl", "/", "/?b=2"]
+        assert one.opened == two.opened == 1
+        line.close()

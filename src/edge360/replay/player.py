@@ -316,9 +316,10 @@ class VirtualPlayer:
         """After a segment, the simulated link may change (cfg.switch_probability): the new
         rendition, its media playlist and when that load began; None when the player stays.
         Content steering may move it to another pathway first (`_repath`)."""
-        moved = await self._repath(rendition)
-        if moved is not None:
-            return moved
+        if self.steer is not None:  # (no coroutine to make per segment when not steered)
+            moved = await self._repath(rendition)
+            if moved is not None:
+                return moved
         if self.rng.random() >= self.cfg.switch_probability:
             return None
         new = self._pick(self.variants)

@@ -51,6 +51,8 @@ REDIRECTS = frozenset((301, 302, 303, 307, 308))
 MAX_ORIGINS = 32
 _TAIL = f"Accept: */*\r\nAccept-Encoding: gzip\r\nUser-Agent: edge360-replay/{__version__}\r\n\r\n"
 _ORIGIN = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*)://([^/?#]*)")
+#: what may follow a URL's origin (its authority ends there: RFC 3986 §3.2)
+_AFTER = ("/", "?", "#", "")
 _SAFE = "!$%&'()*+,/:;=?@[]~"   # what a request target may carry unquoted (RFC 3986 pchar, query)
 
 __all__ = ["Answer", "Client", "FetchError", "Getter", "Line"]
@@ -162,20 +164,21 @@ class Client:
             self.arm()
 
     def _route(self, url: str, line: Line | None = None) -> tuple[Pool, str]:
+        last = line.last if line is not None else None
+        if last is not None and url.startswith(last[0]):
+            n = len(last[0])
+            if url[n:n + 1] in _AFTER:
+                # the viewer's previous origin (nearly every request of a viewer): no regex
+                return last[1], _request_target(url[n:])
         m = _ORIGIN.match(url)
         if m is None:
             raise FetchError("client", f"not an absolute URL: {url[:200]!r}")
         pool = (self._pools if line is None else line.pools).get(m.group(0))
         if pool is None:
             pool = self._pool(m.group(0), m.group(1).lower(), m.group(2), line)
-        rest = url[m.end():]
-        if "#" in rest:
-            rest = rest.partition("#")[0]
-        if not rest.startswith("/"):
-            rest = "/" + rest
-        if not (rest.isascii() and rest.isprintable()) or " " in rest:
-            rest = quote(rest, safe=_SAFE)   # as aiohttp's yarl would send it
-        return pool, rest
+        if line is not None:
+            line.last = (m.group(0), pool)
+        return pool, _request_target(url[m.end():])
 
     def _pool(self, key: str, scheme: str, netloc: str, line: Line | None) -> Pool:
         if scheme not in ("http", "https"):
@@ -242,6 +245,8 @@ class Line:
     def __init__(self, client: Client, local: str | None) -> None:
         self.client, self.local = client, local
         self.pools: dict[str, Pool] = {}     # bounded by MAX_ORIGINS
+        #: the origin (as written before the path) and pool of its latest request
+        self.last: tuple[str, Pool] | None = None
         self._closed = False
 
     @property
@@ -272,7 +277,19 @@ class Line:
             pool.close()
             self.client.settled(pool)
         self.pools = {}
+        self.last = None
         self.client.forget(self)
+
+
+def _request_target(rest: str) -> str:
+    """The request target for what follows a URL's origin."""
+    if "#" in rest:
+        rest = rest.partition("#")[0]
+    if not rest.startswith("/"):
+        rest = "/" + rest
+    if not (rest.isascii() and rest.isprintable()) or " " in rest:
+        rest = quote(rest, safe=_SAFE)   # as aiohttp's yarl would send it
+    return rest
 
 
 def _fields(headers: Mapping[str, str]) -> str:

@@ -85,9 +85,10 @@ class Conn(asyncio.Protocol):
         self._reset()
 
     def _reset(self) -> None:
-        # new lists, not cleared ones: the last Answer still holds the old ones
+        # new lists, not cleared ones: the last Answer still holds the old ones (a body's parts
+        # list is made by on_body, and only for a body that is kept)
         self.headers: list[tuple[bytes, bytes]] = []
-        self.parts: list[bytes] = []
+        self.parts: list[bytes] | None = None
         self.size = 0
         self.status = 0
         self.head_done = self.done = self.got = self.keep = False
@@ -167,7 +168,10 @@ class Conn(asyncio.Protocol):
         if ex is not None and ex.keep_body:
             if self.size > MAX_KEPT:
                 raise ValueError("body too big to keep")
-            self.parts.append(body)
+            if self.parts is None:
+                self.parts = [body]
+            else:
+                self.parts.append(body)
 
     def on_message_complete(self) -> None:
         if self.status < 200:
@@ -182,7 +186,7 @@ class Conn(asyncio.Protocol):
 
     def _answer(self, ex: Exchange) -> None:
         if not ex.future.done():
-            body = b"".join(self.parts) if ex.keep_body else None
+            body = (b"".join(self.parts) if self.parts else b"") if ex.keep_body else None
             ex.future.set_result(Answer(self.status, self.headers, body, self.size))
 
     def _complete(self) -> None:
