@@ -377,9 +377,10 @@ class VirtualPlayer:
             pathways[self.steer.pathway] = pathways.get(self.steer.pathway, 0) + 1
         # the simulated link carries BANDWIDTH x duration bits (compressed by speed)
         self.link_free = sent + bandwidth * seg.duration / (self.link * self.cfg.speed)
-        self.stats.fetched(int(now // self.cfg.mix_bucket_s),
-                           self.names.get(rendition, f"{bandwidth / 1e6:.1f} Mbit/s"),
-                           bandwidth, seg.duration)
+        name = self.names.get(rendition)
+        if name is None:  # (formatted only when the master did not name it: once per segment)
+            name = f"{bandwidth / 1e6:.1f} Mbit/s"
+        self.stats.fetched(int(now // self.cfg.mix_bucket_s), name, bandwidth, seg.duration)
         buffer.landed(now, seg.duration)
         if self.watch_from is None and buffer.first_frame is not None:
             self.stats.startup.add(buffer.first_frame - self.started)
