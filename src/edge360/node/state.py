@@ -29,7 +29,7 @@ class RoleState(Protocol):
 
 
 class HubLink(Protocol):
-    """A worker's link to the supervisor's hub (run.hub.HubClient) with --workers N."""
+    """A worker's link to the supervisor's hub (run.hubclient.HubClient) with --workers N."""
 
     worker: int
     handlers: dict[str, Callable[[dict[str, Any]], Awaitable[Any]]]

@@ -377,9 +377,8 @@ class VirtualPlayer:
             pathways[self.steer.pathway] = pathways.get(self.steer.pathway, 0) + 1
         # the simulated link carries BANDWIDTH x duration bits (compressed by speed)
         self.link_free = sent + bandwidth * seg.duration / (self.link * self.cfg.speed)
-        name = self.names.get(rendition)
-        if name is None:  # (formatted only when the master did not name it: once per segment)
-            name = f"{bandwidth / 1e6:.1f} Mbit/s"
+        # (the fallback is formatted only for a rendition the master did not name)
+        name = self.names.get(rendition) or f"{bandwidth / 1e6:.1f} Mbit/s"
         self.stats.fetched(int(now // self.cfg.mix_bucket_s), name, bandwidth, seg.duration)
         buffer.landed(now, seg.duration)
         if self.watch_from is None and buffer.first_frame is not None:

@@ -30,7 +30,7 @@ from edge360.node.counters import Counters, TrackerView
 from edge360.node.state import NodeState
 from edge360.run import ports
 from edge360.run.app import App
-from edge360.run.hub import HubClient, RemoteTracker
+from edge360.run.hubclient import HubClient, RemoteTracker
 from edge360.security.clientaddr import TrustedProxies
 from edge360.sessions.statefile import load_tracker, save_tracker
 from edge360.sessions.tracker import SessionTracker
