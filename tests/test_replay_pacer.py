@@ -4,6 +4,7 @@ timer per slot however many players sleep into it, and a cancelled sleep harms n
 from __future__ import annotations
 
 import asyncio
+import math
 from typing import Any
 
 import pytest
@@ -33,7 +34,7 @@ def test_sleeps_end_after_their_time_and_within_a_slot_of_it() -> None:
 
 
 def test_the_sleeps_of_one_slot_share_one_loop_timer() -> None:
-    async def main() -> tuple[int, int]:
+    async def main() -> tuple[int, int, int]:
         loop = asyncio.get_running_loop()
         timers = 0
         real = loop.call_at
@@ -46,15 +47,18 @@ def test_the_sleeps_of_one_slot_share_one_loop_timer() -> None:
         loop.call_at = counting  # type: ignore[method-assign,assignment]
         pacer = Pacer(loop)
         # 300 sleeps due within 3 slots of each other: at most 4 timers (the span may straddle
-        # one more slot boundary), where asyncio.sleep would arm 300
+        # one more slot boundary), where asyncio.sleep would arm 300; the loop's clock moves
+        # while they are made (a busy machine), and each slot it moved on may add one
+        began = loop.time()
         sleeps = [pacer.sleep(0.05 + (i % 3) * SLOT_S) for i in range(300)]
+        moved = math.ceil((loop.time() - began) / SLOT_S)
         pending = len(pacer)
         await asyncio.gather(*sleeps)
-        return timers, pending
+        return timers, moved, pending
 
-    timers, pending = asyncio.run(main())
+    timers, moved, pending = asyncio.run(main())
     assert pending == 300
-    assert 1 <= timers <= 4
+    assert 1 <= timers <= 4 + moved
 
 
 def test_a_cancelled_sleep_leaves_the_others_of_its_slot_to_wake() -> None:
