@@ -160,11 +160,7 @@ def big_media(tiny_media: Path) -> Path:
 async def test_stalled_reader_is_aborted_after_send_timeout(big_media: Path) -> None:
     cfg = origin_config(big_media, {"limits.send_timeout": 0.5})
     async with guarded_server(cfg) as srv:
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
-        sock.send(b"GET /tiny/v0/big.ts HTTP/1.1\r\nHost: t\r\n\r\n")
+        sock = await non_reader(srv.port, "/tiny/v0/big.ts")
         await wait_for(lambda: srv.node.counters.connections_open == 1)
         # the client never reads: the server must let go of the connection on its own
         await wait_for(lambda: srv.node.counters.connections_open == 0)
@@ -184,11 +180,7 @@ async def test_stalled_reader_of_an_answer_written_at_once_is_aborted(tiny_media
     async with guarded_server(cfg) as srv:
         idle_reader, idle_writer = await asyncio.open_connection("127.0.0.1", srv.port)
         await healthz(idle_reader, idle_writer)
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", srv.port))
-        sock.send(b"GET /tiny/v0/mid.ts HTTP/1.1\r\nHost: t\r\n\r\n")
+        sock = await non_reader(srv.port, "/tiny/v0/mid.ts")
         await wait_for(lambda: srv.node.counters.connections_open == 2)
         # the reader that stopped is let go; the idle keep-alive connection stays
         await wait_for(lambda: srv.node.counters.connections_open == 1)
@@ -197,6 +189,16 @@ async def test_stalled_reader_of_an_answer_written_at_once_is_aborted(tiny_media
         assert srv.node.counters.connections_open == 1
         await healthz(idle_reader, idle_writer)
         idle_writer.close()
+
+
+async def non_reader(port: int, path: str) -> socket.socket:
+    """A client with a small receive window that asks for `path` and never reads the answer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    sock.send(f"GET {path} HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+    return sock
 
 
 async def healthz(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
