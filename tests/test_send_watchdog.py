@@ -59,15 +59,13 @@ async def test_a_busy_connection_stays_watched_and_a_stalled_reader_is_cut() -> 
     loop = asyncio.get_running_loop()
     sink, client = await pair(window=4096)
     assert sink.transport is not None
-    busy = True
-    dog = SendWatchdog(loop, sink.transport, lambda: 0.2, lambda: busy)
+    dog = SendWatchdog(loop, sink.transport, lambda: 0.2, lambda: True)  # an answer under way
     dog.watch()
     await asyncio.sleep(0.35)                # nothing pending yet, but an answer is under way
     assert dog.watching
-    sink.transport.write(b"x" * 4 * 1024 * 1024)  # more than the socket pair holds
+    sink.transport.write(b"x" * 4 * 1024 * 1024)  # more than the connection holds
     await asyncio.wait_for(sink.lost, 3)     # the reader never reads: cut off
     assert sink.transport.is_closing()
-    busy = False
     client.close()
 
 

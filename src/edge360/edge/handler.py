@@ -78,7 +78,7 @@ class Edge:
             peer = is_peer(request, node)
             t = self._target(request, peer)
             check_token(request, node, t.path)
-            child = is_child_cache(request, node, peer=peer)
+            child = peer or is_child_cache(request, node)
             viewer = None if child else identify(request, node, opens=t.kind == "playlist")
             if viewer is not None and t.kind == "playlist":  # admission (docs/OVERLOAD.md)
                 held = admission.gate(request, node, viewer, t.title)

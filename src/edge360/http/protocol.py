@@ -252,11 +252,12 @@ class Connection(asyncio.Protocol):
             transport.write(head + body if body and not head_only
                             and response.status not in (204, 304) else head)
             sent = 0 if head_only or body is None or response.status in (204, 304) else len(body)
-            if self._watchdog is not None and (sent >= WATCHED or
-                                               transport.get_write_buffer_size()):
-                # output that may still be waiting for the reader (a TLS transport buffers
-                # below its high-water mark); a small answer's bytes are the keep-alive
-                # timeout's business once they are in the kernel
+            if self._watchdog is not None and (
+                    sent >= WATCHED or (self._tls and transport.get_write_buffer_size())):
+                # output that may still be waiting for the reader: a big answer, or what a TLS
+                # transport buffers below its high-water mark (a plain one pauses, and so
+                # watches, at its first buffered byte); a small answer's bytes are the
+                # keep-alive timeout's business once they are in the kernel
                 self._watchdog.watch()
             response.released()
             self._finish(request, response, len(head) + sent, sent, close)

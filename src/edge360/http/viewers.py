@@ -52,11 +52,10 @@ def is_peer(request: Request, node: NodeState) -> bool:
     return hmac.compare_digest(header[7:].strip().encode(), secret.encode())
 
 
-def is_child_cache(request: Request, node: NodeState, *, peer: bool | None = None) -> bool:
+def is_child_cache(request: Request, node: NodeState) -> bool:
     """A request from a downstream edge360 (peer token proven, or CDN-Loop naming edge360 when no
-    peer token is configured): it opens no viewer session and gets playlists unrewritten.
-    `peer`: is_peer's answer for the request, when the caller has it already."""
-    if is_peer(request, node) if peer is None else peer:
+    peer token is configured): it opens no viewer session and gets playlists unrewritten."""
+    if is_peer(request, node):
         return True
     return not node.config.peer.token and "edge360" in request.fields.get("cdn-loop", "")
 

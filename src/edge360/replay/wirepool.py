@@ -186,7 +186,7 @@ class Conn(asyncio.Protocol):
 
     def _answer(self, ex: Exchange) -> None:
         if not ex.future.done():
-            body = (b"".join(self.parts) if self.parts else b"") if ex.keep_body else None
+            body = b"".join(self.parts or ()) if ex.keep_body else None
             ex.future.set_result(Answer(self.status, self.headers, body, self.size))
 
     def _complete(self) -> None:

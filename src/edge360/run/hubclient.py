@@ -74,7 +74,9 @@ class HubClient:
             self._flusher = asyncio.get_running_loop().call_later(BATCH_SECONDS, self.flush)
         return False
 
-    def flush(self, kind: str = "touch", **extra: Any) -> None:
+    def flush(self, kind: str = "touch", *, counters: bool = False, **extra: Any) -> None:
+        """Send the batch; the counters go with it when asked for, when due (`_sync`) and with
+        every question (any `kind` but a touch)."""
         if self._flusher is not None:
             self._flusher.cancel()
             self._flusher = None
@@ -82,7 +84,7 @@ class HubClient:
             self._batch = []  # not connected (shutting down): nothing to count them into
             return
         msg: dict[str, Any] = {"t": kind, "b": self._batch, **extra}
-        if self._report_counters or kind != "touch":
+        if counters or self._report_counters or kind != "touch":
             msg["c"] = counters_to_dict(self.counters)
             self._report_counters = False
         self._batch = []
@@ -137,16 +139,14 @@ class HubClient:
                     if op == "flush":
                         # the batch and the counters go out before the reply, in order: a
                         # snapshot is exact to the last request
-                        self._report_counters = True
-                        self.flush()
+                        self.flush(counters=True)
                     write_frame(self._writer, {"t": "reply", "id": msg["id"], "r": result})
 
     async def close(self) -> None:
         if self._syncer is not None:
             self._syncer.cancel()
             self._syncer = None
-        self._report_counters = True
-        self.flush()
+        self.flush(counters=True)
         if self._writer is not None:
             with contextlib.suppress(Exception):
                 await self._writer.drain()
