@@ -14,6 +14,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip >/dev/null
 .venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# the hot modules compiled with mypyc (docs/ARCHITECTURE.md, "Compiled modules"); nothing is
+# rebuilt while the sources match the last build
+.venv/bin/python scripts/build_native.py
 
 if [ ! -d node_modules/hls.js ] || [ package.json -nt node_modules/.package-lock.json ]; then
   npm install --no-audit --no-fund --loglevel=error >/dev/null

@@ -138,7 +138,7 @@ class MemoryCache:
 
     # -- changes ----------------------------------------------------------------------------
 
-    def put(self, key: str, meta: bytes, body: bytes) -> list[str]:
+    def put(self, key: str, meta: bytes, body: bytes | bytearray | memoryview) -> list[str]:
         """Store (or replace) key; returns the keys evicted to make room, never `key` itself.
 
         An object that cannot fit the whole budget is not stored (an old version under the

@@ -36,6 +36,7 @@ from edge360.config.values import (
     workers,
 )
 from edge360.core.errors import ConfigError
+from edge360.native import SWITCH as NATIVE_SWITCH
 
 
 def _f(default: Any, parser: Parser, doc: str, *, secret: bool = False) -> Any:
@@ -247,8 +248,8 @@ def load(
                     raise ConfigError(f"{section}.{key}", "secrets come only from the environment")
                 _apply(raw, section, key, value)
     for name, value in sorted((env if env is not None else os.environ).items()):
-        if not name.startswith("EDGE360_"):
-            continue
+        if not name.startswith("EDGE360_") or name == NATIVE_SWITCH:
+            continue  # (the switch chooses the code that runs, not a setting: edge360.native)
         rest = name[len("EDGE360_"):].lower()
         section, _, key = rest.partition("_")
         if section not in SECTIONS or key not in _fields(section):

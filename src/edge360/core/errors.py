@@ -85,6 +85,11 @@ class LoopDetected(Edge360Error):
     default_reason = "loop detected"
 
 
+class PayloadTooLarge(Edge360Error):
+    status = 413
+    default_reason = "payload too large"
+
+
 class HeadersTooLarge(Edge360Error):
     status = 431
     default_reason = "request header fields too large"

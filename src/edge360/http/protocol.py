@@ -108,7 +108,8 @@ class Connection(asyncio.Protocol):
             self._resume = self._loop.create_future()
             await self._resume
 
-    drained = writable  # the buffer limits are 0: paused means "not empty yet"
+    def drained(self) -> Awaitable[None]:
+        return self.writable()  # the buffer limits are 0: paused means "not empty yet"
 
     # -- asyncio.Protocol
 

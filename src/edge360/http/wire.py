@@ -17,18 +17,13 @@ from urllib.parse import parse_qsl
 
 import httptools
 
-from edge360.core.errors import BadRequest, Edge360Error, HeadersTooLarge
+from edge360.core.errors import BadRequest, Edge360Error, HeadersTooLarge, PayloadTooLarge
 from edge360.core.kinds import kind_of
 
 #: fields a request may carry only once (RFC 9112 §3.2, §6.3): a repeat is refused
 _SINGLE: Final = frozenset({"host", "content-length"})
 #: request bodies are small here (admin JSON, passed API calls); more is refused with 413
 MAX_BODY: Final = 1024 * 1024
-
-
-class PayloadTooLarge(Edge360Error):
-    status = 413
-    default_reason = "payload too large"
 
 
 class Request:

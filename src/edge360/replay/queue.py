@@ -63,7 +63,8 @@ async def admitted_master(self: VirtualPlayer) -> tuple[str, str] | None:
     """The master playlist and the URL that got it, once the target admits the viewer: a
     503 with Retry-After is a place in its queue (replay/queue.py), waited out while the
     viewer's watch time lasts, which starts again from its admission."""
-    url, since = self.cfg.master_url, None
+    url = self.cfg.master_url
+    since: float | None = None
     for _ in range(MAX_TRIES):
         self.refusal = None
         body = await self._fetch(url, text=True, queue=True)
@@ -75,7 +76,8 @@ async def admitted_master(self: VirtualPlayer) -> tuple[str, str] | None:
                 self.stats.queue_wait.add(waited)
                 self.stats.queue_wait_max = max(self.stats.queue_wait_max, waited)
             return body, url
-        place = None if self.refusal is None else queued(self.refusal, url)
+        place: Queued | None = (
+            None if self.refusal is None else queued(self.refusal, url))
         if place is None:
             if self.refusal is not None:
                 self.stats.error("http_503")

@@ -26,6 +26,7 @@ from edge360.config.schema import Config
 from edge360.core.errors import ConfigError
 from edge360.http.guard import ConnectionGuard
 from edge360.http.listener import Listener
+from edge360.native import STATE as NATIVE
 from edge360.node.counters import Counters, TrackerView
 from edge360.node.state import NodeState
 from edge360.run import ports
@@ -158,6 +159,9 @@ async def serve(config: Config, *, worker: tuple[int, str] | None = None,
     loop.add_signal_handler(signal.SIGINT, stop.set)
     loop.add_signal_handler(signal.SIGHUP, on_hup)
     demo = app.serves_demo()
+    if worker is None or worker[0] == 0:
+        log.log(logging.WARNING if NATIVE.unusable else logging.INFO, "code: %s",
+                NATIVE.describe())
     if hub is not None:
         hub.ready(listener.port, demo)
     else:

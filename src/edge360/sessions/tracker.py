@@ -346,7 +346,7 @@ class SessionTracker:
         }
 
     @classmethod
-    def restore(cls, d: dict[str, Any], now: float, *, idle_timeout: float, peak_window: float,
+    def restore(cls, d: Any, now: float, *, idle_timeout: float, peak_window: float,
                 max_active: int, max_labels: int = 4096,
                 time_scale: float = 1.0) -> SessionTracker:
         """A tracker from `snapshot` output (this version or the first, whose sessions had no
