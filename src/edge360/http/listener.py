@@ -13,7 +13,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from edge360.http.guard import ConnectionGuard
 from edge360.http.protocol import Connection, Handler
@@ -57,7 +57,9 @@ class Listener:
     # -- connections
 
     def _connection(self) -> asyncio.Protocol:
-        return Connection(self.handler, self.guard, self, tls=self.ssl_context is not None)
+        # a Connection is an asyncio.Protocol by its methods, not by its base (http.protocol)
+        return cast(asyncio.Protocol,
+                    Connection(self.handler, self.guard, self, tls=self.ssl_context is not None))
 
     def protocol(self) -> asyncio.Protocol:
         """A new connection's protocol (the PROXY gate first when configured)."""

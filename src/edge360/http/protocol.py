@@ -66,8 +66,11 @@ class Live(Protocol):
     def discard(self, conn: Connection) -> None: ...
 
 
-class Connection(asyncio.Protocol):
-    """One client connection (see the module docstring)."""
+class Connection:
+    """One client connection (see the module docstring). It has every method of asyncio.Protocol
+    without inheriting the class: a class with a Python base is compiled as an ordinary Python
+    class, one without is a native one whose attributes are slots read by offset
+    (docs/ARCHITECTURE.md, "Compiled modules")."""
 
     def __init__(self, handler: Handler, guard: ConnectionGuard, live: Live, *,
                  tls: bool = False) -> None:

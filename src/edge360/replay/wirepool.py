@@ -63,9 +63,10 @@ class Owner(Protocol):
         """`pool` has nothing in flight or waiting (a line's pool then needs no sweeping)."""
 
 
-class Conn(asyncio.Protocol):
+class Conn:
     """One keep-alive connection (one per viewer: slots keep it small and its per-answer resets
-    cheap); the httptools parser calls its on_* methods."""
+    cheap); the httptools parser calls its on_* methods. An asyncio.Protocol by its methods,
+    not by its base, so that it compiles to a native class (as http.protocol.Connection)."""
 
     __slots__ = ("connect_deadline", "done", "ex", "got", "head_done", "headers", "idle_since",
                  "keep", "lost", "parser", "parts", "pool", "served", "size", "stage", "status",
@@ -129,6 +130,12 @@ class Conn(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         self.pool.forget_idle(self)      # half-closed: not to be picked before connection_lost
         return None
+
+    def pause_writing(self) -> None:
+        """A request is one small write: nothing to hold back."""
+
+    def resume_writing(self) -> None:
+        """(see pause_writing)"""
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
@@ -265,11 +272,13 @@ class Pool:
                 sock = await self._bound(loop, self.local, conn)
                 conn.stage = "making the transport"
                 made, _ = await loop.create_connection(
-                    lambda: conn, sock=sock, ssl=self.tls, server_hostname=tls_name)
+                    lambda: cast(asyncio.Protocol, conn), sock=sock, ssl=self.tls,
+                    server_hostname=tls_name)
             else:
                 conn.stage = "in create_connection()"
                 made, _ = await loop.create_connection(
-                    lambda: conn, self.host, self.port, ssl=self.tls, server_hostname=tls_name)
+                    lambda: cast(asyncio.Protocol, conn), self.host, self.port, ssl=self.tls,
+                    server_hostname=tls_name)
             # uvloop may call connection_made only after this returns: take the transport here
             conn.transport = made
         except asyncio.CancelledError:
