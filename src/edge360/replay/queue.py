@@ -59,6 +59,13 @@ def queued(answer: Answer, url: str) -> Queued | None:
     return Queued(wait, retry, position)
 
 
+def refusal_of(player: VirtualPlayer) -> Answer | None:
+    """The answer the player's last fetch was refused with. Read through a call: after
+    `player.refusal = None`, mypy takes the attribute to stay None across the fetch that sets
+    it, and compiled code enforces what mypy infers (docs/ARCHITECTURE.md, "Compiled modules")."""
+    return player.refusal
+
+
 async def admitted_master(self: VirtualPlayer) -> tuple[str, str] | None:
     """The master playlist and the URL that got it, once the target admits the viewer: a
     503 with Retry-After is a place in its queue (replay/queue.py), waited out while the
@@ -76,10 +83,10 @@ async def admitted_master(self: VirtualPlayer) -> tuple[str, str] | None:
                 self.stats.queue_wait.add(waited)
                 self.stats.queue_wait_max = max(self.stats.queue_wait_max, waited)
             return body, url
-        place: Queued | None = (
-            None if self.refusal is None else queued(self.refusal, url))
+        refusal = refusal_of(self)
+        place = None if refusal is None else queued(refusal, url)
         if place is None:
-            if self.refusal is not None:
+            if refusal is not None:
                 self.stats.error("http_503")
             return None
         self.stats.refusals += 1
