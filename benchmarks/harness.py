@@ -283,6 +283,16 @@ def run_wrk(url: str, *, pid: int, connections: int, duration: float, pin: Pinni
 # the machine
 
 
+def edge360_code() -> str:
+    """Which code the edge360 servers started here run: the compiled modules or the sources
+    (edge360.native), asked of an interpreter with the environment start_edge360 gives them."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")}
+    out = subprocess.run([sys.executable, "-c", "import edge360.native as n, edge360; "
+                          "print(n.STATE.describe())"], cwd=REPO, env=env, capture_output=True,
+                         text=True, timeout=60)
+    return out.stdout.strip() or f"unknown: {out.stderr.strip()[-200:]}"
+
+
 def machine(nginx: str | None) -> dict[str, Any]:
     """What the numbers were measured on, recorded beside them."""
     model = ""
@@ -303,6 +313,7 @@ def machine(nginx: str | None) -> dict[str, Any]:
         out = subprocess.run([openssl, "version"], capture_output=True, text=True, timeout=10)
         openssl_version = out.stdout.strip()
     return {
+        "edge360_code": edge360_code(),
         "cpu_model": model or platform.processor(),
         "cores": os.cpu_count(),
         "kernel": platform.release(),

@@ -113,6 +113,7 @@ def _render_one(name: str, doc: dict[str, Any]) -> list[str]:
         f"{m.get('kernel', '?')}, Python {m.get('python', '?')}, {m.get('nginx', 'nginx ?')}, "
         f"{m.get('wrk', 'wrk ?')}; load average {m.get('loadavg_before', '?')} before, "
         f"{m.get('loadavg_after', '?')} after  ",
+        *([f"edge360 code: {m['edge360_code']}  "] if m.get("edge360_code") else []),
         f"Pinning: {doc.get('pinning', '?')}  ",
         f"Rounds: {s.get('rounds', '?')}, wrk runs of {s.get('duration_s', '?')} s, edge360 and "
         f"nginx interleaved; figures are medians over the rounds.",
