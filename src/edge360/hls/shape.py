@@ -93,7 +93,7 @@ def projected(active: Iterable[tuple[tuple[str, str], int]],
     return float(sum(n * bandwidths.get(label, 0) for label, n in active))
 
 
-def cap(rungs: Iterable[int], projected_bps: float, limit: int) -> int | None:
+def cap(rungs: Iterable[int], projected_bps: float, limit: float) -> int | None:
     """The highest BANDWIDTH a new viewer may get, or None when the node is not shaping: below
     SHAPE_AT of `limit` (or with no limit). The highest rung that fits in what is left of the
     budget; when none fits, the lowest."""
