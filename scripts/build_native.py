@@ -3,8 +3,8 @@
     .venv/bin/python scripts/build_native.py [--root DIR] [--clean] [--opt-level N]
 
 The modules below are the ones every request passes through: the content plane's protocol and
-request reader, the edge's hit path, the sessions, the counters, and the replayer's virtual
-players and their HTTP client. They are compiled as they are written (they pass mypy --strict);
+request reader, the edge's hit path and the origin's answers, playlists rendered per viewer, the
+sessions, the counters, and the replayer's virtual players and their HTTP client. They are compiled as they are written (they pass mypy --strict);
 the rest of the package stays interpreted, and a compiled module imports an interpreted one as
 any module does. The build writes `edge360/native.json` (each module with the SHA-256 of the
 source it was built from); `edge360.native` uses the compiled modules only while every source
