@@ -4,11 +4,12 @@
 
 The modules below are the ones every request passes through: the content plane's protocol and
 request reader, the edge's hit path and the origin's answers, playlists rendered per viewer, the
-sessions, the counters, and the replayer's virtual players and their HTTP client. They are compiled as they are written (they pass mypy --strict);
-the rest of the package stays interpreted, and a compiled module imports an interpreted one as
-any module does. The build writes `edge360/native.json` (each module with the SHA-256 of the
-source it was built from); `edge360.native` uses the compiled modules only while every source
-still matches it, so an edit never runs stale code, it runs from source until the next build.
+sessions, the counters, and the replayer's virtual players and their HTTP client. They are compiled
+as they are written (they pass mypy --strict); the rest of the package stays interpreted, and a
+compiled module imports an interpreted one as any module does. The build writes
+`edge360/native.json` (each module with the SHA-256 of the source it was built from);
+`edge360.native` uses the compiled modules only while every source still matches it, so an edit
+never runs stale code, it runs from source until the next build.
 
 Nothing is rebuilt when the manifest already matches. Without a C compiler or mypyc the build
 fails with one line: exit 1 when CI=true (CI must test what ships), else exit 0 and edge360 runs
