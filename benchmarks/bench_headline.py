@@ -2,19 +2,20 @@
 virtual viewer on its own connection, ramped until it breaks.
 
 An edge360 origin and ONE edge360 node (`serve --role edge --workers E`,
-sessions.idle_timeout 30 s, sessions.per_ip_per_minute = 0, limits.max_connections = 70,000)
-serve a title of tiny 6 s segments (three renditions, each a 2-minute ladder of a few hundred
-bytes per segment, replayed with `--loop` so a viewer part-way through the two-hour film keeps
-requesting and leaves after the model's watch time, anywhere in the title). `edge360 replay`
-replays the window around the day's peak (from 9.7 h after release, as long as the step and at
-least 0.1 h, so the peak at 9.78 h is inside) at speed 1
-with `--scale = viewers / 60,000`: hls.js buffering (the default profile), one keep-alive
-connection per viewer, `--workers R` processes and `--source-addresses S` so that no process
-holds more than ~17,000 descriptors (the limit here is 20,000) and no source address more than
-~12,000 connections: connect() finds a port quickly only in its half of the ~28,000 ephemeral
-ports (edge360.replay.limits), and past it each connect costs the replayer's loop up to a
-millisecond or more. The edge gets one worker per ~15,000 connections for the descriptors.
-The viewers already watching when the window opens join over `--ramp` seconds.
+sessions.idle_timeout 30 s, sessions.per_ip_per_minute = 0, limits.max_connections = 70,000) serve
+a title of tiny 6 s segments (three renditions, each a 2-minute ladder of a few hundred bytes per
+segment, replayed with `--loop` so a viewer part-way through the two-hour film keeps requesting and
+leaves after the model's watch time, anywhere in the title). `edge360 replay` replays the window
+around the day's peak (from 9.7 h after release, as long as the step and at least 0.1 h, so the
+peak at 9.78 h is inside) at speed 1 with `--scale = viewers / 60,000` (above 60,000, the day's
+peak, `--scale 1` with `--peak` and `--views` raised together: a bigger day of the same shape):
+hls.js buffering (the default profile), one keep-alive connection per viewer, `--workers R`
+processes and `--source-addresses S` so that no process holds more than ~17,000 descriptors (the
+limit here is 20,000) and no source address more than ~12,000 connections: connect() finds a port
+quickly only in its half of the ~28,000 ephemeral ports (edge360.replay.limits), and past it each
+connect costs the replayer's loop up to a millisecond or more. The edge gets one worker per ~15,000
+connections for the descriptors. The viewers already watching when the window opens join over
+`--ramp` seconds.
 
 Pinning on 2 cores: the edge node (and the origin, which only sees the first misses) on core 0,
 the replayer on core 1, so each side's CPU share is one core's and the limit is named by which
@@ -75,6 +76,8 @@ def window_for(seconds: float) -> str:
     window's end."""
     return f"{WINDOW_START:g}-{WINDOW_START + max(0.1, seconds / 3600):.4g}"
 FULL_PEAK = 60_000
+#: the first day's views (edge360 replay's default --views)
+FULL_VIEWS = 1_000_000
 MAX_STEP_S = 1200.0
 DEFAULT_STEP_S = 300.0
 DEFAULT_RAMP_S = 60.0
@@ -352,8 +355,12 @@ def run_step(viewers: int, seconds: float, ramp: float, edge: harness.Server,
     scale = viewers / FULL_PEAK
     port = int(edge.base.rsplit(":", 1)[1])
     edge_base = sum(_rss(p) for p in tree(edge.pid))
+    # --scale stops at the whole day: a step above its peak replays a bigger day of the same
+    # shape (the peak and the views raised together), so the model still has `viewers` at peak
+    model = (["--scale", f"{scale:.6f}"] if viewers <= FULL_PEAK else
+             ["--scale", "1", "--peak", str(viewers), "--views", f"{FULL_VIEWS * scale:.0f}"])
     cmd = [*core, sys.executable, "-m", "edge360", "replay",
-           "--target", f"{edge.base}/{TITLE}/master.m3u8", "--scale", f"{scale:.6f}",
+           "--target", f"{edge.base}/{TITLE}/master.m3u8", *model,
            "--window", window_for(seconds), "--speed", "1", "--loop", "--duration",
            f"{seconds:g}",
            "--ramp", f"{ramp:g}", "--workers", str(plan["replayer_workers"]),
