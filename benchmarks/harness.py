@@ -287,7 +287,7 @@ def edge360_code() -> str:
     """Which code the edge360 servers started here run: the compiled modules or the sources
     (edge360.native), asked of an interpreter with the environment start_edge360 gives them."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("EDGE360_")}
-    out = subprocess.run([sys.executable, "-c", "import edge360.native as n, edge360; "
+    out = subprocess.run([sys.executable, "-c", "import edge360.native as n; "
                           "print(n.STATE.describe())"], cwd=REPO, env=env, capture_output=True,
                          text=True, timeout=60)
     return out.stdout.strip() or f"unknown: {out.stderr.strip()[-200:]}"

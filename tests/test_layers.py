@@ -81,7 +81,7 @@ def test_every_module_lives_in_a_layer() -> None:
 
 def test_each_folder_imports_only_lower_layers() -> None:
     for name, imps in modules().items():
-        if name in ("__init__", "__main__", "native"):
+        if name in ("__init__", "__main__"):
             continue
         for dep in internal(imps):
             assert layer_of(dep) <= layer_of(name), f"{name} imports {dep}, a higher layer"

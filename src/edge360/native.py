@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.abc
-import importlib.machinery
 import importlib.util
 import json
 import os
@@ -90,11 +89,9 @@ class FromSource(importlib.abc.MetaPathFinder):
             base = Path(entry) / leaf
             if (base / "__init__.py").exists():
                 return None  # a subpackage: the normal finders, then this one for its modules
-            if base.with_suffix(".py").exists():
-                loader = importlib.machinery.SourceFileLoader(fullname,
-                                                              str(base.with_suffix(".py")))
-                return importlib.util.spec_from_file_location(fullname, loader.path,
-                                                              loader=loader)
+            source = base.with_suffix(".py")
+            if source.exists():  # (a .py location gets the source loader, never an extension)
+                return importlib.util.spec_from_file_location(fullname, source)
         return None
 
 
@@ -104,7 +101,8 @@ def guard(package: str, package_dir: Path, state: NativeState = STATE) -> Native
     manifest = package_dir / MANIFEST
     modules: dict[str, str] = {}
     reason: str | None
-    if os.environ.get(SWITCH, "1") == "0":
+    unusable = False  # a build exists, but may not run
+    if os.environ.get(SWITCH) == "0":
         reason = f"{SWITCH}=0"
     elif not manifest.exists():
         reason = "not built (scripts/build_native.py)"
@@ -118,11 +116,12 @@ def guard(package: str, package_dir: Path, state: NativeState = STATE) -> Native
             reason = f"unreadable {MANIFEST}: {e}"
         if reason is None:
             reason = stale(package_dir, package, modules)
+        unusable = reason is not None
+    state.unusable = unusable
     if reason is None:
-        state.compiled, state.reason, state.unusable = tuple(sorted(modules)), "", False
+        state.compiled, state.reason = tuple(sorted(modules)), ""
         return state
     state.compiled, state.reason = (), reason
-    state.unusable = manifest.exists() and os.environ.get(SWITCH, "1") != "0"
     if not any(isinstance(f, FromSource) and f.package == package for f in sys.meta_path):
         sys.meta_path.insert(0, FromSource(package))
     return state
