@@ -25,6 +25,7 @@ from tests.fixtures.servers import make_config, running_node
 from tests.fixtures.titles import publish
 
 from edge360.http.guard import ConnectionGuard
+from edge360.http.outbox import Outbox
 from edge360.http.protocol import Connection
 from edge360.run.app import App
 
@@ -117,7 +118,8 @@ async def measure(role: str, requests: int, profile: bool, path: str, extra: str
         await app.start()
     dispatcher = app.dispatcher
     assert dispatcher is not None
-    conn = Connection(dispatcher, ConnectionGuard(app.node.config, app.node.counters), Live())
+    conn = Connection(dispatcher, ConnectionGuard(app.node.config, app.node.counters), Live(),
+                      Outbox(asyncio.get_running_loop()))
     transport = FakeTransport()
     conn.connection_made(transport)  # type: ignore[arg-type]
     # the media playlist first, as a player does: the node then knows the segment (its

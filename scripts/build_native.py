@@ -43,7 +43,7 @@ NATIVE = (
     "cache/memory.py",
     "hls/personalize.py", "hls/rewrite.py", "hls/shape.py", "hls/steer.py",
     "http/admission.py", "http/dispatch.py", "http/guard.py", "http/masters.py",
-    "http/protocol.py", "http/represent.py",
+    "http/outbox.py", "http/protocol.py", "http/represent.py",
     "http/response.py", "http/timers.py", "http/viewers.py", "http/wire.py",
     "edge/accounting.py", "edge/handler.py", "edge/hits.py", "edge/objects.py",
     "edge/playlists.py", "edge/prefetch.py", "edge/stored.py", "edge/viewerplaylist.py",

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from edge360.http.guard import ConnectionGuard
+from edge360.http.outbox import Outbox
 from edge360.http.protocol import Connection, Handler
 from edge360.security.clientaddr import TrustedProxies
 from edge360.security.proxyproto import ProxyGate, ProxyStats
@@ -40,6 +41,7 @@ class Listener:
         self._live: set[Connection] = set()  # bounded by limits.max_connections
         self._empty: asyncio.Event | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._outbox: Outbox | None = None  # made in the loop, by the first connection
 
     # -- the live set (http.protocol.Live)
 
@@ -57,9 +59,11 @@ class Listener:
     # -- connections
 
     def _connection(self) -> asyncio.Protocol:
+        if self._outbox is None:
+            self._outbox = Outbox(asyncio.get_running_loop())
         # a Connection is an asyncio.Protocol by its methods, not by its base (http.protocol)
-        return cast(asyncio.Protocol,
-                    Connection(self.handler, self.guard, self, tls=self.ssl_context is not None))
+        return cast(asyncio.Protocol, Connection(self.handler, self.guard, self, self._outbox,
+                                                 tls=self.ssl_context is not None))
 
     def protocol(self) -> asyncio.Protocol:
         """A new connection's protocol (the PROXY gate first when configured)."""

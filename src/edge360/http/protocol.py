@@ -24,6 +24,7 @@ from typing import Final, Protocol, cast
 
 from edge360.core.errors import Edge360Error
 from edge360.http.guard import ConnectionGuard
+from edge360.http.outbox import Outbox
 from edge360.http.response import Response, head_bytes
 from edge360.http.send import (
     CHUNK,
@@ -41,8 +42,7 @@ log = logging.getLogger("edge360")
 MAX_BACKLOG: Final = 256 * 1024
 #: bytes a TLS connection buffers before its writer waits
 TLS_HIGH_WATER: Final = 256 * 1024
-#: an answer written at once of at least this many body bytes is watched by the send watchdog
-#: until the kernel has sent it (a smaller one only if the transport had to buffer it)
+#: an answer of at least this many body bytes is written at once, and watched until it is sent
 WATCHED: Final = 64 * 1024
 #: seconds a refused connection keeps reading (and dropping) before it closes
 LINGER: Final = 2.0
@@ -68,15 +68,17 @@ class Live(Protocol):
 
 class Connection:
     """One client connection (see the module docstring). It has every method of asyncio.Protocol
-    without inheriting the class: a class with a Python base is compiled as an ordinary Python
-    class, one without is a native one whose attributes are slots read by offset
-    (docs/ARCHITECTURE.md, "Compiled modules")."""
+    without inheriting it: with a Python base it would compile as an ordinary Python class, its
+    attributes read from a dict (docs/ARCHITECTURE.md, "Compiled modules")."""
 
-    def __init__(self, handler: Handler, guard: ConnectionGuard, live: Live, *,
-                 tls: bool = False) -> None:
+    def __init__(self, handler: Handler, guard: ConnectionGuard, live: Live, outbox: Outbox,
+                 *, tls: bool = False) -> None:
         self._handler = handler
         self._guard = guard
         self._live = live
+        self._outbox = outbox
+        #: a small answer's bytes, written at the end of the loop's turn (http.outbox)
+        self._queued: bytes | bytearray | None = None
         self._tls = tls
         self._transport: asyncio.Transport | None = None
         self._sock: socket.socket | None = None
@@ -155,10 +157,9 @@ class Connection:
 
     def eof_received(self) -> bool:
         self._eof = True
-        if (not self._busy or self._lingering) and self._transport is not None:
-            self._transport.close()
-        # keep a plain transport open: an answer may still be on its way out (TLS cannot
-        # half-close, and says so if asked)
+        if not self._busy or self._lingering:
+            self._close()
+        # a plain transport stays open for an answer on its way out (TLS cannot half-close)
         return not self._tls
 
     def pause_writing(self) -> None:
@@ -176,6 +177,7 @@ class Connection:
         if transport is None:
             return
         self._transport = None
+        self._queued = None
         self._deadline.cancel()
         if self._watchdog is not None:
             self._watchdog.cancel()
@@ -226,7 +228,7 @@ class Connection:
                 self._deadline.arm_at(self._head_began + self._guard.header_timeout)
                 return
             if self._closing or self._eof:
-                self._transport.close()
+                self._close()
             else:
                 self._deadline.arm(self._guard.keepalive_timeout)
 
@@ -253,16 +255,14 @@ class Connection:
         if head_only or response.status in (204, 304) or (
                 response.parts is None and response.stream is None
                 and (body is None or len(body) <= CHUNK)):
-            transport.write(head + body if body and not head_only
-                            and response.status not in (204, 304) else head)
             sent = 0 if head_only or body is None or response.status in (204, 304) else len(body)
-            if self._watchdog is not None and (
-                    sent >= WATCHED or (self._tls and transport.get_write_buffer_size())):
-                # output that may still be waiting for the reader: a big answer, or what a TLS
-                # transport buffers below its high-water mark (a plain one pauses, and so
-                # watches, at its first buffered byte); a small answer's bytes are the
-                # keep-alive timeout's business once they are in the kernel
-                self._watchdog.watch()
+            data = head + body if sent and body is not None else head
+            if sent < WATCHED:
+                self._later(data)
+            else:  # a big answer may wait for the reader: the watchdog looks after it
+                self._write(data)
+                if self._watchdog is not None:
+                    self._watchdog.watch()
             response.released()
             self._finish(request, response, len(head) + sent, sent, close)
             return
@@ -270,11 +270,9 @@ class Connection:
 
     async def _send(self, request: Request | None, response: Response, head: bytes,
                     close: bool) -> None:
-        transport = self._transport
-        assert transport is not None
         if self._watchdog is not None:
             self._watchdog.watch()
-        transport.write(head)
+        self._write(head)
         try:
             if response.stream is not None:
                 sent = await write_stream(self, response.stream, response.length)
@@ -326,10 +324,47 @@ class Connection:
             # the write side ends, what still arrives is dropped, and the close follows
             # (RFC 9112 §9.6, a "lingering close")
             self._lingering = True
+            self.flush()
             transport.write_eof()
             self._deadline.arm(LINGER)
             return
-        transport.close()
+        self._close()
+
+    # -- writing (every write and close goes through these, so queued bytes stay first)
+
+    def _later(self, data: bytes) -> None:
+        """Queue a small answer for the end of the loop's turn (http.outbox)."""
+        queued = self._queued
+        if queued is None:
+            self._queued = data
+            self._outbox.add(self)
+            return
+        if not isinstance(queued, bytearray):  # pipelined answers of one turn: one write
+            queued = self._queued = bytearray(queued)
+        queued += data  # in place: many answers queued in one turn never cost n² copies
+
+    def flush(self) -> None:
+        """Write the queued bytes now: at the end of the turn, or before anything else."""
+        data, transport = self._queued, self._transport
+        self._queued = None
+        if data is None or transport is None:
+            return
+        transport.write(data)
+        if self._tls and self._watchdog is not None and transport.get_write_buffer_size():
+            # TLS buffers below its high-water mark (a plain transport pauses, so watches)
+            self._watchdog.watch()
+
+    def _write(self, data: bytes) -> None:
+        """Write `data` now, after what is queued."""
+        self.flush()
+        if self._transport is not None:
+            self._transport.write(data)
+
+    def _close(self) -> None:
+        """Close once the queued bytes are written (the transport sends what it buffered)."""
+        if self._transport is not None:
+            self.flush()
+            self._transport.close()
 
     def _resumed(self) -> None:
         """An answer written by a task completed: read what waited, answer what is queued."""
@@ -347,21 +382,18 @@ class Connection:
     # -- time and drain
 
     def _timed_out(self) -> None:
-        # a head that did not end in time, a keep-alive connection idle too long, or the end
-        # of a lingering close
-        if self._transport is not None and not self._busy:
-            self._transport.close()
+        # a head not ended in time, a keep-alive connection idle too long, a lingering close
+        if not self._busy:
+            self._close()
 
     def drain(self) -> None:
         """The listener closed: close now when idle, else after the answer in progress. A
-        connection accepted just before the listener closed is not idle until its first head
-        came (or its head timeout): a drain or a takeover never closes a new connection without
-        an answer."""
+        connection accepted just before is not idle until its first head came (or its head
+        timeout): a drain or a takeover never closes a new connection without an answer."""
         self._closing = True
         reader = self._reader
-        if (self._transport is not None and not self._busy and self._heard
-                and (reader is None or not reader.mid_message)):
-            self._transport.close()
+        if not self._busy and self._heard and (reader is None or not reader.mid_message):
+            self._close()
 
     def abort(self) -> None:
         if self._transport is not None:
