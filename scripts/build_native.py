@@ -38,15 +38,16 @@ from edge360.native import MANIFEST, source_digest  # noqa: E402
 #: the compiled modules, as paths under the package (see the module docstring for the choice);
 #: docs/ARCHITECTURE.md ("Compiled modules") lists what code in them may not do
 NATIVE = (
-    "core/answer.py", "core/cachecontrol.py", "core/conditional.py", "core/lru.py",
-    "core/paths.py", "core/policy.py", "core/ranges.py", "core/steering.py",
+    "core/answer.py", "core/cachecontrol.py", "core/conditional.py", "core/kinds.py",
+    "core/lru.py", "core/paths.py", "core/policy.py", "core/ranges.py", "core/steering.py",
     "cache/memory.py",
     "hls/personalize.py", "hls/rewrite.py", "hls/shape.py", "hls/steer.py",
     "http/admission.py", "http/dispatch.py", "http/guard.py", "http/masters.py",
     "http/outbox.py", "http/protocol.py", "http/represent.py",
     "http/response.py", "http/timers.py", "http/viewers.py", "http/wire.py",
-    "edge/accounting.py", "edge/handler.py", "edge/hits.py", "edge/objects.py",
-    "edge/playlists.py", "edge/prefetch.py", "edge/stored.py", "edge/viewerplaylist.py",
+    "edge/accounting.py", "edge/handler.py", "edge/held.py", "edge/hits.py",
+    "edge/objects.py", "edge/playlists.py", "edge/prefetch.py", "edge/stored.py",
+    "edge/viewerplaylist.py",
     "origin/files.py", "origin/handler.py", "origin/role.py",
     "sessions/cmcd.py", "sessions/identity.py", "sessions/playout.py", "sessions/tracker.py",
     "sessions/viewer.py",

@@ -28,16 +28,15 @@ from edge360.core.kinds import OTHER
 from edge360.core.paths import CheckedPaths
 from edge360.edge.accounting import account
 from edge360.edge.coalescer import Flight, Head, Reader
-from edge360.edge.objects import Target, cache_key, range_offset
-from edge360.edge.serve import (
+from edge360.edge.held import (
     client_headers,
     from_file,
-    from_flight,
-    from_pieces,
+    from_held_pieces,
     from_whole,
     pieces_plan,
-    relay,
 )
+from edge360.edge.objects import Target, cache_key, range_offset
+from edge360.edge.serve import from_flight, from_pieces, relay
 from edge360.edge.state import EdgeState
 from edge360.edge.store import FILE_FROM
 from edge360.edge.stored import StoredObject
@@ -236,15 +235,15 @@ class Edge:
         held = [data for n in needed
                 if (data := state.store.piece_in_memory(t.key, obj, n)) is not None]
         if len(held) == len(needed):
-            return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), held,
-                               state.piece_source(t, obj, needed), result)
+            return from_held_pieces(p, obj, self._prepared(obj, result, child, age, meta),
+                                    held, result)
         # a range touching any uncached piece is a MISS (docs/HTTP.md, "X-Cache and Age")
         present = [state.store.has_piece(t.key, obj, n) for n in needed]
         if not obj.strong and not all(present):
             # never assembled from separate fetches: fetched whole again (a new version)
             return self._miss(request, t, None, child, viewer)
         result = result if all(present) else "MISS"
-        return from_pieces(p, obj, self._prepared(obj, result, child, age, meta), None,
+        return from_pieces(p, obj, self._prepared(obj, result, child, age, meta),
                            state.piece_source(t, obj, needed), result)
 
     def _prepared(self, obj: StoredObject, result: str, child: bool, age: int,

@@ -32,6 +32,13 @@ class Target:
     request_headers: dict[str, str]  # the client's, lower-cased (Vary, no-store, Authorization)
     cdn_loop: str | None
 
+    def __init__(self, key: str, path: str, upstream: str, kind: str, title: str,
+                 request_headers: dict[str, str], cdn_loop: str | None) -> None:
+        # written out, not generated: in a compiled module the dataclass-made __init__ would
+        # stay interpreted Python, on every content request (docs/ARCHITECTURE.md)
+        self.key, self.path, self.upstream, self.kind = key, path, upstream, kind
+        self.title, self.request_headers, self.cdn_loop = title, request_headers, cdn_loop
+
     @classmethod
     def of(cls, key: str, path: str, title: str, request_headers: dict[str, str] | None = None,
            cdn_loop: str | None = None, kind: str | None = None) -> Target:

@@ -15,12 +15,12 @@ from edge360.core.kinds import OTHER
 from edge360.core.storedfields import forwarded_request_fields
 from edge360.edge.coalescer import Coalescer
 from edge360.edge.fetch import Fetcher
+from edge360.edge.held import client_headers
 from edge360.edge.hits import HitCache
 from edge360.edge.objects import Target
 from edge360.edge.piecesource import PieceSource
 from edge360.edge.playlists import PlaylistIndex
 from edge360.edge.prefetch import Prefetcher
-from edge360.edge.serve import client_headers
 from edge360.edge.store import EdgeStore
 from edge360.edge.stored import StoredObject
 from edge360.edge.upstream import Upstream

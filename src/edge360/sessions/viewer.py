@@ -46,6 +46,15 @@ class Viewer:
     fresh: bool = False
     away: bool = False
 
+    def __init__(self, key: str, sid: str | None, token: str | None, address: str,
+                 minted: bool = False, cmcd: Playback | None = None) -> None:
+        # written out, not generated: in a compiled module the dataclass-made __init__ would
+        # stay interpreted Python, on every content request (docs/ARCHITECTURE.md)
+        self.key, self.sid, self.token, self.address = key, sid, token, address
+        self.minted, self.cmcd = minted, cmcd
+        self.ticket = self.pathway = None
+        self.fresh = self.away = False
+
     def params(self) -> str:
         """The query fragment appended to every URI of a playlist served to this viewer."""
         parts = []
