@@ -4,10 +4,10 @@ made.
 Why: on a busy node the client side of most connections is asleep in epoll when its answer is
 written, and a write that wakes a sleeping task on another core costs an inter-processor
 interrupt, which under a hypervisor is a VM exit. Profiled on the 2-core benchmark machine
-(docs/ARCHITECTURE.md, "Small answers are written at the end of the loop's turn"), waking the
-reader was 19 % of the edge's CPU on small hits: each answer, written as soon as it was made,
-found the reader asleep again. Written in one burst once every request of the turn was
-answered, the first write wakes the reader and the rest find it running.
+(docs/ARCHITECTURE.md, "One content plane"), waking the reader was 19 % of the edge's CPU on
+small hits: each answer, written as soon as it was made, found the reader asleep again. Written
+in one burst once every request of the turn was answered, the first write wakes the reader and
+the rest find it running.
 
 The outbox holds connections, not bytes: each connection keeps its own queued bytes and writes
 them, before anything else it writes or a close, so its output stays in order
