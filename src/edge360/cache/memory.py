@@ -26,16 +26,19 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from edge360.cache.memfd import fd_of
+
 #: bytes charged per entry on top of key, meta and body (see the module docstring)
 ENTRY_OVERHEAD = 256
 
 
 class Entry:
-    """One stored object: `meta` is the caller's opaque blob, `body` is held once as bytes."""
+    """One stored object: `meta` is the caller's opaque blob, `body` is held once, as bytes or
+    as a read-only view of a memfd mapping (cache.memfd)."""
 
     __slots__ = ("body", "meta", "size")
 
-    def __init__(self, meta: bytes, body: bytes, size: int) -> None:
+    def __init__(self, meta: bytes, body: bytes | memoryview, size: int) -> None:
         self.meta = meta
         self.body = body
         #: bytes charged against the budget for this entry
@@ -144,16 +147,19 @@ class MemoryCache:
         An object that cannot fit the whole budget is not stored (an old version under the
         same key is dropped, since it is stale) and nothing else is evicted.
         """
-        if type(body) is not bytes:  # hold one immutable copy that slices can share
-            body = bytes(body)
+        held: bytes | memoryview
+        if isinstance(body, memoryview) and fd_of(body) is not None:
+            held = body  # a piece in a sealed memfd (cache.memfd): immutable already
+        else:  # hold one immutable copy that slices can share
+            held = body if type(body) is bytes else bytes(body)
         if type(meta) is not bytes:
             meta = bytes(meta)
-        size = entry_size(key, len(meta), len(body))
+        size = entry_size(key, len(meta), len(held))
         segment = self._remove(key)
         if size > self.budget_bytes:
             return []
         evicted = self._make_room(size)
-        entry = Entry(meta, body, size)
+        entry = Entry(meta, held, size)
         self._bytes += size
         if segment is self._protected:
             # a refreshed hot object (e.g. a live playlist) stays hot

@@ -100,7 +100,8 @@ class Reader:
 def _head_of(part: Part, count: int) -> Part:
     """The first `count` bytes of a part."""
     if isinstance(part, FileSpan):
-        return FileSpan(part.fd, part.offset, count)
+        view = part.view[:count] if part.view is not None else None
+        return FileSpan(part.fd, part.offset, count, view=view)
     return memoryview(part)[:count]
 
 

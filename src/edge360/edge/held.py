@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Final
 
 from edge360.cache.diskformat import OpenBody
+from edge360.cache.memfd import fd_of
 from edge360.core.answer import Plan, pieces_needed
 from edge360.core.errors import UpstreamError
 from edge360.core.ranges import ByteRange
@@ -79,8 +80,8 @@ def pieces_plan(request: Request, obj: StoredObject, prepared: Prepared,
     return plan_for(request, prepared, obj.length, obj.stored.last_modified, max_ranges)
 
 
-def from_held_pieces(p: Plan, obj: StoredObject, prepared: Prepared, in_memory: list[bytes],
-                      cache: str) -> Response:
+def from_held_pieces(p: Plan, obj: StoredObject, prepared: Prepared,
+                     in_memory: list[bytes | memoryview], cache: str) -> Response:
     """A stored object in pieces, every piece the plan reads in the memory tier (`in_memory`, in
     order): written at once."""
     pb = obj.piece_bytes
@@ -101,10 +102,11 @@ def file_slice(r: ByteRange, obj: StoredObject, n: int, body: OpenBody) -> FileS
     return FileSpan(body.file.fileno(), body.offset + lo, hi - lo + 1)
 
 
-def slices(r: ByteRange, pb: int, piece: Callable[[int], bytes],
+def slices(r: ByteRange, pb: int, piece: Callable[[int], bytes | memoryview],
             only: int | None = None) -> list[Part]:
     """The slices of the pieces that hold range `r` (of piece `only` when given). A piece shorter
-    than it must be raises (never a short body)."""
+    than it must be raises (never a short body). A piece held in a memfd (cache.memfd) gives a
+    span of its file, sent with sendfile where the connection allows it."""
     out: list[Part] = []
     first, last = r.start // pb, r.end // pb
     for n in range(first, last + 1) if only is None else (only,):
@@ -113,5 +115,7 @@ def slices(r: ByteRange, pb: int, piece: Callable[[int], bytes],
         lo, hi = max(r.start - base, 0), min(r.end - base, len(data) - 1)
         if hi < lo or base + hi < min(r.end, base + pb - 1):
             raise UpstreamError("piece shorter than expected", kind="invalid")
-        out.append(memoryview(data)[lo:hi + 1])
+        view = memoryview(data)[lo:hi + 1]
+        fd = fd_of(data)
+        out.append(view if fd is None else FileSpan(fd, lo, hi - lo + 1, view=view))
     return out

@@ -27,7 +27,7 @@ class PieceSource:
     piece neither tier holds (from upstream, once however many ask)."""
 
     def __init__(self, store: EdgeStore, key: str, obj: StoredObject, needed: Sequence[int],
-                 fetch: Callable[[int], Awaitable[bytes]]) -> None:
+                 fetch: Callable[[int], Awaitable[bytes | memoryview]]) -> None:
         self._store, self._key, self._obj = store, key, obj
         self._needed = list(needed)
         self._fetch = fetch
@@ -35,7 +35,7 @@ class PieceSource:
         self._opened: list[OpenBody] = []  # every file opened, for `close`
         self._tried: set[int] = set()  # pieces a batch looked for on disk
 
-    async def piece(self, n: int) -> bytes | OpenBody:
+    async def piece(self, n: int) -> bytes | memoryview | OpenBody:
         """Piece n: its bytes, or its open file (the caller may close it once sent)."""
         data = self._store.piece_in_memory(self._key, self._obj, n)
         if data is not None:

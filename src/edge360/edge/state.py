@@ -78,7 +78,7 @@ class EdgeState:
 
     # -- decisions -------------------------------------------------------------------------
 
-    async def piece(self, t: Target, obj: StoredObject, n: int) -> bytes:
+    async def piece(self, t: Target, obj: StoredObject, n: int) -> bytes | memoryview:
         """Piece n from the cache, else fetched (once, however many ask) when the object has a
         strong validator to check it against."""
         data = await self.store.piece(t.key, obj, n)
@@ -92,7 +92,7 @@ class EdgeState:
 
     def piece_source(self, t: Target, obj: StoredObject, needed: Sequence[int]) -> PieceSource:
         """Where an answer's pieces `needed` come from: memory, disk files, else `piece`."""
-        def fetch(n: int) -> Awaitable[bytes]:
+        def fetch(n: int) -> Awaitable[bytes | memoryview]:
             return self.piece(t, obj, n)
         return PieceSource(self.store, t.key, obj, needed, fetch)
 

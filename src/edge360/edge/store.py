@@ -27,6 +27,7 @@ from typing import Final, TypeVar
 
 from edge360.cache.disk import DiskCache, DiskWriter
 from edge360.cache.diskformat import EntryGone, OpenBody
+from edge360.cache.memfd import hold
 from edge360.cache.memory import MemoryCache
 from edge360.config.schema import EdgeConfig
 from edge360.edge.stored import StoredObject
@@ -88,7 +89,11 @@ class EdgeStore:
         if entry is not None:
             obj = StoredObject.decode(entry.meta)
             if obj is not None:
-                return obj, None if obj.pieced else entry.body
+                if obj.pieced:
+                    return obj, None
+                # a whole object is held as bytes (only pieces go to a memfd)
+                held = entry.body
+                return obj, held if isinstance(held, bytes) else bytes(held)
             self.memory.pop(key)
         if self.disk is None:
             return None
@@ -136,12 +141,12 @@ class EdgeStore:
         pk = obj.piece_key(key, n)
         return pk in self.memory or (self.disk is not None and pk in self.disk)
 
-    def piece_in_memory(self, key: str, obj: StoredObject, n: int) -> bytes | None:
+    def piece_in_memory(self, key: str, obj: StoredObject, n: int) -> bytes | memoryview | None:
         """Piece n if the memory tier holds it (counted as a hit there)."""
         entry = self.memory.get(obj.piece_key(key, n))
         return entry.body if entry is not None else None
 
-    async def piece(self, key: str, obj: StoredObject, n: int) -> bytes | None:
+    async def piece(self, key: str, obj: StoredObject, n: int) -> bytes | memoryview | None:
         """Piece n from memory, else from disk (checksummed, then kept in memory)."""
         found = self.piece_in_memory(key, obj, n)
         if found is not None or self.disk is None:
@@ -150,8 +155,9 @@ class EdgeStore:
         disk = await asyncio.to_thread(self._disk_read, pk, True)
         if disk is None:
             return None
-        self._count(self.memory.put(pk, disk[0], disk[1]), "memory")
-        return disk[1]
+        held = hold(disk[1])
+        self._count(self.memory.put(pk, disk[0], held), "memory")
+        return held
 
     async def open_pieces(self, key: str, obj: StoredObject, ns: Sequence[int]
                           ) -> dict[int, OpenBody]:
@@ -191,7 +197,7 @@ class EdgeStore:
 
     async def store_piece(self, key: str, obj: StoredObject, n: int, data: bytes) -> None:
         pk = obj.piece_key(key, n)
-        self._count(self.memory.put(pk, b"", data), "memory")
+        self._count(self.memory.put(pk, b"", hold(data)), "memory")
         if self.disk is not None:
             await self._disk_write(key, self.disk.put, pk, b"", data)
 

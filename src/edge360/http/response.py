@@ -30,16 +30,20 @@ class FileSpan:
     """`count` bytes of an open file from `offset` (the response's `release` closes the file).
     `verify()`, when given, says the file is still the version the head described: it is asked
     before the span's last bytes go out, and a False cuts the answer (a file changed in place
-    while it was being sent must never complete a body)."""
+    while it was being sent must never complete a body). `view`, when given, is the same bytes
+    in memory (a piece the memory tier holds in a memfd, cache.memfd): a connection without
+    sendfile (TLS) writes it from there, and holding it keeps the file open."""
 
-    __slots__ = ("count", "fd", "offset", "verify")
+    __slots__ = ("count", "fd", "offset", "verify", "view")
 
     def __init__(self, fd: int, offset: int, count: int,
-                 verify: Callable[[], bool] | None = None) -> None:
+                 verify: Callable[[], bool] | None = None,
+                 view: memoryview | None = None) -> None:
         self.fd = fd
         self.offset = offset
         self.count = count
         self.verify = verify
+        self.view = view
 
 
 Part = bytes | memoryview | FileSpan

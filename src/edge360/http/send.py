@@ -140,6 +140,8 @@ def _read_verified(span: FileSpan, tail: int) -> tuple[bytes, bool]:
 
 async def _write_span(conn: Writable, span: FileSpan) -> int:
     sock = conn.sock
+    if sock is None and span.view is not None:
+        return await write_memory(conn, span.view)  # TLS: the same bytes are in memory
     if sock is None or not span.count:
         return await _copy_span(conn, span)
     offset, end = span.offset, span.offset + span.count
