@@ -74,3 +74,36 @@ def test_loopback_and_counted_statuses() -> None:
     assert is_loopback("127.0.0.2") and is_loopback("::1")
     assert not is_loopback("10.0.0.1") and not is_loopback("not an address")
     assert [s for s in (200, 204, 206, 304, 404, 416, 429, 503) if counted(s)] == [200, 206, 304]
+
+
+def test_valid_sid_agrees_with_the_pattern_of_the_session_rules() -> None:
+    """valid_sid checks [A-Za-z0-9_-]{8,64} without a regular expression (it runs on every
+    request): it must agree with the pattern on every kind of string."""
+    import random
+    import re
+
+    from edge360.sessions.identity import valid_sid
+    pattern = re.compile(r"[A-Za-z0-9_-]{8,64}")
+    alphabet = "aZ09_-.~ é\n\t%+=/\x00Ａ"
+    rng = random.Random(5)
+    cases = ["", "abcdefg", "abcdefgh", "a" * 64, "a" * 65, "abcdefgh\n", "\nabcdefgh",
+             "abcd efgh", "abcdéfgh", "ＡＢＣＤＥＦＧＨ", "abc-def_ghi", "........"]
+    cases += ["".join(rng.choice(alphabet) for _ in range(rng.randint(0, 70)))
+              for _ in range(3000)]
+    for s in cases:
+        assert valid_sid(s) == (pattern.fullmatch(s) is not None), repr(s)
+    assert not valid_sid(None)
+
+
+def test_a_rendition_label_is_the_playlists_folder_else_its_name() -> None:
+    """rendition_label spells out posixpath.dirname (interpreted Python, on every playlist
+    answer): the same labels for every shape of path."""
+    import posixpath
+
+    from edge360.edge.playlists import rendition_label
+    for path in ("/demo/1080p/index.m3u8", "/demo/index.m3u8", "/demo/a/b/c.m3u8",
+                 "/demo//x.m3u8", "/other/720p/i.m3u8", "/demo/v//index.m3u8", "/demo/",
+                 "/x.m3u8", "//x.m3u8", "demo/a.m3u8", "/demo/audio/en/index.m3u8"):
+        rel = path.removeprefix("/demo/")
+        assert rendition_label(path, "demo") == (posixpath.dirname(rel)
+                                                 or rel.removesuffix(".m3u8")), path

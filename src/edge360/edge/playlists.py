@@ -38,7 +38,11 @@ def rendition_label(playlist_path: str, title: str) -> str:
     """The label of a media playlist: its folder inside the title, else its name (as the
     origin labels renditions)."""
     rel = playlist_path.removeprefix(f"/{title}/")
-    return posixpath.dirname(rel) or rel.removesuffix(".m3u8")
+    # posixpath.dirname, written out: it is interpreted Python, on every playlist answer
+    head = rel[:rel.rfind("/") + 1]
+    if head and head != "/" * len(head):
+        head = head.rstrip("/")
+    return head or rel.removesuffix(".m3u8")
 
 
 class PlaylistIndex:

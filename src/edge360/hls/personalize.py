@@ -27,6 +27,12 @@ def _private(cache_control: str) -> str:
     return "private" + (f", {rest}" if rest else "")
 
 
+@functools.lru_cache(maxsize=4096)
+def _digest(params: str) -> str:
+    """The ETag suffix of one viewer's copy (remembered: a viewer asks again and again)."""
+    return hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
+
+
 def personalize(body: bytes, params: str, headers: dict[str, str], etag: str | None,
                 gzip_ok: bool) -> tuple[bytes, str | None]:
     """Finish a playlist already rendered for one viewer (`params`: its sid/token query):
@@ -34,7 +40,7 @@ def personalize(body: bytes, params: str, headers: dict[str, str], etag: str | N
     ETag."""
     if params:
         headers["Cache-Control"] = _private(headers.get("Cache-Control", ""))
-        digest = hashlib.blake2b(params.encode(), digest_size=6).hexdigest()
+        digest = _digest(params)
         etag = f'{etag[:-1]}-{digest}"' if etag and etag.endswith('"') else etag
     headers["Vary"] = "Accept-Encoding"
     if gzip_ok and len(body) >= COMPRESS_MIN:

@@ -116,7 +116,9 @@ class OverloadState:
     @property
     def active(self) -> bool:
         """Whether any playlist needs looking at (admission, shaping or steering)."""
-        return self.capacity > 0 or self.steering or self.shaping_limit > 0 or not self.local_keys
+        config = self.config()  # read once: this is asked on every playlist answer
+        return (config.sessions.capacity > 0 or bool(config.steering.pathways)
+                or config.server.egress_limit > 0 or not self.local_keys)
 
     def own_id(self) -> str:
         """This node's id as /api/stats reports it (the hub's with --workers N)."""
