@@ -18,16 +18,14 @@ from edge360.core.policy import (
     Action,
     StoredResponse,
     can_serve_stale_on_error,
-    conditional_headers,
     decide,
     freshness_lifetime,
-    head_matches,
     not_storable_reason,
     revalidated,
     storable,
-    validator_matches,
 )
 from edge360.core.storedfields import forwarded_request_fields, merge_304, stored_fields
+from edge360.core.validation import conditional_headers, head_matches, validator_matches
 
 T0 = 1_700_000_000.0  # the response arrives at this wall time (a whole second)
 DAY = 86400.0

@@ -26,8 +26,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
-from functools import cached_property
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from edge360.core.cachecontrol import (
@@ -40,7 +39,7 @@ from edge360.core.cachecontrol import (
     request_directives,
     vary_key,
 )
-from edge360.core.conditional import http_date, strong_match, weak_match
+from edge360.core.conditional import http_date
 from edge360.core.storedfields import merge_304, stored_fields
 
 #: RFC 9110 §15.1: statuses cacheable by default, i.e. heuristically (RFC 9111 §4.2.2).
@@ -138,6 +137,9 @@ def corrected_initial_age(headers: Mapping[str, str], request_time: float,
     return max(apparent_age, corrected_age_value)
 
 
+_Facts = tuple[dict[str, str], Directives, float | None, float, float]
+
+
 @dataclass(frozen=True)
 class StoredResponse:
     """What the edge keeps per stored object besides the body: immutable, JSON-able via to_dict.
@@ -154,6 +156,9 @@ class StoredResponse:
     vary_key: str = ""
     default_ttl: float | None = None
     heuristic_cap: float = DEFAULT_HEURISTIC_CAP
+    #: fields, directives, Last-Modified, freshness lifetime and initial age, worked out once on
+    #: first use (functools.cached_property caches nothing in a compiled class: no __dict__)
+    _facts: _Facts | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def from_response(cls, status: int, headers: Mapping[str, str], *, request_time: float,
@@ -165,30 +170,44 @@ class StoredResponse:
         return cls(status, tuple(stored_fields(headers).items()), request_time, response_time,
                    key or "", default_ttl, heuristic_cap)
 
-    @cached_property
-    def fields(self) -> dict[str, str]:
-        return dict(self.headers)
+    def facts(self) -> _Facts:
+        try:
+            facts = self._facts
+        except AttributeError:  # compiled, the dataclass leaves an init=False field unset
+            facts = None
+        if facts is None:
+            f = dict(self.headers)
+            facts = (f, cache_directives(f), last_modified_value(f),
+                     freshness_lifetime(self.status, f, response_time=self.response_time,
+                                        default_ttl=self.default_ttl,
+                                        heuristic_cap=self.heuristic_cap),
+                     corrected_initial_age(f, self.request_time, self.response_time))
+            object.__setattr__(self, "_facts", facts)  # frozen: set once, never changed
+        return facts
 
-    @cached_property
+    @property
+    def fields(self) -> dict[str, str]:
+        return self.facts()[0]
+
+    @property
     def directives(self) -> Directives:
-        return cache_directives(self.fields)
+        return self.facts()[1]
 
     @property
     def etag(self) -> str | None:
         return self.fields.get("etag")
 
-    @cached_property
+    @property
     def last_modified(self) -> float | None:
-        return last_modified_value(self.fields)
+        return self.facts()[2]
 
-    @cached_property
+    @property
     def freshness_lifetime(self) -> float:
-        return freshness_lifetime(self.status, self.fields, response_time=self.response_time,
-                                  default_ttl=self.default_ttl, heuristic_cap=self.heuristic_cap)
+        return self.facts()[3]
 
-    @cached_property
+    @property
     def initial_age(self) -> float:
-        return corrected_initial_age(self.fields, self.request_time, self.response_time)
+        return self.facts()[4]
 
     def current_age(self, now: float) -> float:
         """§4.2.3: corrected_initial_age + resident_time (never negative if the clock steps)."""
@@ -355,45 +374,3 @@ def revalidated(entry: StoredResponse, response_headers: Mapping[str, str], *,
         merged["date"] = http_date(response_time)
     return StoredResponse(entry.status, tuple(merged.items()), request_time, response_time,
                           entry.vary_key, entry.default_ttl, entry.heuristic_cap)
-
-
-# --- validation (§4.3) ------------------------------------------------------------------------
-
-def conditional_headers(entry: StoredResponse) -> dict[str, str]:
-    """The validators to send when revalidating (§4.3.1): If-None-Match from the ETag (weak ones
-    too, as the comparison for If-None-Match is weak) and If-Modified-Since from Last-Modified."""
-    out: dict[str, str] = {}
-    if entry.etag:
-        out["if-none-match"] = entry.etag
-    if entry.last_modified is not None:
-        out["if-modified-since"] = entry.fields["last-modified"]
-    return out
-
-
-def validator_matches(entry: StoredResponse, response_headers: Mapping[str, str]) -> bool:
-    """Whether a 304 identifies this stored response for update (§4.3.4).
-
-    A strong ETag must equal the stored one strongly; a weak one must match weakly; failing an
-    ETag, an equal Last-Modified. A 304 without validators answers the conditional request made
-    from this entry's validators, so it can only refer to this entry and is accepted.
-    """
-    etag = response_headers.get("etag")
-    if etag is not None and entry.etag is not None:
-        if not etag.strip(" \t").startswith("W/"):
-            return strong_match(etag, entry.etag)
-        return weak_match(etag, entry.etag)
-    if etag is not None:
-        return False
-    last_modified = last_modified_value(response_headers)
-    if last_modified is not None:
-        return entry.last_modified == last_modified
-    return True
-
-
-def head_matches(entry: StoredResponse, head_headers: Mapping[str, str]) -> bool:
-    """Whether a 200 answer to HEAD may freshen the stored GET response (§4.3.5): it carries a
-    validator, each one it carries equals the stored one, and so does any Content-Length.
-    Otherwise the caller treats the stored response as stale."""
-    names = [n for n in ("etag", "last-modified", "content-length") if n in head_headers]
-    return names not in ([], ["content-length"]) and all(
-        head_headers[n].strip(" \t") == entry.fields.get(n, "").strip(" \t") for n in names)

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 
 from edge360.config.schema import EdgeConfig
-from edge360.core import policy
+from edge360.core import policy, validation
 from edge360.core.cachecontrol import cache_directives
 from edge360.core.errors import UpstreamError
 from edge360.core.kinds import OTHER
@@ -105,14 +105,14 @@ class Fetcher:
 
     def _whole(self, t: Target, entry: Entry | None) -> Producer:
         async def produce(flight: Flight) -> None:
-            extra = policy.conditional_headers(entry[0].stored) if entry else {}
+            extra = validation.conditional_headers(entry[0].stored) if entry else {}
             request_time = self.clock()
             resp = await self.upstream.open("GET", t.upstream, t.path, self._headers(t, extra))
             response_time = self.clock()
             if resp.status == 304 and entry is not None:
                 resp.close()
                 obj, body = entry
-                if not policy.validator_matches(obj.stored, resp.headers):
+                if not validation.validator_matches(obj.stored, resp.headers):
                     raise self._invalid("304 for another representation")
                 fresh = dataclasses.replace(obj, stored=policy.revalidated(
                     obj.stored, resp.headers, request_time=request_time,

@@ -89,7 +89,10 @@ def encode_fields(headers: dict[str, str] | Iterable[tuple[str, str]]) -> bytes:
     """Header lines, each CRLF-ended. Values never carry CR or LF (they come from our own code or
     from a parsed upstream head, which cannot hold them)."""
     items = headers.items() if isinstance(headers, dict) else headers
-    return "".join(f"{k}: {v}\r\n" for k, v in items).encode("latin-1", "replace")
+    lines = []  # a loop, not a generator: compiled, it runs without a generator object
+    for k, v in items:
+        lines.append(f"{k}: {v}\r\n")
+    return "".join(lines).encode("latin-1", "replace")
 
 
 _STATUS: Final = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
