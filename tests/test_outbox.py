@@ -13,6 +13,7 @@ from typing import Any
 
 from edge360.core.errors import Edge360Error
 from edge360.http.guard import ConnectionGuard
+from edge360.http.listener import Listener
 from edge360.http.outbox import Outbox
 from edge360.http.protocol import Connection
 from edge360.http.response import Response, encode_fields
@@ -78,18 +79,9 @@ class Answers:
         pass
 
 
-class Live:
-    draining = False
-
-    def add(self, conn: Connection) -> None:
-        pass
-
-    def discard(self, conn: Connection) -> None:
-        pass
-
-
 def connect(outbox: Outbox, guard: ConnectionGuard) -> tuple[Connection, Recorder]:
-    conn, transport = Connection(Answers(), guard, Live(), outbox), Recorder()
+    handler = Answers()
+    conn, transport = Connection(handler, guard, Listener(handler, guard), outbox), Recorder()
     conn.connection_made(transport)  # type: ignore[arg-type]
     return conn, transport
 
