@@ -83,7 +83,7 @@ def pieces_plan(request: Request, obj: StoredObject, prepared: Prepared,
 def from_held_pieces(p: Plan, obj: StoredObject, prepared: Prepared,
                      in_memory: list[bytes | memoryview], cache: str) -> Response:
     """A stored object in pieces, every piece the plan reads in the memory tier (`in_memory`, in
-    order): written at once."""
+    order): all its parts at hand (a piece held in a memfd goes out as a span of its file)."""
     pb = obj.piece_bytes
     held = dict(zip(pieces_needed(p, pb), in_memory, strict=True))
 
