@@ -3,10 +3,15 @@ counts against the per-address bound), and which answers count. Tables, no event
 
 from __future__ import annotations
 
+import posixpath
+import random
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge360.edge.playlists import rendition_label
 from edge360.sessions.identity import fallback_key, valid_sid
 from edge360.sessions.viewer import Viewer, counted, identify, is_loopback, opens_counted_session
 
@@ -79,10 +84,6 @@ def test_loopback_and_counted_statuses() -> None:
 def test_valid_sid_agrees_with_the_pattern_of_the_session_rules() -> None:
     """valid_sid checks [A-Za-z0-9_-]{8,64} without a regular expression (it runs on every
     request): it must agree with the pattern on every kind of string."""
-    import random
-    import re
-
-    from edge360.sessions.identity import valid_sid
     pattern = re.compile(r"[A-Za-z0-9_-]{8,64}")
     alphabet = "aZ09_-.~ é\n\t%+=/\x00Ａ"
     rng = random.Random(5)
@@ -98,9 +99,6 @@ def test_valid_sid_agrees_with_the_pattern_of_the_session_rules() -> None:
 def test_a_rendition_label_is_the_playlists_folder_else_its_name() -> None:
     """rendition_label spells out posixpath.dirname (interpreted Python, on every playlist
     answer): the same labels for every shape of path."""
-    import posixpath
-
-    from edge360.edge.playlists import rendition_label
     for path in ("/demo/1080p/index.m3u8", "/demo/index.m3u8", "/demo/a/b/c.m3u8",
                  "/demo//x.m3u8", "/other/720p/i.m3u8", "/demo/v//index.m3u8", "/demo/",
                  "/x.m3u8", "//x.m3u8", "demo/a.m3u8", "/demo/audio/en/index.m3u8"):

@@ -22,6 +22,7 @@ before.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import mmap
 import os
@@ -43,14 +44,16 @@ _FDS: weakref.WeakKeyDictionary[mmap.mmap, int] = weakref.WeakKeyDictionary()
 def hold(data: bytes | bytearray | memoryview) -> bytes | memoryview:
     """`data` in a sealed memfd, as a read-only view of its mapping; `data` as bytes when it is
     small or no memfd can be made."""
-    if len(data) < MIN_BYTES or not hasattr(os, "memfd_create") or len(_FDS) >= _room():
-        return data if isinstance(data, bytes) else bytes(data)
+    if len(data) >= MIN_BYTES and hasattr(os, "memfd_create") and len(_FDS) < _room():
+        with contextlib.suppress(OSError):
+            return _mapped(memoryview(data))
+    return data if isinstance(data, bytes) else bytes(data)
+
+
+def _mapped(view: memoryview) -> memoryview:
+    """`view` copied into a new memfd, sealed, and mapped read-only; raises OSError."""
+    fd = os.memfd_create("edge360-piece", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
     try:
-        fd = os.memfd_create("edge360-piece", os.MFD_CLOEXEC | os.MFD_ALLOW_SEALING)
-    except OSError:
-        return data if isinstance(data, bytes) else bytes(data)
-    try:
-        view = memoryview(data)
         written = 0
         while written < len(view):
             written += os.write(fd, view[written:])
@@ -58,7 +61,7 @@ def hold(data: bytes | bytearray | memoryview) -> bytes | memoryview:
         mapping = mmap.mmap(fd, len(view), flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
     except OSError:
         os.close(fd)
-        return data if isinstance(data, bytes) else bytes(data)
+        raise
     _FDS[mapping] = fd
     weakref.finalize(mapping, os.close, fd)
     return memoryview(mapping)

@@ -44,6 +44,12 @@ class Entry:
         #: bytes charged against the budget for this entry
         self.size = size
 
+    def whole(self) -> bytes:
+        """The body as bytes, as a whole object's always is: only pieces are held in a memfd
+        (one would be copied out here)."""
+        body = self.body
+        return body if isinstance(body, bytes) else bytes(body)
+
     def view(self, start: int = 0, end: int | None = None) -> memoryview:
         """A zero-copy slice of the body, [start, end) (end None = to the end)."""
         return memoryview(self.body)[start:end]

@@ -129,9 +129,8 @@ class Edge:
         held = state.hits.held(entry.meta)
         if held is None:
             return self._lookup(request, t, child, viewer)
-        obj, body = held.obj, entry.body
-        # a whole object is held as bytes (only pieces go to a memfd, cache.memfd)
-        found = (obj, None if obj.pieced else body if isinstance(body, bytes) else bytes(body))
+        obj = held.obj
+        found = (obj, None if obj.pieced else entry.whole())
         now = self.node.clock()
         if held.fresh_for(request.fields, now):
             return self._from_cache(request, t, found, "HIT", child, viewer, entry.meta,

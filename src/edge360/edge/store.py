@@ -89,11 +89,7 @@ class EdgeStore:
         if entry is not None:
             obj = StoredObject.decode(entry.meta)
             if obj is not None:
-                if obj.pieced:
-                    return obj, None
-                # a whole object is held as bytes (only pieces go to a memfd)
-                held = entry.body
-                return obj, held if isinstance(held, bytes) else bytes(held)
+                return obj, None if obj.pieced else entry.whole()
             self.memory.pop(key)
         if self.disk is None:
             return None

@@ -31,11 +31,10 @@ from dataclasses import dataclass, field
 from urllib.parse import unquote, unquote_plus, urlsplit, urlunsplit
 
 from edge360.core.errors import ConfigError, Forbidden, UsageError
+from edge360.sessions.identity import valid_sid  # a bound sid has the session id syntax
 
 VERSION = "v1"
 KID_RE = re.compile(r"[A-Za-z0-9_-]{1,32}")
-#: the contract's session id syntax; a bound sid must have it
-SID_RE = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _B64_RE = re.compile(r"[A-Za-z0-9_-]*")
 _EXP_RE = re.compile(r"[0-9]{1,12}")
 #: a token longer than this is refused before any parsing (scope is bounded by MAX_SCOPE)
@@ -129,7 +128,7 @@ def sign(keys: Sequence[Key], *, scope: str, expires: int, sid: str | None = Non
                          f"characters, no control characters: {scope!r}")
     if isinstance(expires, bool) or not isinstance(expires, int) or not 0 <= expires < 10**12:
         raise UsageError(f"token expiry must be unix seconds, got {expires!r}")
-    if sid is not None and not SID_RE.fullmatch(sid):
+    if sid is not None and not valid_sid(sid):
         raise UsageError("a bound sid must match [A-Za-z0-9_-]{8,64}")
     key = _signing_key(keys, kid)
     bound = sid or ""
@@ -203,7 +202,7 @@ def verify(token: str | None, *, path: str, sid: str | None, keys: Sequence[Key]
     mac = _unb64(mac_b64)
     if (version != VERSION or not KID_RE.fullmatch(kid) or not _EXP_RE.fullmatch(exp_text)
             or scope_raw is None or mac is None or len(mac) != _MAC_BYTES
-            or (bound and not SID_RE.fullmatch(bound))):
+            or (bound and not valid_sid(bound))):
         raise _refuse("malformed")
     try:
         scope = scope_raw.decode("utf-8")
