@@ -59,5 +59,8 @@ async def test_new_viewers_get_the_rungs_that_fit_existing_ones_keep_theirs(
         assert status == 200 and len(variants(again)) == 3
         status, headers, _ = await get(s, f"{base}/film/lo/index.m3u8?{query}")
         assert headers["CMSD-Dynamic"] == '"edge360";mb=1000'
+        # a playlist the viewer was answered before shaping began is finished as the node is now
+        status, headers, _ = await get(s, f"{base}/film/hi/index.m3u8?{query}")
+        assert status == 200 and headers["CMSD-Dynamic"] == '"edge360";mb=1000'
         assert await metric(s, base, "edge360_shaped_playlists_total") == 1
         assert await metric(s, base, "edge360_egress_projected_bytes_per_second") == 500_000

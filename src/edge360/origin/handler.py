@@ -136,7 +136,11 @@ class Origin:
             key: object = (mf.url_path, params, gzip_ok)
         else:
             params, key = "", mf.url_path
-        found = self._prepared.get(key)
+        ov = self.node.overload
+        # under overload control a viewer playlist is shaped and steered as the node is now
+        # (http.masters): only a playlist nothing finishes may be answered from the memo
+        memo = mf.compiled is None or ov is None or not ov.active
+        found = self._prepared.get(key) if memo else None
         if found is None or found[0] is not mf:
             headers = content_headers(mf, self.cors, mf.etag, mf.last_modified)
             body = mf.body
@@ -146,7 +150,7 @@ class Origin:
                 body, etag = personalize(rendered, params, headers, mf.etag, gzip_ok)
                 headers["ETag"] = etag or ""
             found = (mf, Prepared(headers), body)
-            if viewer is None or not viewer.minted:  # a minted sid is not asked for again
+            if memo and (viewer is None or not viewer.minted):  # a minted sid: asked once
                 self._prepared.put(key, found)
         _, prepared, held = found
         assert held is not None
