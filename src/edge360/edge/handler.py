@@ -224,7 +224,8 @@ class Edge:
                 prepared = self._prepared(obj, result, child, age, meta)
                 if t.kind == "playlist" and s.status == 200:
                     return for_viewer(state.index, self.node, request, t, obj, body,
-                                      dict(prepared.headers), viewer, result, self.max_ranges)
+                                      dict(prepared.headers), viewer, result, self.max_ranges,
+                                      state.viewer_blocks, prepared)
                 return from_whole(request, obj, body, prepared, self.max_ranges, result)
             p = pieces_plan(request, obj, self._prepared(obj, result, child, age, meta),
                             self.max_ranges)

@@ -24,6 +24,7 @@ from edge360.edge.prefetch import Prefetcher
 from edge360.edge.store import EdgeStore
 from edge360.edge.stored import StoredObject
 from edge360.edge.upstream import Upstream
+from edge360.edge.viewerplaylist import ViewerBlocks
 from edge360.http.represent import cors_headers
 from edge360.http.response import Response, encode_fields
 from edge360.http.wire import Request
@@ -56,6 +57,7 @@ class EdgeState:
         self.fetcher.on_playlist = lambda t, text: self.index.learn(t.path, t.title, text)
         self.prefetcher = Prefetcher(self)
         self.hits = HitCache()
+        self.viewer_blocks = ViewerBlocks()
         self._cut_logged = -CUT_LOG_EVERY
 
     async def start(self) -> None:

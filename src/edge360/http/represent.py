@@ -45,9 +45,12 @@ class Prepared:
 
     __slots__ = ("block", "carries", "headers")
 
-    def __init__(self, headers: dict[str, str], *, ranges: bool = True) -> None:
+    def __init__(self, headers: dict[str, str], *, ranges: bool = True,
+                 block: bytes | None = None) -> None:
+        """`block`, when given, is `headers` already encoded (Accept-Ranges included)."""
         self.headers = headers
-        self.block = encode_fields(headers) + (ACCEPT_RANGES if ranges else b"")
+        self.block = block if block is not None else \
+            encode_fields(headers) + (ACCEPT_RANGES if ranges else b"")
         #: the node's Date and Server fields are added unless these carry their own
         self.carries = carried(headers)
 

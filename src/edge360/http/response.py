@@ -16,7 +16,7 @@ closes the files and leaves the flights the body came from).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Final
@@ -85,14 +85,18 @@ class Response:
             hook()
 
 
-def encode_fields(headers: dict[str, str] | Iterable[tuple[str, str]]) -> bytes:
+def encode_fields(headers: dict[str, str]) -> bytes:
     """Header lines, each CRLF-ended. Values never carry CR or LF (they come from our own code or
     from a parsed upstream head, which cannot hold them)."""
-    items = headers.items() if isinstance(headers, dict) else headers
-    lines = []  # a loop, not a generator: compiled, it runs without a generator object
-    for k, v in items:
-        lines.append(f"{k}: {v}\r\n")
-    return "".join(lines).encode("latin-1", "replace")
+    # one list of pieces joined once: compiled, this is half the work of formatting a line per
+    # field (no f-string object per line, no tuple unpacking through the iterator protocol)
+    pieces: list[str] = []
+    for k, v in headers.items():
+        pieces.append(k)
+        pieces.append(": ")
+        pieces.append(v)
+        pieces.append("\r\n")
+    return "".join(pieces).encode("latin-1", "replace")
 
 
 _STATUS: Final = {s.value: f"HTTP/1.1 {s.value} {s.phrase}\r\n".encode() for s in HTTPStatus}
