@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from edge360.config.schema import Config
 from edge360.core.steering import Pathway, assign, order, shares
 from edge360.hls.steer import with_pathways
 from edge360.ops.steering import draw, read_stats
@@ -140,16 +141,22 @@ def test_the_player_moves_by_priority_and_away_from_a_failure() -> None:
         "http://x/s?sid=1&_HLS_pathway=b"
 
 
+class Holder:
+    """A node's config holder (node.overload.Configured), as NodeState is one."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+
 def test_sends_stay_pending_until_a_poll_can_show_them() -> None:
     """A node's count of the viewers it sent each pathway (node.overload): sends to itself are
     in any poll begun after them; sends to another pathway only in one begun AWAY_TRANSIT_S
     after them (its player must get there first); with N workers each send stands for N."""
-    from edge360.config.schema import Config
     from edge360.node.overload import AWAY_TRANSIT_S, OverloadState, PathwayState
 
     config = Config().replace("steering", pathways=(("a", "http://a"), ("b", "http://b")))
     config = config.replace("server", workers=2)
-    ov = OverloadState.build(lambda: config, None)
+    ov = OverloadState.build(Holder(config), None)
     ov.polled({"a": PathwayState(Pathway("a", True, 10, 100), node_id=ov.own_id()),
                "b": PathwayState(Pathway("b", True, 3, 50))}, began=100.0)
     assert ov.own_pathway() == "a" and ov.pending() == {"a": 0, "b": 0}

@@ -47,10 +47,11 @@ class Target:
         never goes upstream. Without request headers it describes an object no client field
         steers (a hit, a prefetch, a warm-up)."""
         query = key[len(path) + 1:] if len(key) > len(path) else ""
-        return cls(key=key, path=path, upstream=path + (f"?{query}" if query else ""),
-                   kind=kind_of(path) if kind is None else kind, title=title,
-                   request_headers={} if request_headers is None else request_headers,
-                   cdn_loop=cdn_loop)
+        # Target, not cls, and positional: compiled, a direct call rather than a generic call
+        # with keywords through the class object (the class has no subclasses)
+        return Target(key, path, path + "?" + query if query else path,
+                      kind_of(path) if kind is None else kind, title,
+                      {} if request_headers is None else request_headers, cdn_loop)
 
 
 def new_object(config: EdgeConfig, t: Target, headers: dict[str, str], request_time: float,

@@ -23,9 +23,8 @@ import logging
 import math
 import secrets
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from edge360.config.schema import Config
 from edge360.core.lru import LRU
@@ -56,11 +55,20 @@ class PathwayState:
     steering: bool = False  # it answers /steering itself
 
 
+class Configured(Protocol):
+    """What holds the node's current config (NodeState: a reload replaces it whole)."""
+
+    @property
+    def config(self) -> Config: ...
+
+
 @dataclass(slots=True)
 class OverloadState:
     """See the module docstring; the node's `overload` (NodeState)."""
 
-    config: Callable[[], Config]
+    #: read on every playlist answer: an attribute, not a callback (a lambda defined in an
+    #: interpreted module would be an interpreted call from this compiled one)
+    holder: Configured
     keys: tuple[Key, ...] = ()
     #: tickets are signed only with keys of this node's own (no EDGE360_ADMISSION_KEYS)
     local_keys: bool = False
@@ -80,17 +88,17 @@ class OverloadState:
     remote: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def build(cls, config: Callable[[], Config], seats: Seats | None) -> OverloadState:
+    def build(cls, holder: Configured, seats: Seats | None) -> OverloadState:
         """The state of a process; `seats`: the node's session table when this process holds
         it (one process), None with --workers N (the hub holds it)."""
-        keys = tickets.read_keys(config())
+        keys = tickets.read_keys(holder.config)
         local = not keys or tickets.is_node_key(keys)
         if not keys:
             keys = tickets.node_key()
-        state = cls(config, keys, local)
+        state = cls(holder, keys, local)
         if seats is not None:
             state.queue, state.seats = Queue(state.node_id), seats
-        for pid, _base in config().steering.pathways:
+        for pid, _base in holder.config.steering.pathways:
             state.paths[pid] = PathwayState(Pathway(pid, up=True))
         return state
 
@@ -98,7 +106,7 @@ class OverloadState:
 
     @property
     def capacity(self) -> int:
-        return self.config().sessions.capacity
+        return self.holder.config.sessions.capacity
 
     @property
     def tickets(self) -> bool:
@@ -107,16 +115,16 @@ class OverloadState:
 
     @property
     def steering(self) -> bool:
-        return bool(self.config().steering.pathways)
+        return bool(self.holder.config.steering.pathways)
 
     @property
     def shaping_limit(self) -> int:
-        return self.config().server.egress_limit
+        return self.holder.config.server.egress_limit
 
     @property
     def active(self) -> bool:
         """Whether any playlist needs looking at (admission, shaping or steering)."""
-        config = self.config()  # read once: this is asked on every playlist answer
+        config = self.holder.config  # read once: this is asked on every playlist answer
         return (config.sessions.capacity > 0 or bool(config.steering.pathways)
                 or config.server.egress_limit > 0 or not self.local_keys)
 
@@ -128,7 +136,7 @@ class OverloadState:
 
     def reload_keys(self) -> str:
         """SIGHUP: read the admission keys again (a set that does not parse keeps the old)."""
-        keys = tickets.read_keys(self.config())
+        keys = tickets.read_keys(self.holder.config)
         if keys:
             self.keys, self.local_keys = keys, tickets.is_node_key(keys)
         elif not self.local_keys:
@@ -173,7 +181,7 @@ class OverloadState:
         sends = self.sent.setdefault(pid, deque())
         if len(sends) >= MAX_SENT:
             self.unseen[pid] -= sends.popleft()[1]
-        n = max(1, self.config().server.workers)
+        n = max(1, self.holder.config.server.workers)
         sends.append((now, n))
         self.unseen[pid] = self.unseen.get(pid, 0) + n
 
@@ -191,14 +199,14 @@ class OverloadState:
         return next((pid for pid, s in self.paths.items() if s.node_id == me), None)
 
     def base(self, pathway: str) -> str | None:
-        return dict(self.config().steering.pathways).get(pathway)
+        return dict(self.holder.config.steering.pathways).get(pathway)
 
     # -- figures
 
     def figures(self, now: float) -> dict[str, Any]:
         """What /api/stats adds (docs/OVERLOAD.md, "Figures")."""
         out: dict[str, Any] = {"node_id": self.own_id()}
-        hold = self.config().sessions.queue_hold
+        hold = self.holder.config.sessions.queue_hold
         if self.capacity > 0:
             queued = self.queue.waiting(now, hold) if self.queue is not None \
                 else int(self.remote.get("queued", 0))

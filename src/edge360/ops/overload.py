@@ -28,7 +28,7 @@ class Overload:
 
     def __init__(self, node: NodeState, seats: Seats | None) -> None:
         self.node = node
-        self.state = node.overload = OverloadState.build(lambda: node.config, seats)
+        self.state = node.overload = OverloadState.build(node, seats)
         self.poller = steering.Poller(node, self.state)
 
         async def reload_keys() -> str:
