@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Literal
 from urllib.parse import parse_qs, urljoin, urlsplit
 
-_SID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+from edge360.sessions.identity import valid_sid
+
 LIVE_EDGE_TARGETS = 3      # §6.3.3: do not start less than three target durations from the end
 MIN_RELOAD_S = 0.5         # a floor for a playlist with no usable target duration
 
@@ -246,7 +247,7 @@ def parse_media(text: str, base: str) -> MediaPlaylist:
 
 def sid_of(url: str) -> str | None:
     values = parse_qs(urlsplit(url).query).get("sid")
-    if values and 8 <= len(values[0]) <= 64 and set(values[0]) <= _SID_CHARS:
+    if values and valid_sid(values[0]):
         return values[0]
     return None
 
