@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Final, Protocol
 
 from edge360.http.response import FileSpan, Part
@@ -54,22 +54,122 @@ def _transport(conn: Writable) -> asyncio.Transport:
     return transport
 
 
-async def write_memory(conn: Writable, data: bytes | memoryview) -> int:
+class Direct:
+    """One answer's writes straight to a plain socket (os.write, sendfile), after everything
+    the transport holds.
+
+    When the socket takes less than it was asked for, it is full: the sender waits until it is
+    writable, without another call to hear EAGAIN. Writability is watched on a duplicate of the
+    socket's descriptor (neither asyncio's loop nor uvloop lets a protocol watch a socket its
+    transport owns), made at the answer's first wait and kept for its others; the watch stays
+    registered from one wait to the next and is dropped the first time it fires with nobody
+    waiting (the sender awaiting its source instead), so the loop never spins on a writable
+    socket. `close()` releases both."""
+
+    __slots__ = ("_conn", "_fd", "_loop", "_on", "_waiter", "_watch")
+
+    def __init__(self, conn: Writable, sock: socket.socket) -> None:
+        self._conn = conn
+        self._fd = sock.fileno()
+        self._loop = asyncio.get_running_loop()
+        self._watch = -1
+        self._on = False
+        self._waiter: asyncio.Future[None] | None = None
+
+    async def start(self) -> None:
+        """Wait until the transport's own buffer is empty: what follows comes after it."""
+        await self._conn.drained()
+        _transport(self._conn)
+
+    async def write(self, view: memoryview) -> None:
+        pos, size = 0, len(view)
+        while pos < size:
+            asked = min(size - pos, SEND_CHUNK)
+            try:
+                # os.write on the descriptor: the loops hand out a socket wrapper without send()
+                n = os.write(self._fd, view[pos:pos + asked])
+            except BlockingIOError:
+                n = 0
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise ConnectionResetError(f"client went away: {e}") from None
+            pos += n
+            if n < asked:
+                await self._full()
+
+    async def sendfile(self, fd: int, offset: int, count: int) -> None:
+        end = offset + count
+        while offset < end:
+            asked = min(end - offset, SENDFILE_CHUNK)
+            try:
+                n = os.sendfile(self._fd, fd, offset, asked)
+            except BlockingIOError:
+                await self._full()
+                continue
+            except (BrokenPipeError, ConnectionResetError) as e:
+                raise ConnectionResetError(f"client went away: {e}") from None
+            if n == 0:
+                raise SourceError("the source ended before its length")  # a file shrank
+            offset += n
+            if n < asked:
+                await self._full()
+
+    async def _full(self) -> None:
+        """Wait until the socket is writable again."""
+        loop = self._loop
+        if self._watch < 0:
+            self._watch = os.dup(self._fd)
+        waiter = self._waiter = loop.create_future()
+        if not self._on:
+            loop.add_writer(self._watch, self._fire)
+            self._on = True
+        try:
+            await waiter
+        finally:
+            self._waiter = None
+        _transport(self._conn)
+
+    def _fire(self) -> None:
+        waiter = self._waiter
+        if waiter is None:  # writable, nobody waiting: stop watching until the next wait
+            self._loop.remove_writer(self._watch)
+            self._on = False
+        elif not waiter.done():
+            waiter.set_result(None)
+
+    @property
+    def watching(self) -> bool:
+        """Whether the socket's writability is being watched now."""
+        return self._on
+
+    def close(self) -> None:
+        if self._on:
+            self._loop.remove_writer(self._watch)
+            self._on = False
+        if self._watch >= 0:
+            os.close(self._watch)
+            self._watch = -1
+
+
+def direct(conn: Writable) -> Direct | None:
+    """The direct writer of a plain connection; None under TLS (no socket to write to)."""
+    sock = conn.sock
+    return Direct(conn, sock) if sock is not None else None
+
+
+async def write_memory(conn: Writable, data: bytes | memoryview,
+                       out: Direct | None = None) -> int:
     """Write `data`: on a plain socket straight to the kernel (as much as its buffer takes at
     each turn, never copied into the transport's buffer first), else (TLS) in chunks, each
     once the transport has room."""
     view = memoryview(data)
-    sock = conn.sock
-    if sock is not None:
-        pos = 0
-
-        def send() -> int:
-            # os.write on the descriptor: the loops hand out a socket wrapper without send()
-            return os.write(sock.fileno(), view[pos:pos + SEND_CHUNK])
-        async for n in _pump(conn, sock, send):
-            pos += n
-            if pos >= len(view):
-                break
+    own = out is None and (out := direct(conn)) is not None
+    if out is not None:
+        try:
+            await out.start()
+            await out.write(view)
+        finally:
+            if own:
+                out.close()
         return len(view)
     for pos in range(0, len(view), CHUNK):
         await conn.writable()
@@ -77,53 +177,15 @@ async def write_memory(conn: Writable, data: bytes | memoryview) -> int:
     return len(view)
 
 
-async def _pump(conn: Writable, sock: socket.socket,
-                send: Callable[[], int]) -> AsyncIterator[int]:
-    """Call `send()` (a non-blocking send of the next bytes on `sock`) while the caller wants
-    more, yielding what each call sent; when the socket is full, wait until it is writable.
-    Writability is watched on a duplicate of the socket's descriptor: neither asyncio's loop
-    nor uvloop lets a protocol watch a socket its transport owns. Starts once the transport's
-    own buffer is empty, so these bytes follow everything written before."""
-    await conn.drained()
-    _transport(conn)
-    loop = asyncio.get_running_loop()
-    watch = -1
-    try:
-        while True:
-            try:
-                n = send()
-            except BlockingIOError:
-                n = -1
-            if n > 0:
-                yield n
-                continue
-            if n == 0:
-                raise SourceError("the source ended before its length")  # a file shrank
-            if watch < 0:
-                watch = os.dup(sock.fileno())
-            ready = loop.create_future()
-            loop.add_writer(watch, ready.set_result, None)
-            try:
-                await ready
-            finally:
-                loop.remove_writer(watch)
-            _transport(conn)
-    except (BrokenPipeError, ConnectionResetError) as e:
-        raise ConnectionResetError(f"client went away: {e}") from None
-    finally:
-        if watch >= 0:
-            os.close(watch)
-
-
-async def write_span(conn: Writable, span: FileSpan) -> int:
+async def write_span(conn: Writable, span: FileSpan, out: Direct | None = None) -> int:
     """Write a file span: sendfile on a plain socket, else chunks read in a thread. A span with
     `verify` keeps its last bytes back until the file proved unchanged (see FileSpan)."""
     if span.verify is None:
-        return await _write_span(conn, span)
+        return await _write_span(conn, span, out)
     tail = min(TAIL, span.count)
     head = FileSpan(span.fd, span.offset, span.count - tail)
     if head.count:
-        await _write_span(conn, head)
+        await _write_span(conn, head, out)
     data, same = await asyncio.to_thread(_read_verified, span, tail)
     if not same or len(data) != tail:
         raise SourceError("file changed while it was being sent")
@@ -138,20 +200,21 @@ def _read_verified(span: FileSpan, tail: int) -> tuple[bytes, bool]:
     return data, span.verify()
 
 
-async def _write_span(conn: Writable, span: FileSpan) -> int:
-    sock = conn.sock
-    if sock is None and span.view is not None:
-        return await write_memory(conn, span.view)  # TLS: the same bytes are in memory
-    if sock is None or not span.count:
+async def _write_span(conn: Writable, span: FileSpan, out: Direct | None) -> int:
+    if conn.sock is None:
+        if span.view is not None:
+            return await write_memory(conn, span.view)  # TLS: the same bytes are in memory
         return await _copy_span(conn, span)
-    offset, end = span.offset, span.offset + span.count
-
-    def send() -> int:
-        return os.sendfile(sock.fileno(), span.fd, offset, min(end - offset, SENDFILE_CHUNK))
-    async for n in _pump(conn, sock, send):
-        offset += n
-        if offset >= end:
-            break
+    if not span.count:
+        return 0
+    own = out is None and (out := direct(conn)) is not None
+    assert out is not None
+    try:
+        await out.start()
+        await out.sendfile(span.fd, span.offset, span.count)
+    finally:
+        if own:
+            out.close()
     return span.count
 
 
@@ -169,20 +232,26 @@ async def _copy_span(conn: Writable, span: FileSpan) -> int:
 
 
 async def write_parts(conn: Writable, parts: Sequence[Part], chunked: bool = False) -> int:
-    sent = 0
-    for part in parts:
-        sent += await write_part(conn, part, chunked)
-    return sent
+    out = direct(conn)
+    try:
+        sent = 0
+        for part in parts:
+            sent += await write_part(conn, part, chunked, out)
+        return sent
+    finally:
+        if out is not None:
+            out.close()
 
 
-async def write_part(conn: Writable, part: Part, chunked: bool = False) -> int:
+async def write_part(conn: Writable, part: Part, chunked: bool = False,
+                     out: Direct | None = None) -> int:
     size = part.count if isinstance(part, FileSpan) else len(part)
     if not size:
         return 0
     if chunked:
         _transport(conn).write(b"%x\r\n" % size)
-    sent = await write_span(conn, part) if isinstance(part, FileSpan) \
-        else await write_memory(conn, part)
+    sent = await write_span(conn, part, out) if isinstance(part, FileSpan) \
+        else await write_memory(conn, part, out)
     if chunked:
         _transport(conn).write(b"\r\n")
     return sent
@@ -193,10 +262,15 @@ async def write_stream(conn: Writable, stream: AsyncIterator[Part], length: int 
     than `length` raises SourceError (the head promised that length)."""
     chunked = length is None
     sent = 0
-    async for part in stream:
-        sent += await write_part(conn, part, chunked)
-        if length is not None and sent > length:
-            raise SourceError("stream longer than its Content-Length")
+    out = direct(conn)
+    try:
+        async for part in stream:
+            sent += await write_part(conn, part, chunked, out)
+            if length is not None and sent > length:
+                raise SourceError("stream longer than its Content-Length")
+    finally:
+        if out is not None:
+            out.close()
     if length is not None and sent != length:
         raise SourceError("stream shorter than its Content-Length")
     if chunked:
