@@ -7,7 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from edge360.cache.disk import DiskCache
+from edge360.cache.diskformat import DiskEntry
 
 BODY = bytes(range(256)) * 9000  # 2.3 MB: more than one check chunk
 
@@ -77,3 +80,22 @@ def test_open_body_survives_replacement_while_open(tmp_path: Path) -> None:
     finally:
         body.close()
         body.close()  # twice is harmless
+
+
+def test_the_file_found_is_the_file_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                        ) -> None:
+    """Without an entry in hand, open_body sends from the file it found and checked (one open,
+    not a second one by name), and carries the entry's meta with it."""
+    c = DiskCache(tmp_path, 10 * 1024 * 1024)
+    c.put("/a.ts", b"the meta", BODY)
+
+    def reopened(_entry: DiskEntry) -> None:
+        raise AssertionError("the file was opened again by name")
+    monkeypatch.setattr(DiskEntry, "open_file", reopened)
+    for _ in range(2):  # the first open checks the crc, the second knows the version
+        body = c.open_body("/a.ts")
+        assert body is not None and body.meta == b"the meta"
+        try:
+            assert body.read() == BODY
+        finally:
+            body.close()

@@ -183,12 +183,18 @@ class DiskCache:
     def get(self, key: str) -> DiskEntry | None:
         """The entry, refreshing its recency; None when absent, deleted by another process,
         corrupt (then deleted) or a colliding key's."""
+        found = self._find(key, keep_open=False)
+        return found[0].entry if found is not None else None
+
+    def _find(self, key: str, *, keep_open: bool) -> tuple[_Parsed, int] | None:
+        """As `get`, with the file still open when `keep_open` (the caller closes it)."""
         path, p = self.path_for(key), None
         for _attempt in range(3):  # replaced while we read it: read the new one
             try:
                 fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             except FileNotFoundError:
                 break
+            kept = False
             try:
                 p = _parse_fd(fd, path, None)
                 with self._lock:  # decide under the lock, so no eviction or install interleaves
@@ -201,11 +207,13 @@ class DiskCache:
                     self._hits += 1
                     self._bytes += p.size - self._index.pop(key, 0)
                     self._index[key] = p.size
+                kept = keep_open
             finally:
-                os.close(fd)
+                if not kept:
+                    os.close(fd)
             with contextlib.suppress(OSError):
                 os.utime(path)  # the mtime is the LRU order a restart rebuilds
-            return p.entry
+            return p, fd if kept else -1
         with self._lock:
             self._misses += 1
             # gone, or a colliding key's; a file installed since our open keeps its entry
@@ -219,17 +227,21 @@ class DiskCache:
         this process, not on every one: an installed file is never written in place (commit
         renames a finished temp file over the name), so the version open here stays the bytes
         that were checked, even if the name is replaced or deleted meanwhile. `entry`: what
-        `get(key)` just returned, if the caller has it."""
-        entry = entry or self.get(key)
-        if entry is None:
+        `get(key)` just returned, if any; else the file found is the one sent (one open)."""
+        try:
+            if entry is not None:
+                f = entry.open_file()
+                st = os.fstat(f.fileno())
+                mark = (st.st_dev, st.st_ino, entry.header)
+            else:
+                found = self._find(key, keep_open=True)
+                if found is None:
+                    return None
+                entry, mark = found[0].entry, found[0].mark
+                f = os.fdopen(found[1], "rb", buffering=0)
+        except (EntryGone, OSError):
             return None
         try:
-            f = entry.open_file()
-        except EntryGone:
-            return None
-        try:
-            st = os.fstat(f.fileno())
-            mark = (st.st_dev, st.st_ino, entry.header)
             with self._lock:
                 known = self._checked.known(mark)
             if not known:
@@ -251,7 +263,7 @@ class DiskCache:
         except OSError:
             f.close()
             return None
-        return OpenBody(f, entry.body_offset, entry.body_length)
+        return OpenBody(f, entry.body_offset, entry.body_length, entry.meta)
 
     def __contains__(self, key: object) -> bool:
         return key in self._index

@@ -123,13 +123,17 @@ class DiskEntry:
 
 
 class OpenBody:
-    """An entry's body in an open file, for sendfile: `length` bytes of `file` from `offset`.
-    The caller closes it (`close` may be called more than once)."""
+    """An entry's body in an open file, for sendfile: `length` bytes of `file` from `offset`,
+    and the entry's `meta`. The caller closes it (`close` may be called more than once)."""
 
-    __slots__ = ("file", "length", "offset")
+    __slots__ = ("file", "length", "meta", "offset")
 
-    def __init__(self, file: IO[bytes], offset: int, length: int) -> None:
-        self.file, self.offset, self.length = file, offset, length
+    def __init__(self, file: IO[bytes], offset: int, length: int, meta: bytes = b"") -> None:
+        self.file, self.offset, self.length, self.meta = file, offset, length, meta
+
+    def read(self) -> bytes:
+        """The whole body, from the open file."""
+        return _pread_exact(self.file.fileno(), self.length, self.offset)
 
     def close(self) -> None:
         self.file.close()
@@ -160,6 +164,7 @@ class _Parsed(NamedTuple):
     entry: DiskEntry
     size: int
     mtime_ns: int
+    mark: tuple[int, int, bytes]  # (device, inode, header): this file version (CheckedVersions)
 
 
 def _parse_fd(fd: int, path: str, digest: str | None) -> _Parsed | None:
@@ -184,7 +189,7 @@ def _parse_fd(fd: int, path: str, digest: str | None) -> _Parsed | None:
     if klen > MAX_KEY_BYTES or (digest is not None and key_digest(key) != digest):
         return None
     entry = DiskEntry(key, meta, path, HEADER_SIZE + klen, blen, bcrc, header)
-    return _Parsed(entry, st.st_size, st.st_mtime_ns)
+    return _Parsed(entry, st.st_size, st.st_mtime_ns, (st.st_dev, st.st_ino, header))
 
 
 def _parse_path(path: str, digest: str | None) -> _Parsed | None:
