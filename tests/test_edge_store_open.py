@@ -5,10 +5,14 @@ hit) and as bytes from memory whatever its size; a playlist's caller asks for by
 from __future__ import annotations
 
 import os
+import threading
 import time
 from pathlib import Path
 
-from edge360.cache.diskformat import OpenBody
+import pytest
+
+from edge360.cache.disk import DiskCache
+from edge360.cache.diskformat import DiskEntry, OpenBody
 from edge360.edge.objects import Target, new_object
 from edge360.edge.store import FILE_FROM, EdgeStore
 from edge360.node.counters import Counters
@@ -57,3 +61,31 @@ async def test_memory_first_whatever_the_size(tmp_path: Path) -> None:
     await _put(store, "/t/held.ts", body)
     found = await store.lookup_or_open("/t/held.ts", FILE_FROM)
     assert found is not None and found[1] == body and not isinstance(found[1], OpenBody)
+
+
+async def test_an_object_found_lately_is_looked_up_on_the_loops_thread(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The first disk lookup of an object runs in a worker thread (a cold disk may block); one
+    within WARM_S of finding it runs on the event loop's thread (its file is in the page
+    cache, and the thread hop cost more than the lookup). Both find the same bytes."""
+    store = _store(tmp_path, 1 << 20)
+    big = os.urandom(1 << 20 | 4096)
+    await _put(store, "/t/big.ts", big)
+    threads: list[int] = []
+    found_by = DiskCache.open_body
+
+    def recorded(self: DiskCache, key: str, entry: DiskEntry | None = None) -> OpenBody | None:
+        threads.append(threading.get_ident())
+        return found_by(self, key, entry)
+    monkeypatch.setattr(DiskCache, "open_body", recorded)
+    for _ in range(2):
+        found = await store.lookup_or_open("/t/big.ts", FILE_FROM)
+        assert found is not None and isinstance(found[1], OpenBody)
+        try:
+            assert found[1].read() == big
+        finally:
+            found[1].close()
+    loop_thread = threading.get_ident()
+    assert threads[0] != loop_thread and threads[1] == loop_thread
+    assert await store.lookup_or_open("/t/absent.ts", FILE_FROM) is None
+    assert threads[2] != loop_thread  # never found: not warm

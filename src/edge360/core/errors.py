@@ -138,3 +138,9 @@ class InvalidMedia(Edge360Error):
 
     status = 500
     default_reason = "invalid media"
+
+
+class SourceError(ConnectionError):
+    """An answer's body source broke off mid-answer (an upstream, a piece that failed
+    validation, a file that shrank): the connection is aborted, never ended short as if whole.
+    A ConnectionError, not an Edge360Error: no answer can be made any more, the head is out."""

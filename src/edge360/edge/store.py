@@ -30,6 +30,7 @@ from edge360.cache.diskformat import EntryGone, OpenBody
 from edge360.cache.memfd import hold
 from edge360.cache.memory import MemoryCache
 from edge360.config.schema import EdgeConfig
+from edge360.core.lru import Memo
 from edge360.edge.stored import StoredObject
 from edge360.node.counters import Counters, TierGauge
 
@@ -45,6 +46,14 @@ FILE_FROM: Final = 256 * 1024
 #: seconds between two log lines about failing disk writes
 LOG_EVERY: Final = 60.0
 _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+#: an object found on disk this recently (seconds) is looked up again on the event loop's
+#: thread, as nginx opens its cache files: its file's inode and first pages are in the page
+#: cache then, and a worker-thread hop cost more than the lookup (a futex storm between the
+#: worker and the busy loop over the GIL: ~100 futex calls per 1.5 MiB disk hit, strace);
+#: an object not seen lately is looked up in a worker thread, where a cold disk may block
+WARM_S: Final = 10.0
+#: objects remembered as recently found on disk
+MAX_WARM: Final = 65_536
 T = TypeVar("T")
 
 
@@ -67,6 +76,7 @@ class EdgeStore:
             else None
         self._negative: OrderedDict[str, Negative] = OrderedDict()
         self._logged = -LOG_EVERY
+        self._warm: Memo[str, float] = Memo(MAX_WARM)  # key -> when last found on disk
 
     # -- heads -----------------------------------------------------------------------------
 
@@ -93,7 +103,7 @@ class EdgeStore:
             self.memory.pop(key)
         if self.disk is None:
             return None
-        found = await asyncio.to_thread(self._disk_lookup, key, file_from)
+        found = await self._on_disk(key, self._disk_lookup, key, file_from)
         if found is None:
             return None
         meta, obj, body = found
@@ -104,17 +114,21 @@ class EdgeStore:
     def _disk_lookup(self, key: str, file_from: int | None
                      ) -> tuple[bytes, StoredObject, bytes | OpenBody] | None:
         assert self.disk is not None
+        # one open of the file whatever comes of it: its body is sent from it, or read from it
+        # (checked once per file version, as every body sent from the disk tier is)
+        opened = self.disk.open_body(key)
+        if opened is None:
+            return None
+        obj = StoredObject.decode(opened.meta)
+        if obj is not None and file_from is not None and not obj.pieced \
+                and opened.length >= file_from:
+            return opened.meta, obj, opened
         try:
-            entry = self.disk.get(key)
-            obj = StoredObject.decode(entry.meta) if entry is not None else None
-            if entry is None or obj is None:
-                return None
-            if file_from is not None and not obj.pieced and entry.body_length >= file_from:
-                opened = self.disk.open_body(key, entry)
-                return None if opened is None else (entry.meta, obj, opened)
-            return entry.meta, obj, entry.read_body()
+            return None if obj is None else (opened.meta, obj, opened.read())
         except (EntryGone, OSError):
             return None
+        finally:
+            opened.close()
 
     def peek(self, key: str) -> StoredObject | None:
         """The head if it is in memory (no I/O, no effect on recency)."""
@@ -161,7 +175,20 @@ class EdgeStore:
         worker-thread call (a thread hop per piece measured as a fifth of the loop's time)."""
         if self.disk is None or not ns:
             return {}
-        return await asyncio.to_thread(self._disk_open, key, obj, ns)
+        return await self._on_disk(key, self._disk_open, key, obj, ns)
+
+    async def _on_disk(self, key: str, fn: Callable[..., T], *args: object) -> T:
+        """fn(*args), a disk-tier read for `key`: on the loop's thread when `key` was found on
+        disk lately (WARM_S), else in a worker thread."""
+        now = time.monotonic()
+        seen = self._warm.get(key)
+        if seen is not None and now - seen < WARM_S:
+            found = fn(*args)
+        else:
+            found = await asyncio.to_thread(fn, *args)
+        if found:
+            self._warm.put(key, now)
+        return found
 
     def _disk_open(self, key: str, obj: StoredObject, ns: Sequence[int]) -> dict[int, OpenBody]:
         assert self.disk is not None

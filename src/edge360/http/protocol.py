@@ -22,17 +22,11 @@ import time
 from collections.abc import Awaitable
 from typing import Final, Protocol, cast
 
-from edge360.core.errors import Edge360Error
+from edge360.core.errors import Edge360Error, SourceError
 from edge360.http.guard import ConnectionGuard
 from edge360.http.outbox import Outbox
 from edge360.http.response import Response, head_bytes
-from edge360.http.send import (
-    CHUNK,
-    SourceError,
-    write_memory,
-    write_parts,
-    write_stream,
-)
+from edge360.http.send import CHUNK, write_memory, write_parts, write_stream
 from edge360.http.timers import Deadline, SendWatchdog
 from edge360.http.wire import Request, RequestReader, WireError
 

@@ -21,6 +21,7 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Final, Protocol
 
+from edge360.core.errors import SourceError
 from edge360.http.response import FileSpan, Part
 
 #: bytes written per chunk of a big in-memory body (then back-pressure decides)
@@ -41,10 +42,6 @@ class Writable(Protocol):
     def drained(self) -> Awaitable[None]: ...
     @property
     def sock(self) -> socket.socket | None: ...
-
-
-class SourceError(ConnectionError):
-    """The body's source broke off (an upstream, a piece that failed validation)."""
 
 
 def _transport(conn: Writable) -> asyncio.Transport:
