@@ -31,6 +31,10 @@ SENDFILE_CHUNK: Final = 4 * 1024 * 1024
 SEND_CHUNK: Final = SENDFILE_CHUNK
 #: bytes of a verified span held back until its file proved unchanged
 TAIL: Final = 64 * 1024
+#: body bytes an answer's first direct write sends at most before letting the other ready
+#: connections write theirs: a herd of a thousand waiters for one object all get their first
+#: bytes before any gets its whole body (time to first byte, not one copy of the body each)
+FIRST: Final = 64 * 1024
 
 
 class Writable(Protocol):
@@ -63,7 +67,7 @@ class Direct:
     waiting (the sender awaiting its source instead), so the loop never spins on a writable
     socket. `close()` releases both."""
 
-    __slots__ = ("_conn", "_fd", "_loop", "_on", "_waiter", "_watch")
+    __slots__ = ("_conn", "_fd", "_first", "_loop", "_on", "_waiter", "_watch")
 
     def __init__(self, conn: Writable, sock: socket.socket) -> None:
         self._conn = conn
@@ -72,6 +76,7 @@ class Direct:
         self._watch = -1
         self._on = False
         self._waiter: asyncio.Future[None] | None = None
+        self._first = True  # no body byte written yet (FIRST)
 
     async def start(self) -> None:
         """Wait until the transport's own buffer is empty: what follows comes after it."""
@@ -81,7 +86,7 @@ class Direct:
     async def write(self, view: memoryview) -> None:
         pos, size = 0, len(view)
         while pos < size:
-            asked = min(size - pos, SEND_CHUNK)
+            asked = min(size - pos, FIRST if self._first else SEND_CHUNK)
             try:
                 # os.write on the descriptor: the loops hand out a socket wrapper without send()
                 n = os.write(self._fd, view[pos:pos + asked])
@@ -91,12 +96,16 @@ class Direct:
                 raise ConnectionResetError(f"client went away: {e}") from None
             pos += n
             if n < asked:
+                self._first = False  # it waits: the others have their turn
                 await self._full()
+            elif self._first and pos < size:
+                self._first = False  # the first bytes are out: the others' turn (FIRST)
+                await asyncio.sleep(0)
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
         end = offset + count
         while offset < end:
-            asked = min(end - offset, SENDFILE_CHUNK)
+            asked = min(end - offset, FIRST if self._first else SENDFILE_CHUNK)
             try:
                 n = os.sendfile(self._fd, fd, offset, asked)
             except BlockingIOError:
@@ -108,7 +117,11 @@ class Direct:
                 raise SourceError("the source ended before its length")  # a file shrank
             offset += n
             if n < asked:
+                self._first = False
                 await self._full()
+            elif self._first and offset < end:
+                self._first = False
+                await asyncio.sleep(0)
 
     async def _full(self) -> None:
         """Wait until the socket is writable again."""
