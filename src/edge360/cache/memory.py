@@ -45,8 +45,8 @@ class Entry:
         self.size = size
 
     def whole(self) -> bytes:
-        """The body as bytes, as a whole object's always is: only pieces are held in a memfd
-        (one would be copied out here)."""
+        """The body as bytes (a body held in a memfd is copied out: the hit path sends such a
+        body from its file instead, edge.held.from_whole)."""
         body = self.body
         return body if isinstance(body, bytes) else bytes(body)
 

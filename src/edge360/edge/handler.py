@@ -49,6 +49,7 @@ from edge360.http.wire import Request
 from edge360.sessions.viewer import Viewer
 
 Found = tuple[StoredObject, bytes | None]
+Held = tuple[StoredObject, bytes | memoryview | None]  # a hit's body may be a memfd's view
 Answer = Response | Awaitable[Response]
 
 
@@ -129,12 +130,11 @@ class Edge:
         held = state.hits.held(entry.meta)
         if held is None:
             return self._lookup(request, t, child, viewer)
-        obj = held.obj
+        obj, now = held.obj, self.node.clock()
+        if held.fresh_for(request.fields, now):  # the body as held: maybe a memfd's (sendfile)
+            return self._from_cache(request, t, (obj, None if obj.pieced else entry.body),
+                                    "HIT", child, viewer, entry.meta, obj.stored.age(now))
         found = (obj, None if obj.pieced else entry.whole())
-        now = self.node.clock()
-        if held.fresh_for(request.fields, now):
-            return self._from_cache(request, t, found, "HIT", child, viewer, entry.meta,
-                                    obj.stored.age(now))
         return self._decide(request, t, found, child, viewer, entry.meta)
 
     async def _lookup(self, request: Request, t: Target, child: bool,
@@ -210,7 +210,7 @@ class Edge:
 
     # -- answering from the cache
 
-    def _from_cache(self, request: Request, t: Target, found: Found, result: str, child: bool,
+    def _from_cache(self, request: Request, t: Target, found: Held, result: str, child: bool,
                     viewer: Viewer | None, meta: bytes | None = None,
                     age: int | None = None) -> Answer:
         obj, body = found
@@ -222,8 +222,8 @@ class Edge:
             if not obj.pieced:
                 assert body is not None
                 prepared = self._prepared(obj, result, child, age, meta)
-                if t.kind == "playlist" and s.status == 200:
-                    return for_viewer(state.index, self.node, request, t, obj, body,
+                if t.kind == "playlist" and s.status == 200:  # stored as bytes (edge.store)
+                    return for_viewer(state.index, self.node, request, t, obj, bytes(body),
                                       dict(prepared.headers), viewer, result, self.max_ranges,
                                       state.viewer_blocks, prepared)
                 return from_whole(request, obj, body, prepared, self.max_ranges, result)

@@ -48,12 +48,19 @@ def client_headers(fields: Mapping[str, str], *, to_peer: bool = False) -> dict[
     return out
 
 
-def from_whole(request: Request, obj: StoredObject, body: bytes, prepared: Prepared,
-               max_ranges: int, cache: str) -> Response:
-    """A stored whole object (or a body rewritten for the viewer: a playlist)."""
+def from_whole(request: Request, obj: StoredObject, body: bytes | memoryview,
+               prepared: Prepared, max_ranges: int, cache: str) -> Response:
+    """A stored whole object (or a body rewritten for the viewer: a playlist); one the memory
+    tier holds in a memfd goes out as spans of its file, as a held piece does."""
     s = obj.stored
     p = plan_for(request, prepared, len(body), s.last_modified, max_ranges, status=s.status)
-    return render(p, prepared, memory_slicer(body), cache=cache)
+    if fd_of(body) is None:
+        return render(p, prepared, memory_slicer(body), cache=cache)
+    size = len(body)
+
+    def cut(r: ByteRange) -> list[Part]:
+        return slices(r, size, lambda _n: body)  # one "piece": the whole body
+    return render(p, prepared, cut, cache=cache)
 
 
 def from_file(request: Request, obj: StoredObject, body: OpenBody, prepared: Prepared,

@@ -30,6 +30,7 @@ from edge360.cache.diskformat import EntryGone, OpenBody
 from edge360.cache.memfd import hold
 from edge360.cache.memory import MemoryCache
 from edge360.config.schema import EdgeConfig
+from edge360.core.kinds import PLAYLIST, kind_of
 from edge360.core.lru import Memo
 from edge360.edge.stored import StoredObject
 from edge360.node.counters import Counters, TierGauge
@@ -46,11 +47,9 @@ FILE_FROM: Final = 256 * 1024
 #: seconds between two log lines about failing disk writes
 LOG_EVERY: Final = 60.0
 _FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
-#: an object found on disk this recently (seconds) is looked up again on the event loop's
-#: thread, as nginx opens its cache files: its file's inode and first pages are in the page
-#: cache then, and a worker-thread hop cost more than the lookup (a futex storm between the
-#: worker and the busy loop over the GIL: ~100 futex calls per 1.5 MiB disk hit, strace);
-#: an object not seen lately is looked up in a worker thread, where a cold disk may block
+#: an object found on disk this recently (seconds) is looked up on the loop's thread, as nginx
+#: opens its cache files (its inode and head are in the page cache; the thread hop cost more
+#: than the lookup); any other in a worker thread (docs/ARCHITECTURE.md, "One content plane")
 WARM_S: Final = 10.0
 #: objects remembered as recently found on disk
 MAX_WARM: Final = 65_536
@@ -214,7 +213,10 @@ class EdgeStore:
                 start, end = obj.piece_span(n)
                 await self.store_piece(key, obj, n, body[start:end + 1])
             body = b""
-        self._count(self.memory.put(key, meta, body), "memory")
+        # a whole segment goes out with sendfile too (cache.memfd); a playlist stays bytes, as
+        # every viewer's copy is rendered from them
+        held = body if kind_of(key.partition("?")[0]) == PLAYLIST else hold(body)
+        self._count(self.memory.put(key, meta, held), "memory")
         if self.disk is not None and not disk_done:
             await self._disk_write(key, self.disk.put, key, meta, body)
 
