@@ -18,7 +18,7 @@ import pytest
 import uvloop
 
 from edge360.http.response import FileSpan
-from edge360.http.send import Direct, write_parts
+from edge360.http.send import FIRST, Direct, write_parts
 
 
 class Plain:
@@ -109,6 +109,24 @@ async def the_watch_is_kept_and_dropped(tmp_path: Path) -> None:
     peer.close()
 
 
+async def a_connection_closed_at_the_yield_gets_nothing_more(tmp_path: Path) -> None:
+    """After an answer's first bytes the writer lets the others go; a connection closed
+    meanwhile is never written to again (its descriptor may be reused by then)."""
+    conn, peer = await connected()
+    out = Direct(conn, conn.sock)
+    asyncio.get_running_loop().call_soon(conn.transport.close)  # runs at the writer's yield
+    try:
+        await out.start()
+        with pytest.raises(ConnectionResetError):  # bounded: a writer that missed it hangs
+            await asyncio.wait_for(out.write(memoryview(os.urandom(FIRST * 4))), 5)
+    finally:
+        out.close()
+    got = bytearray()
+    await asyncio.to_thread(slow_reader(peer, got, FIRST * 4).join, 10)
+    assert len(got) == FIRST  # the first bytes, and nothing after the close
+    peer.close()
+
+
 Runner = Callable[[Coroutine[Any, Any, None]], None]
 #: both loops edge360 may run on (uvloop in `edge360 serve`)
 LOOPS = pytest.mark.parametrize("run", [asyncio.run, uvloop.run], ids=["asyncio", "uvloop"])
@@ -124,3 +142,9 @@ def test_parts_arrive_whole_and_in_order_through_a_full_socket(run: Runner,
 def test_the_watch_is_kept_between_waits_and_dropped_when_nobody_waits(run: Runner,
                                                                        tmp_path: Path) -> None:
     run(the_watch_is_kept_and_dropped(tmp_path))
+
+
+@LOOPS
+def test_a_connection_closed_while_others_write_gets_nothing_more(run: Runner,
+                                                                  tmp_path: Path) -> None:
+    run(a_connection_closed_at_the_yield_gets_nothing_more(tmp_path))

@@ -99,8 +99,7 @@ class Direct:
                 self._first = False  # it waits: the others have their turn
                 await self._full()
             elif self._first and pos < size:
-                self._first = False  # the first bytes are out: the others' turn (FIRST)
-                await asyncio.sleep(0)
+                await self._yield()
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
         end = offset + count
@@ -120,8 +119,13 @@ class Direct:
                 self._first = False
                 await self._full()
             elif self._first and offset < end:
-                self._first = False
-                await asyncio.sleep(0)
+                await self._yield()
+
+    async def _yield(self) -> None:
+        """The answer's first bytes are out: the other ready answers' turn (FIRST)."""
+        self._first = False
+        await asyncio.sleep(0)
+        _transport(self._conn)  # gone meanwhile: never write to a descriptor reused since
 
     async def _full(self) -> None:
         """Wait until the socket is writable again."""
