@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +16,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
-from edge360.cache.disk import DiskCache
+from edge360.cache.disk import TOUCH_NS, DiskCache
 from edge360.cache.diskformat import ENTRY_EXT, HEADER_SIZE, TEMP_EXT, EntryGone
 
 
@@ -190,7 +191,7 @@ def test_renamed_file_with_wrong_key_is_deleted(tmp_path: Path) -> None:
 
 CHILD = r"""
 import sys
-from edge360.cache.disk import DiskCache
+from edge360.cache.disk import TOUCH_NS, DiskCache
 c = DiskCache(sys.argv[1], 1 << 30)
 w = c.open_writer("/killed.ts", b"meta")
 w.write(b"k" * 100_000)
@@ -355,3 +356,20 @@ class DiskModel(RuleBasedStateMachine):
 
 TestDiskModel = DiskModel.TestCase
 TestDiskModel.settings = settings(max_examples=40, stateful_step_count=30, deadline=None)
+
+
+def test_a_hit_moves_the_files_mtime_at_most_once_a_minute(tmp_path: Path) -> None:
+    """The mtime is the recency a restart rebuilds: a hit on a file touched more than TOUCH_NS
+    ago (or stamped in the future) moves it to now; one touched lately is left alone (a hit
+    would otherwise be a metadata write)."""
+    c = DiskCache(tmp_path, 1 << 20)
+    c.put("/k", b"", b"x" * 100)
+    path = c.path_for("/k")
+    now = time.time_ns()
+    for stamp in (now - 2 * TOUCH_NS, now + 2 * TOUCH_NS):
+        os.utime(path, ns=(stamp, stamp))
+        assert c.get("/k") is not None
+        assert abs(os.stat(path).st_mtime_ns - time.time_ns()) < TOUCH_NS // 2
+    recent = now - TOUCH_NS // 2
+    os.utime(path, ns=(recent, recent))
+    assert c.get("/k") is not None and os.stat(path).st_mtime_ns == recent

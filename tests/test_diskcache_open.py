@@ -84,8 +84,8 @@ def test_open_body_survives_replacement_while_open(tmp_path: Path) -> None:
 
 def test_the_file_found_is_the_file_sent(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
                                         ) -> None:
-    """Without an entry in hand, open_body sends from the file it found and checked (one open,
-    not a second one by name), and carries the entry's meta with it."""
+    """open_body sends from the file it found and checked (one open, not a second one by name),
+    and carries the entry's meta with it."""
     c = DiskCache(tmp_path, 10 * 1024 * 1024)
     c.put("/a.ts", b"the meta", BODY)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from edge360.cache.disk import DiskCache
-from edge360.cache.diskformat import DiskEntry, OpenBody
+from edge360.cache.diskformat import OpenBody
 from edge360.edge.objects import Target, new_object
 from edge360.edge.store import FILE_FROM, EdgeStore
 from edge360.node.counters import Counters
@@ -74,9 +74,9 @@ async def test_an_object_found_lately_is_looked_up_on_the_loops_thread(
     threads: list[int] = []
     found_by = DiskCache.open_body
 
-    def recorded(self: DiskCache, key: str, entry: DiskEntry | None = None) -> OpenBody | None:
+    def recorded(self: DiskCache, key: str) -> OpenBody | None:
         threads.append(threading.get_ident())
-        return found_by(self, key, entry)
+        return found_by(self, key)
     monkeypatch.setattr(DiskCache, "open_body", recorded)
     for _ in range(2):
         found = await store.lookup_or_open("/t/big.ts", FILE_FROM)

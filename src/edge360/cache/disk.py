@@ -6,18 +6,18 @@ rewrites the fixed-size header). The header holds magic, version, key/meta/body 
 body's crc32, a random nonce (two versions of one key differ) and a crc32 of header + key +
 meta. A file with a bad magic/version/crc, a key not hashing to its name, or a size other
 than header + key + body + meta is deleted (at start, `rescan` or `get`), never served; the
-body crc is checked by `read_body` (range reads and sendfile trust the length).
+body crc is checked by `read_body`, and by `open_body` once per file version.
 
 Writes go to `<name>.<pid>.<random>.tmp` beside the final name, flock'ed while open, renamed
-into place on commit: readers see the old file or the new one, never a partial one. No
-fsync by default (`fsync=True` enables it): a file torn by power loss fails the checks and
-is dropped. Temp files of a dead writer (SIGKILL) are removed at start: the kernel released
-their flock (where flock is unsupported, the pid in the name is checked).
+into place on commit: readers see the old or the new file, never a partial one. No fsync by
+default (`fsync=True` enables it): a file torn by power loss fails the checks and is dropped.
+Temp files of a dead writer (SIGKILL) are removed at start (their flock was released; where
+flock is unsupported, the pid in the name is checked).
 
-Processes: each worker keeps its own LRU index (from file mtimes, which `get` refreshes); an
-index miss still probes the file, so workers share what any stored; a file another deleted
-is a miss. The budget is per process over the files it knows: approximate across workers
-(`rescan` now and then converges). Blocking I/O by design; a lock guards the index.
+Processes: each worker keeps its own LRU index (from file mtimes, which `get` refreshes at most
+once a minute: TOUCH_NS); an index miss still probes the file, so workers share what any
+stored. The budget is per process over the files it knows, approximate across workers
+(`rescan` converges). Blocking I/O by design; a lock guards the index.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import os
 import secrets
 import struct
 import threading
+import time
 import zlib
 from collections import OrderedDict
 from collections.abc import Iterator
@@ -56,6 +57,9 @@ from edge360.cache.diskformat import (
     _unlink,
     key_digest,
 )
+
+#: a hit moves its file's mtime (its place in the order a restart rebuilds) at most this often
+TOUCH_NS = 60 * 10**9
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,8 +215,9 @@ class DiskCache:
             finally:
                 if not kept:
                     os.close(fd)
-            with contextlib.suppress(OSError):
-                os.utime(path)  # the mtime is the LRU order a restart rebuilds
+            if abs(time.time_ns() - p.mtime_ns) > TOUCH_NS:  # the LRU order a restart rebuilds
+                with contextlib.suppress(OSError):
+                    os.utime(path)
             return p, fd if kept else -1
         with self._lock:
             self._misses += 1
@@ -221,24 +226,19 @@ class DiskCache:
                 self._drop_locked(key)
         return None
 
-    def open_body(self, key: str, entry: DiskEntry | None = None) -> OpenBody | None:
-        """The entry's body as an open file span (for sendfile); None when absent, gone or
-        corrupt (then deleted). Its crc is checked on the first open of each file version in
-        this process, not on every one: an installed file is never written in place (commit
-        renames a finished temp file over the name), so the version open here stays the bytes
-        that were checked, even if the name is replaced or deleted meanwhile. `entry`: what
-        `get(key)` just returned, if any; else the file found is the one sent (one open)."""
+    def open_body(self, key: str) -> OpenBody | None:
+        """The entry's body as an open file span (for sendfile) with its meta; None when absent,
+        gone or corrupt (then deleted). The file sent is the one found (one open). Its crc is
+        checked on the first open of each file version in this process, not on every one: an
+        installed file is never written in place (commit renames a finished temp file over the
+        name), so the version open here stays the bytes that were checked, even if the name is
+        replaced or deleted meanwhile."""
         try:
-            if entry is not None:
-                f = entry.open_file()
-                st = os.fstat(f.fileno())
-                mark = (st.st_dev, st.st_ino, entry.header)
-            else:
-                found = self._find(key, keep_open=True)
-                if found is None:
-                    return None
-                entry, mark = found[0].entry, found[0].mark
-                f = os.fdopen(found[1], "rb", buffering=0)
+            found = self._find(key, keep_open=True)
+            if found is None:
+                return None
+            entry, mark = found[0].entry, found[0].mark
+            f = os.fdopen(found[1], "rb", buffering=0)
         except (EntryGone, OSError):
             return None
         try:
