@@ -128,7 +128,7 @@ class OpenBody:
 
     __slots__ = ("file", "length", "meta", "offset")
 
-    def __init__(self, file: IO[bytes], offset: int, length: int, meta: bytes = b"") -> None:
+    def __init__(self, file: IO[bytes], offset: int, length: int, meta: bytes) -> None:
         self.file, self.offset, self.length, self.meta = file, offset, length, meta
 
     def read(self) -> bytes:

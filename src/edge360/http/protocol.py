@@ -26,7 +26,7 @@ from edge360.core.errors import Edge360Error, SourceError
 from edge360.http.guard import ConnectionGuard
 from edge360.http.outbox import Outbox
 from edge360.http.response import Response, head_bytes
-from edge360.http.send import CHUNK, write_memory, write_parts, write_stream
+from edge360.http.send import CHUNK, write_parts, write_stream
 from edge360.http.timers import Deadline, SendWatchdog
 from edge360.http.wire import Request, RequestReader, WireError
 
@@ -274,7 +274,7 @@ class Connection:
                 sent = await write_parts(self, response.parts)
             else:
                 assert response.body is not None
-                sent = await write_memory(self, response.body)
+                sent = await write_parts(self, (response.body,))
         except (OSError, Edge360Error, asyncio.CancelledError) as e:
             self._cut(response, e)
             if isinstance(e, asyncio.CancelledError):

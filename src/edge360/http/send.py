@@ -95,11 +95,7 @@ class Direct:
             except (BrokenPipeError, ConnectionResetError) as e:
                 raise ConnectionResetError(f"client went away: {e}") from None
             pos += n
-            if n < asked:
-                self._first = False  # it waits: the others have their turn
-                await self._full()
-            elif self._first and pos < size:
-                await self._yield()
+            await self._sent(n, asked, pos < size)
 
     async def sendfile(self, fd: int, offset: int, count: int) -> None:
         end = offset + count
@@ -115,17 +111,19 @@ class Direct:
             if n == 0:
                 raise SourceError("the source ended before its length")  # a file shrank
             offset += n
-            if n < asked:
-                self._first = False
-                await self._full()
-            elif self._first and offset < end:
-                await self._yield()
+            await self._sent(n, asked, offset < end)
 
-    async def _yield(self) -> None:
-        """The answer's first bytes are out: the other ready answers' turn (FIRST)."""
-        self._first = False
-        await asyncio.sleep(0)
-        _transport(self._conn)  # gone meanwhile: never write to a descriptor reused since
+    async def _sent(self, n: int, asked: int, more: bool) -> None:
+        """After a call that sent `n` of `asked` bytes: a short one means the socket is full
+        (wait until it is writable; the others have their turn meanwhile); the answer's first
+        bytes out with `more` to come, the other ready answers' turn (FIRST)."""
+        if n < asked:
+            self._first = False
+            await self._full()
+        elif self._first and more:
+            self._first = False
+            await asyncio.sleep(0)
+            _transport(self._conn)  # gone meanwhile: never write to a descriptor reused since
 
     async def _full(self) -> None:
         """Wait until the socket is writable again."""
@@ -170,20 +168,14 @@ def direct(conn: Writable) -> Direct | None:
     return Direct(conn, sock) if sock is not None else None
 
 
-async def write_memory(conn: Writable, data: bytes | memoryview,
-                       out: Direct | None = None) -> int:
-    """Write `data`: on a plain socket straight to the kernel (as much as its buffer takes at
-    each turn, never copied into the transport's buffer first), else (TLS) in chunks, each
-    once the transport has room."""
+async def write_memory(conn: Writable, data: bytes | memoryview, out: Direct | None) -> int:
+    """Write `data`: through `out`, the plain socket's direct writer, straight to the kernel
+    (as much as its buffer takes at each turn, never copied into the transport's buffer
+    first); without one (TLS) in chunks, each once the transport has room."""
     view = memoryview(data)
-    own = out is None and (out := direct(conn)) is not None
     if out is not None:
-        try:
-            await out.start()
-            await out.write(view)
-        finally:
-            if own:
-                out.close()
+        await out.start()
+        await out.write(view)
         return len(view)
     for pos in range(0, len(view), CHUNK):
         await conn.writable()
@@ -191,9 +183,10 @@ async def write_memory(conn: Writable, data: bytes | memoryview,
     return len(view)
 
 
-async def write_span(conn: Writable, span: FileSpan, out: Direct | None = None) -> int:
-    """Write a file span: sendfile on a plain socket, else chunks read in a thread. A span with
-    `verify` keeps its last bytes back until the file proved unchanged (see FileSpan)."""
+async def write_span(conn: Writable, span: FileSpan, out: Direct | None) -> int:
+    """Write a file span: sendfile through `out` on a plain socket, else (TLS) its bytes in
+    memory or chunks read in a thread. A span with `verify` keeps its last bytes back until
+    the file proved unchanged (see FileSpan)."""
     if span.verify is None:
         return await _write_span(conn, span, out)
     tail = min(TAIL, span.count)
@@ -215,20 +208,13 @@ def _read_verified(span: FileSpan, tail: int) -> tuple[bytes, bool]:
 
 
 async def _write_span(conn: Writable, span: FileSpan, out: Direct | None) -> int:
-    if conn.sock is None:
+    if out is None:
         if span.view is not None:
-            return await write_memory(conn, span.view)  # TLS: the same bytes are in memory
+            return await write_memory(conn, span.view, None)  # TLS: the bytes are in memory
         return await _copy_span(conn, span)
-    if not span.count:
-        return 0
-    own = out is None and (out := direct(conn)) is not None
-    assert out is not None
-    try:
+    if span.count:
         await out.start()
         await out.sendfile(span.fd, span.offset, span.count)
-    finally:
-        if own:
-            out.close()
     return span.count
 
 
@@ -246,6 +232,7 @@ async def _copy_span(conn: Writable, span: FileSpan) -> int:
 
 
 async def write_parts(conn: Writable, parts: Sequence[Part], chunked: bool = False) -> int:
+    """Write `parts` in order, through one direct writer on a plain socket."""
     out = direct(conn)
     try:
         sent = 0
@@ -257,8 +244,7 @@ async def write_parts(conn: Writable, parts: Sequence[Part], chunked: bool = Fal
             out.close()
 
 
-async def write_part(conn: Writable, part: Part, chunked: bool = False,
-                     out: Direct | None = None) -> int:
+async def write_part(conn: Writable, part: Part, chunked: bool, out: Direct | None) -> int:
     size = part.count if isinstance(part, FileSpan) else len(part)
     if not size:
         return 0
